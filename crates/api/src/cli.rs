@@ -1,0 +1,313 @@
+//! The `cola-api` command line: `serve` (the default), `migrate`,
+//! `dev-token` and `check-config`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use chrono::Duration;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use cola_application::Role;
+use cola_domain::{TenantId, UserId};
+use uuid::Uuid;
+
+use crate::config::{JwtKey, JwtSettings, Secret, Settings};
+use crate::jwt::mint_token;
+use crate::startup::Application;
+
+/// Where `--dev` keeps the JWT secret it generates, so tokens survive restarts.
+pub const DEV_SECRET_FILE: &str = ".cola-dev-secret";
+/// The demo tenant and user `--dev` and `dev-token` use by default.
+pub const DEMO_TENANT: Uuid = Uuid::from_u128(0x0000_0000_0000_4000_8000_0000_0000_0001);
+pub const DEMO_USER: Uuid = Uuid::from_u128(0x0000_0000_0000_4000_8000_0000_0000_0002);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cola-api",
+    version,
+    about = "Cola: self-hosted API keys for MCP servers",
+    long_about = "Cola issues and verifies API keys for MCP clients. Without a subcommand it serves \
+                  (configured by COLA_* environment variables; see `cola-api check-config`)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service (the default).
+    Serve(ServeArgs),
+    /// Apply database migrations and show their status.
+    Migrate,
+    /// Print a management JWT signed with the configured secret.
+    DevToken(DevTokenArgs),
+    /// Validate the environment and print the effective settings.
+    CheckConfig,
+}
+
+#[derive(Debug, Clone, Args)]
+struct ServeArgs {
+    /// Local demo: without a JWT setting, generate a secret (kept in
+    /// .cola-dev-secret) and print a ready-to-use admin token.
+    #[arg(long)]
+    dev: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Admin,
+    Member,
+}
+
+#[derive(Debug, Args)]
+struct DevTokenArgs {
+    /// Tenant id (UUID) [default: the demo tenant]
+    #[arg(long)]
+    tenant: Option<Uuid>,
+    /// User id (UUID), the token's `sub` [default: the demo user]
+    #[arg(long)]
+    user: Option<Uuid>,
+    #[arg(long, value_enum, default_value = "admin")]
+    role: RoleArg,
+    /// Hours until the token expires
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(i64).range(1..=8760))]
+    ttl_hours: i64,
+}
+
+impl Cli {
+    /// Runs the chosen command; the process exits with the returned code.
+    pub async fn run(self) -> ExitCode {
+        match self.command {
+            None => serve(self.serve).await,
+            Some(Command::Serve(args)) => serve(args).await,
+            Some(Command::Migrate) => migrate().await,
+            Some(Command::DevToken(args)) => dev_token(&args),
+            Some(Command::CheckConfig) => check_config(),
+        }
+    }
+}
+
+fn load_settings() -> Result<Settings, ExitCode> {
+    Settings::from_env().map_err(|errors| {
+        eprintln!("{errors}");
+        ExitCode::from(2)
+    })
+}
+
+/// The secret `--dev` uses: the configured one, or one generated once and
+/// kept in [`DEV_SECRET_FILE`].
+fn dev_secret(path: &Path) -> std::io::Result<String> {
+    if let Ok(existing) = std::fs::read_to_string(path) {
+        let existing = existing.trim().to_owned();
+        if existing.len() >= 32 {
+            return Ok(existing);
+        }
+    }
+    let mut bytes = [0u8; 32];
+    rand::TryRngCore::try_fill_bytes(&mut rand::rngs::OsRng, &mut bytes)
+        .map_err(std::io::Error::other)?;
+    let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(path, &secret)?;
+    Ok(secret)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+#[allow(clippy::print_stdout)]
+async fn serve(args: ServeArgs) -> ExitCode {
+    let mut settings = match load_settings() {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    crate::telemetry::init(&settings.log_filter, settings.log_format);
+    let mut dev_banner_secret = None;
+    if args.dev {
+        let secret = match &settings.jwt {
+            Some(JwtSettings {
+                key: JwtKey::Secret(secret),
+                ..
+            }) => secret.expose().to_owned(),
+            Some(_) => {
+                eprintln!(
+                    "--dev mints HS256 tokens; it cannot be combined with COLA_JWT_PUBLIC_KEY_FILE"
+                );
+                return ExitCode::from(2);
+            }
+            None => match dev_secret(&PathBuf::from(DEV_SECRET_FILE)) {
+                Ok(secret) => {
+                    settings.jwt = Some(JwtSettings {
+                        key: JwtKey::Secret(Secret::new(secret.clone())),
+                        issuer: None,
+                        audience: None,
+                    });
+                    secret
+                }
+                Err(error) => {
+                    eprintln!("--dev: cannot keep a secret in {DEV_SECRET_FILE}: {error}");
+                    return ExitCode::from(1);
+                }
+            },
+        };
+        dev_banner_secret = Some(secret);
+    }
+    let issuer = settings.jwt.as_ref().and_then(|j| j.issuer.clone());
+    let audience = settings.jwt.as_ref().and_then(|j| j.audience.clone());
+    let application = match Application::build(settings).await {
+        Ok(application) => application,
+        Err(error) => {
+            eprintln!("cola-api cannot start: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(secret) = dev_banner_secret {
+        let base = format!("http://{}", application.address());
+        match mint_token(
+            &secret,
+            TenantId::from_uuid(DEMO_TENANT),
+            UserId::from_uuid(DEMO_USER),
+            Role::Admin,
+            Duration::hours(24),
+            issuer.as_deref(),
+            audience.as_deref(),
+        ) {
+            Ok(token) => println!(
+                "\nCola dev mode: {base}\n\
+                 Demo admin token (tenant {DEMO_TENANT}, user {DEMO_USER}, valid 24 h):\n\n  \
+                 export TOKEN={token}\n\n\
+                 Create a key (its secret is shown once):\n\n  \
+                 curl -s -X POST {base}/api/mcp/keys -H \"Authorization: Bearer $TOKEN\" \
+                 -H 'Content-Type: application/json' -d '{{\"name\":\"my laptop\"}}'\n\n\
+                 Then point an MCP client at {base}/mcp with the header \"Authorization: Bearer cola_…\".\n\
+                 More tokens: cola-api dev-token --role member --user <uuid>\n"
+            ),
+            Err(error) => eprintln!("--dev: cannot mint a demo token: {error}"),
+        }
+    }
+    match application.run_until_stopped().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("cola-api stopped with an error: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+async fn migrate() -> ExitCode {
+    let settings = match load_settings() {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let result = async {
+        let database =
+            cola_infrastructure::Database::connect(settings.database_url.expose()).await?;
+        database.migrate().await?;
+        let status = database.migration_status().await?;
+        database.close().await;
+        Ok::<_, cola_infrastructure::DatabaseError>(status)
+    }
+    .await;
+    match result {
+        Ok(status) => {
+            for migration in status {
+                let state = if migration.applied {
+                    "applied"
+                } else {
+                    "pending"
+                };
+                println!("{state:8} {}", migration.name);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("cola-api migrate: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn dev_token(args: &DevTokenArgs) -> ExitCode {
+    let settings = match load_settings() {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let (secret, issuer, audience) = match &settings.jwt {
+        Some(JwtSettings {
+            key: JwtKey::Secret(secret),
+            issuer,
+            audience,
+        }) => (secret.expose().to_owned(), issuer.clone(), audience.clone()),
+        Some(_) => {
+            eprintln!(
+                "dev-token signs with COLA_JWT_SECRET (HS256); with COLA_JWT_PUBLIC_KEY_FILE, tokens come from your identity provider"
+            );
+            return ExitCode::from(2);
+        }
+        None => match std::fs::read_to_string(DEV_SECRET_FILE) {
+            Ok(secret) if secret.trim().len() >= 32 => (secret.trim().to_owned(), None, None),
+            _ => {
+                eprintln!(
+                    "dev-token needs COLA_JWT_SECRET (at least 32 bytes), or run `cola-api --dev` once in this directory"
+                );
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let role = match args.role {
+        RoleArg::Admin => Role::Admin,
+        RoleArg::Member => Role::Member,
+    };
+    match mint_token(
+        &secret,
+        TenantId::from_uuid(args.tenant.unwrap_or(DEMO_TENANT)),
+        UserId::from_uuid(args.user.unwrap_or(DEMO_USER)),
+        role,
+        Duration::hours(args.ttl_hours),
+        issuer.as_deref(),
+        audience.as_deref(),
+    ) {
+        Ok(token) => {
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("dev-token: {error}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn check_config() -> ExitCode {
+    match Settings::from_env() {
+        Ok(settings) => {
+            for (name, value) in settings.describe() {
+                println!("{name}={value}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(2)
+        }
+    }
+}

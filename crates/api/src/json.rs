@@ -1,0 +1,206 @@
+//! Request-body and query extraction that names the offending field: a JSON
+//! body must be `application/json`, at most 64 KiB, and deserialize cleanly;
+//! any failure is a problem body with the field's path in `errors`.
+
+use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::{FromRequest, HttpRequest, web};
+use cola_application::FieldErrors;
+use futures_util::future::LocalBoxFuture;
+use serde::de::DeserializeOwned;
+
+use crate::problem::Problem;
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// A JSON body of type `T`.
+#[derive(Debug)]
+pub struct JsonBody<T>(pub T);
+
+/// Whether the request says its body is JSON (`application/json` or any
+/// `+json` type).
+pub fn is_json(request: &HttpRequest) -> bool {
+    request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .map(|essence| essence.trim().to_ascii_lowercase())
+        .is_some_and(|essence| essence == "application/json" || essence.ends_with("+json"))
+}
+
+/// Reads the body, refusing more than [`MAX_BODY_BYTES`].
+pub async fn read_body(
+    request: &HttpRequest,
+    payload: &mut Payload,
+) -> Result<web::Bytes, Problem> {
+    web::Bytes::from_request(request, payload)
+        .await
+        .map_err(|error| {
+            if error.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
+                too_large()
+            } else {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable-body",
+                    "the request body could not be read",
+                )
+            }
+        })
+}
+
+pub fn too_large() -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
+    )
+}
+
+pub fn unsupported_media_type() -> Problem {
+    Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+        "the request body must be application/json",
+    )
+}
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = Problem;
+    type Future = LocalBoxFuture<'static, Result<Self, Problem>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let request = request.clone();
+        let mut payload = payload.take();
+        Box::pin(async move {
+            if !is_json(&request) {
+                return Err(unsupported_media_type());
+            }
+            let body = read_body(&request, &mut payload).await?;
+            parse_json(&body).map(JsonBody)
+        })
+    }
+}
+
+/// Deserializes `body`, naming the field at fault.
+pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
+    let mut deserializer = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return Problem::invalid(&FieldErrors::single(
+                "body",
+                format!(
+                    "is not valid JSON (line {}, column {})",
+                    inner.line(),
+                    inner.column()
+                ),
+            ));
+        }
+        Problem::invalid(&describe(&path, &inner.to_string()))
+    })?;
+    deserializer.end().map_err(|_| {
+        Problem::invalid(&FieldErrors::single(
+            "body",
+            "has trailing characters after the JSON value",
+        ))
+    })?;
+    Ok(value)
+}
+
+/// Parses a query string, naming the parameter at fault.
+pub fn parse_query<T: DeserializeOwned>(query: &str) -> Result<T, Problem> {
+    serde_urlencoded::from_str(query)
+        .map_err(|error| Problem::invalid(&describe(".", &error.to_string())))
+}
+
+/// Turns a serde message into a field error: `unknown field `x`` and
+/// `missing field `x`` name the field itself, other messages the path.
+fn describe(path: &str, message: &str) -> FieldErrors {
+    let join = |field: &str| {
+        if path == "." || path.is_empty() {
+            field.to_owned()
+        } else {
+            format!("{path}.{field}")
+        }
+    };
+    let quoted = |text: &str| text.split('`').nth(1).map(str::to_owned);
+    // serde appends " at line L column C" for JSON; it says nothing useful
+    // once the field is named.
+    let message = message.split(" at line ").next().unwrap_or(message);
+    if let Some(field) = message.strip_prefix("unknown field ").and_then(quoted) {
+        // The path already ends at the unknown field.
+        let at = if path.ends_with(&field) {
+            path.to_owned()
+        } else {
+            join(&field)
+        };
+        return FieldErrors::single(at, "is not a known field");
+    }
+    if let Some(field) = message.strip_prefix("missing field ").and_then(quoted) {
+        return FieldErrors::single(join(&field), "is required");
+    }
+    let field = if path == "." || path.is_empty() {
+        "body".to_owned()
+    } else {
+        path.to_owned()
+    };
+    FieldErrors::single(field, message.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        read: bool,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Outer {
+        name: String,
+        inner: Option<Inner>,
+    }
+
+    fn fields(body: &str) -> Vec<String> {
+        let problem = parse_json::<Outer>(body.as_bytes()).expect_err("invalid");
+        problem.errors.expect("errors").into_keys().collect()
+    }
+
+    #[test]
+    fn an_unknown_field_is_named() {
+        assert_eq!(fields(r#"{"name":"a","tenant_id":"x"}"#), ["tenant_id"]);
+        assert_eq!(
+            fields(r#"{"name":"a","inner":{"read":true,"x":1}}"#),
+            ["inner.x"]
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        assert_eq!(fields(r"{}"), ["name"]);
+    }
+
+    #[test]
+    fn a_wrongly_typed_field_is_named() {
+        assert_eq!(
+            fields(r#"{"name":"a","inner":{"read":"yes"}}"#),
+            ["inner.read"]
+        );
+    }
+
+    #[test]
+    fn broken_json_is_blamed_on_the_body() {
+        assert_eq!(fields(r#"{"name":"#), ["body"]);
+        assert_eq!(fields(r#"{"name":"a"} x"#), ["body"]);
+    }
+}

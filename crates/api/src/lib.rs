@@ -1,0 +1,17 @@
+//! Cola's HTTP surface: the management REST API, the MCP endpoint, their
+//! authentication, configuration and telemetry. `Application` is what both
+//! the `cola-api` binary and the tests start.
+
+pub mod cli;
+pub mod client_ip;
+pub mod config;
+pub mod json;
+pub mod jwt;
+pub mod mcp;
+pub mod problem;
+pub mod rate_limit;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;
+
+pub use startup::{Application, StartupError};

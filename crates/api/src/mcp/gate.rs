@@ -1,0 +1,181 @@
+//! The gate in front of `/mcp`: Origin check, failure rate limit, then key
+//! authentication. Only an admitted request reaches the MCP handler, carrying
+//! its `McpPrincipal`; anything unexpected fails closed.
+
+use std::sync::Arc;
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpResponse, web};
+use cola_application::{AuthFailure, AuthPath, KeyAuthenticator};
+
+use crate::client_ip::ClientIpResolver;
+use crate::mcp::protocol;
+use crate::rate_limit::FailureLimiter;
+
+#[derive(Debug)]
+pub struct McpGate {
+    pub authenticator: Arc<KeyAuthenticator>,
+    pub limiter: Arc<FailureLimiter>,
+    pub client_ip: ClientIpResolver,
+    /// Normalised `scheme://host[:port]` origins allowed to call `/mcp`.
+    pub allowed_origins: Vec<String>,
+}
+
+/// `Authorization: Bearer cola_…` or `X-API-Key: cola_…`.
+fn credential(headers: &HeaderMap) -> Option<&str> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().ok()?;
+        let (scheme, token) = value.split_once(' ')?;
+        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+}
+
+fn origin_allowed(gate: &McpGate, origin: &HeaderValue) -> bool {
+    origin
+        .to_str()
+        .ok()
+        .and_then(crate::config::normalise_origin)
+        .is_some_and(|origin| gate.allowed_origins.contains(&origin))
+}
+
+/// A refusal: a JSON-RPC error body (which MCP clients surface as-is) with
+/// the status the situation calls for.
+fn refusal(status: StatusCode, code: i64, message: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("application/json")
+        .body(protocol::error_response(&serde_json::Value::Null, code, message, None).to_string())
+}
+
+/// The one answer for every bad credential, byte for byte, so a caller
+/// cannot tell a malformed key from an unknown, wrong, revoked or expired one.
+fn invalid_credential() -> HttpResponse {
+    let mut response = refusal(
+        StatusCode::UNAUTHORIZED,
+        protocol::UNAUTHORIZED,
+        "a valid Cola API key is required",
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"cola\", error=\"invalid_token\""),
+    );
+    response
+}
+
+fn retry_later(status: StatusCode, code: i64, message: &str, seconds: u64) -> HttpResponse {
+    let mut response = refusal(status, code, message);
+    if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+pub async fn authenticate(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    // Other methods get their 405 without presenting a key.
+    if request.method() != Method::POST {
+        return next
+            .call(request)
+            .await
+            .map(ServiceResponse::map_into_left_body);
+    }
+    let Some(gate) = request.app_data::<web::Data<McpGate>>().cloned() else {
+        return Ok(request
+            .into_response(HttpResponse::InternalServerError().finish())
+            .map_into_right_body());
+    };
+    let refuse = |request: ServiceRequest, response: HttpResponse| {
+        Ok(request.into_response(response).map_into_right_body())
+    };
+
+    // DNS-rebinding defence: a browser page from an unlisted origin is
+    // refused before any key is looked at. No `Origin` (non-browser
+    // clients) is fine.
+    if let Some(origin) = request.headers().get(header::ORIGIN)
+        && !origin_allowed(&gate, origin)
+    {
+        return refuse(
+            request,
+            refusal(
+                StatusCode::FORBIDDEN,
+                protocol::FORBIDDEN,
+                "this origin may not call the MCP endpoint",
+            ),
+        );
+    }
+
+    let Some(client) = gate.client_ip.of_service_request(&request) else {
+        return refuse(request, invalid_credential());
+    };
+    if let Err(wait) = gate.limiter.check(client) {
+        tracing::info!(%client, outcome = "rate_limited", "mcp authentication");
+        return refuse(
+            request,
+            retry_later(
+                StatusCode::TOO_MANY_REQUESTS,
+                protocol::RATE_LIMITED,
+                "too many failed attempts from this address",
+                wait,
+            ),
+        );
+    }
+
+    let presented = credential(request.headers());
+    match gate
+        .authenticator
+        .authenticate_with_path(presented, client)
+        .await
+    {
+        Ok((principal, path)) => {
+            let key = principal.key();
+            tracing::debug!(
+                key_prefix = %key.prefix,
+                tenant = %key.tenant_id,
+                %client,
+                outcome = "admitted",
+                cached = path == AuthPath::Hot,
+                "mcp authentication"
+            );
+            request.extensions_mut().insert(principal);
+            next.call(request)
+                .await
+                .map(ServiceResponse::map_into_left_body)
+        }
+        Err(failure) => {
+            tracing::info!(%client, outcome = failure.as_str(), "mcp authentication");
+            let response = match failure {
+                AuthFailure::IpDenied => refusal(
+                    StatusCode::FORBIDDEN,
+                    protocol::FORBIDDEN,
+                    "this key may not be used from this address",
+                ),
+                AuthFailure::Saturated => retry_later(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    protocol::UNAVAILABLE,
+                    "key verification is at capacity; try again shortly",
+                    1,
+                ),
+                AuthFailure::Unavailable => retry_later(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    protocol::UNAVAILABLE,
+                    "the key cannot be verified right now; try again shortly",
+                    1,
+                ),
+                _ => {
+                    gate.limiter.record_failure(client);
+                    invalid_credential()
+                }
+            };
+            refuse(request, response)
+        }
+    }
+}

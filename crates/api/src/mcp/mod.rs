@@ -1,0 +1,28 @@
+//! The MCP endpoint (`POST /mcp`, CONTRACT §6): stateless Streamable HTTP
+//! with JSON responses, serving both protocol eras, behind key
+//! authentication.
+
+mod gate;
+mod handler;
+pub mod protocol;
+mod server;
+mod tools;
+
+use actix_web::middleware::from_fn;
+use actix_web::web;
+
+pub use gate::McpGate;
+pub use server::McpServer;
+
+use crate::routes::method_not_allowed;
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config.service(
+        web::resource("/mcp")
+            .wrap(from_fn(gate::authenticate))
+            .route(web::post().to(handler::post))
+            // No server-initiated stream and no sessions: GET and DELETE are
+            // answered 405, which MCP clients take as "not offered".
+            .default_service(web::to(method_not_allowed("POST"))),
+    );
+}

@@ -1,0 +1,223 @@
+//! The MCP methods Cola serves, for both eras. Every call acts as the key's
+//! owner through the same `ApiKeyService` as the REST API, and sees only
+//! what the key may use.
+
+use std::sync::Arc;
+
+use cola_application::{ApiKeyService, AppError, ListKeysQuery, McpPrincipal};
+use cola_domain::ApiKeyId;
+use serde_json::{Map, Value, json};
+
+use crate::mcp::protocol::{self, Era};
+use crate::mcp::tools::{self, Tool};
+
+const KEY_URI_PREFIX: &str = "cola://keys/";
+/// Keys shown as resources: the owner's keys, newest first, at most this many.
+const MAX_LISTED_RESOURCES: u64 = 100;
+
+#[derive(Debug)]
+pub struct Call<'a> {
+    pub era: Era,
+    pub method: &'a str,
+    pub params: &'a Value,
+    pub principal: &'a McpPrincipal,
+}
+
+#[derive(Debug)]
+pub enum Outcome {
+    Result(Value),
+    Error {
+        code: i64,
+        message: String,
+        data: Option<Value>,
+    },
+}
+
+impl Outcome {
+    fn error(code: i64, message: impl Into<String>) -> Self {
+        Self::Error {
+            code,
+            message: message.into(),
+            data: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct McpServer {
+    keys: Arc<ApiKeyService>,
+}
+
+impl McpServer {
+    #[must_use]
+    pub fn new(keys: Arc<ApiKeyService>) -> Self {
+        Self { keys }
+    }
+
+    pub async fn dispatch(&self, call: Call<'_>) -> Outcome {
+        let era = call.era;
+        let outcome = match (era, call.method) {
+            (Era::Handshake, "initialize") => Outcome::Result(initialize(call.params)),
+            (Era::Handshake, "ping") => Outcome::Result(json!({})),
+            (_, "server/discover") => Outcome::Result(discover()),
+            (_, "tools/list") => {
+                Outcome::Result(json!({ "tools": tools::visible(call.principal) }))
+            }
+            (_, "tools/call") => self.call_tool(&call).await,
+            (_, "resources/list") => self.list_resources(call.principal).await,
+            (_, "resources/read") => self.read_resource(&call).await,
+            (_, "resources/templates/list") => Outcome::Result(json!({ "resourceTemplates": [] })),
+            (_, method) => Outcome::error(
+                protocol::METHOD_NOT_FOUND,
+                format!("Method not found: {method}"),
+            ),
+        };
+        match (era, outcome) {
+            (Era::Stateless, Outcome::Result(result)) => {
+                Outcome::Result(stateless_result(call.method, result))
+            }
+            (_, outcome) => outcome,
+        }
+    }
+
+    async fn call_tool(&self, call: &Call<'_>) -> Outcome {
+        let Some(name) = call.params.get("name").and_then(Value::as_str) else {
+            return Outcome::error(protocol::INVALID_PARAMS, "params.name is required");
+        };
+        // A tool the key may not use answers exactly as one that does not
+        // exist, and runs nothing.
+        let Some(tool) = Tool::find(name).filter(|tool| tool.allowed(call.principal)) else {
+            return Outcome::error(protocol::INVALID_PARAMS, format!("Unknown tool: {name}"));
+        };
+        let arguments = match call.params.get("arguments") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(arguments)) => arguments.clone(),
+            Some(_) => {
+                return Outcome::error(
+                    protocol::INVALID_PARAMS,
+                    "params.arguments must be an object",
+                );
+            }
+        };
+        Outcome::Result(tool.run(&self.keys, call.principal, &arguments).await)
+    }
+
+    async fn list_resources(&self, principal: &McpPrincipal) -> Outcome {
+        let query = ListKeysQuery {
+            limit: Some(MAX_LISTED_RESOURCES.to_string()),
+            ..ListKeysQuery::default()
+        };
+        match self.keys.list(principal.as_owner(), query).await {
+            Ok(page) => {
+                let resources: Vec<Value> = page
+                    .items
+                    .iter()
+                    .map(|key| (format!("{KEY_URI_PREFIX}{}", key.id), key))
+                    .filter(|(uri, _)| principal.key().permissions.allows_resource(uri))
+                    .map(|(uri, key)| {
+                        json!({
+                            "uri": uri,
+                            "name": key.name,
+                            "description": format!("{} key {} ({})", key.status.as_str(), key.key_prefix, key.name),
+                            "mimeType": "application/json",
+                        })
+                    })
+                    .collect();
+                Outcome::Result(json!({ "resources": resources }))
+            }
+            Err(error) => internal(&error),
+        }
+    }
+
+    async fn read_resource(&self, call: &Call<'_>) -> Outcome {
+        let Some(uri) = call.params.get("uri").and_then(Value::as_str) else {
+            return Outcome::error(protocol::INVALID_PARAMS, "params.uri is required");
+        };
+        let not_found = || {
+            let code = match call.era {
+                Era::Handshake => protocol::RESOURCE_NOT_FOUND,
+                Era::Stateless => protocol::INVALID_PARAMS,
+            };
+            Outcome::Error {
+                code,
+                message: "Resource not found".into(),
+                data: Some(json!({ "uri": uri })),
+            }
+        };
+        if !call.principal.key().permissions.allows_resource(uri) {
+            return not_found();
+        }
+        let Some(id) = uri
+            .strip_prefix(KEY_URI_PREFIX)
+            .and_then(|id| id.parse::<ApiKeyId>().ok())
+        else {
+            return not_found();
+        };
+        match self.keys.get(call.principal.as_owner(), id).await {
+            Ok(key) => Outcome::Result(json!({
+                "contents": [{
+                    "uri": uri,
+                    "mimeType": "application/json",
+                    "text": serde_json::to_string(&key).unwrap_or_default(),
+                }]
+            })),
+            Err(AppError::NotFound) => not_found(),
+            Err(error) => internal(&error),
+        }
+    }
+}
+
+fn internal(error: &AppError) -> Outcome {
+    match error {
+        AppError::Unavailable(source) => tracing::warn!(error = %source, "database unavailable"),
+        other => tracing::error!(error = %other, "mcp call failed"),
+    }
+    Outcome::error(protocol::INTERNAL_ERROR, "Internal error")
+}
+
+fn initialize(params: &Value) -> Value {
+    let requested = params.get("protocolVersion").and_then(Value::as_str);
+    let version = requested
+        .filter(|version| protocol::LEGACY_VERSIONS.contains(version))
+        .unwrap_or(protocol::LATEST_LEGACY_VERSION);
+    json!({
+        "protocolVersion": version,
+        "capabilities": protocol::capabilities(),
+        "serverInfo": protocol::server_info(),
+        "instructions": protocol::INSTRUCTIONS,
+    })
+}
+
+fn discover() -> Value {
+    json!({
+        "supportedVersions": [protocol::MODERN_VERSION],
+        "capabilities": protocol::capabilities(),
+        "serverInfo": protocol::server_info(),
+        "instructions": protocol::INSTRUCTIONS,
+    })
+}
+
+/// Adds what every 2026-07-28 result carries, and the cache fields of the
+/// cacheable ones. Per-key answers are never shared between keys, and a
+/// permission change applies at once, so they are private and not reused.
+fn stateless_result(method: &str, mut result: Value) -> Value {
+    if let Value::Object(fields) = &mut result {
+        fields.insert("resultType".into(), json!("complete"));
+        let meta = fields.entry("_meta").or_insert_with(|| json!({}));
+        if let Value::Object(meta) = meta {
+            meta.insert(protocol::META_SERVER_INFO.into(), protocol::server_info());
+        }
+        if matches!(
+            method,
+            "server/discover"
+                | "tools/list"
+                | "resources/list"
+                | "resources/read"
+                | "resources/templates/list"
+        ) {
+            fields.insert("ttlMs".into(), json!(0));
+            fields.insert("cacheScope".into(), json!("private"));
+        }
+    }
+    result
+}

@@ -1,0 +1,190 @@
+//! RFC 9457 problem details: the one shape of every error the HTTP API
+//! returns, its own and actix's alike. Internal causes go to the log, never
+//! into a body.
+
+use std::collections::BTreeMap;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use cola_application::{AppError, FieldErrors};
+use serde::Serialize;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<BTreeMap<String, Vec<String>>>,
+    #[serde(skip)]
+    pub retry_after: Option<u64>,
+}
+
+impl Problem {
+    /// A problem of the given status with a short machine-readable slug.
+    #[must_use]
+    pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("urn:cola:problem:{slug}"),
+            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: None,
+            retry_after: None,
+        }
+    }
+
+    #[must_use]
+    pub fn invalid(errors: &FieldErrors) -> Self {
+        let fields: Vec<&str> = errors.fields().keys().map(String::as_str).collect();
+        let mut problem = Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-input",
+            format!("invalid input: {}", fields.join(", ")),
+        );
+        problem.errors = Some(errors.fields().clone());
+        problem
+    }
+
+    #[must_use]
+    pub fn unauthorized(detail: &str) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+    }
+
+    #[must_use]
+    pub fn not_found() -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", "no such resource")
+    }
+
+    #[must_use]
+    pub fn unavailable() -> Self {
+        let mut problem = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the service cannot reach its database; try again shortly",
+        );
+        problem.retry_after = Some(1);
+        problem
+    }
+
+    #[must_use]
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "an unexpected error occurred",
+        )
+    }
+
+    #[must_use]
+    pub fn too_many_requests(retry_after: u64) -> Self {
+        let mut problem = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            "too many failed attempts from this address; try again later",
+        );
+        problem.retry_after = Some(retry_after.max(1));
+        problem
+    }
+
+    #[must_use]
+    pub fn with_retry_after(mut self, seconds: u64) -> Self {
+        self.retry_after = Some(seconds);
+        self
+    }
+
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    #[must_use]
+    pub fn response(&self) -> HttpResponse {
+        let mut response = HttpResponse::build(self.status_code());
+        response.insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)));
+        if let Some(seconds) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        if self.status == 401 {
+            response.insert_header((
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"cola\""),
+            ));
+        }
+        response.body(serde_json::to_string(self).unwrap_or_default())
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.status, self.detail)
+    }
+}
+
+impl ResponseError for Problem {
+    fn status_code(&self) -> StatusCode {
+        self.status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.response()
+    }
+}
+
+/// The HTTP face of the application's errors.
+#[derive(Debug)]
+pub struct ApiError(pub AppError);
+
+impl From<AppError> for ApiError {
+    fn from(error: AppError) -> Self {
+        Self(error)
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl ApiError {
+    #[must_use]
+    pub fn problem(&self) -> Problem {
+        match &self.0 {
+            AppError::Invalid(errors) => Problem::invalid(errors),
+            AppError::NotFound => Problem::not_found(),
+            AppError::LimitReached { max } => Problem::new(
+                StatusCode::CONFLICT,
+                "key-limit-reached",
+                format!("the user already has the maximum of {max} active keys; revoke one first"),
+            ),
+            AppError::KeyRevoked => Problem::new(
+                StatusCode::CONFLICT,
+                "key-revoked",
+                "the key is revoked and can no longer be changed",
+            ),
+            AppError::Unavailable(source) => {
+                tracing::warn!(error = %source, "database unavailable");
+                Problem::unavailable()
+            }
+            AppError::Unexpected(source) => {
+                tracing::error!(error = %source, cause = ?source, "unexpected failure");
+                Problem::internal()
+            }
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.problem().status_code()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        self.problem().response()
+    }
+}

@@ -1,0 +1,113 @@
+//! Failed-authentication limiting per client address: after `limit` failures
+//! within a minute, the address is answered 429 until its window ends.
+//! Successful requests are never counted. Memory is bounded: at most
+//! `MAX_TRACKED` addresses are tracked (IPv6 clients by their /64).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const WINDOW: Duration = Duration::from_secs(60);
+const MAX_TRACKED: u64 = 100_000;
+
+#[derive(Debug)]
+struct Window {
+    started: Instant,
+    failures: AtomicU32,
+}
+
+pub struct FailureLimiter {
+    limit: u32,
+    windows: moka::sync::Cache<IpAddr, Arc<Window>>,
+}
+
+impl std::fmt::Debug for FailureLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailureLimiter")
+            .field("limit", &self.limit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One IPv6 host usually owns a whole /64, so that is what is counted.
+fn bucket(addr: IpAddr) -> IpAddr {
+    match addr.to_canonical() {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+        v4 => v4,
+    }
+}
+
+impl FailureLimiter {
+    #[must_use]
+    pub fn new(limit: u32) -> Self {
+        Self {
+            limit,
+            windows: moka::sync::Cache::builder()
+                .max_capacity(MAX_TRACKED)
+                .time_to_live(WINDOW)
+                .build(),
+        }
+    }
+
+    /// `Err(seconds)` when `addr` must wait before trying again.
+    pub fn check(&self, addr: IpAddr) -> Result<(), u64> {
+        match self.windows.get(&bucket(addr)) {
+            Some(window) if window.failures.load(Ordering::Acquire) >= self.limit => {
+                let left = WINDOW.saturating_sub(window.started.elapsed());
+                Err(left.as_secs() + 1)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub fn record_failure(&self, addr: IpAddr) {
+        let window = self.windows.get_with(bucket(addr), || {
+            Arc::new(Window {
+                started: Instant::now(),
+                failures: AtomicU32::new(0),
+            })
+        });
+        window.failures.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_th_failure_blocks_the_address_and_no_other() {
+        let limiter = FailureLimiter::new(3);
+        let (a, b): (IpAddr, IpAddr) = (
+            "192.0.2.1".parse().expect("ip"),
+            "192.0.2.2".parse().expect("ip"),
+        );
+        for _ in 0..3 {
+            assert!(limiter.check(a).is_ok());
+            limiter.record_failure(a);
+        }
+        let wait = limiter.check(a).expect_err("blocked");
+        assert!((1..=60).contains(&wait));
+        assert!(limiter.check(b).is_ok());
+    }
+
+    #[test]
+    fn addresses_of_one_ipv6_64_share_a_window() {
+        let limiter = FailureLimiter::new(1);
+        limiter.record_failure("2001:db8::1".parse().expect("ip"));
+        assert!(
+            limiter
+                .check("2001:db8::ffff".parse().expect("ip"))
+                .is_err()
+        );
+        assert!(
+            limiter
+                .check("2001:db8:0:1::1".parse().expect("ip"))
+                .is_ok()
+        );
+    }
+}

@@ -1,0 +1,33 @@
+//! HTTP routes: thin handlers that extract, call a service, and map.
+
+pub mod health;
+pub mod keys;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{ALLOW, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse};
+
+use crate::problem::Problem;
+
+/// Any path that is not mounted.
+pub async fn not_found() -> HttpResponse {
+    Problem::new(StatusCode::NOT_FOUND, "not-found", "no such resource").response()
+}
+
+/// A mounted path called with a method it does not answer.
+pub fn method_not_allowed(
+    allowed: &'static str,
+) -> impl Fn(HttpRequest) -> std::future::Ready<HttpResponse> + Clone {
+    move |request: HttpRequest| {
+        let mut response = Problem::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method-not-allowed",
+            format!("{} is not allowed here; use {allowed}", request.method()),
+        )
+        .response();
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(allowed));
+        std::future::ready(response)
+    }
+}

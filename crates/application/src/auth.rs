@@ -1,0 +1,345 @@
+//! Key verification for the MCP endpoint: format and checksum first, then the
+//! verified-key cache, then the database and one argon2id verification.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cola_domain::{ApiKeyId, ApiKeySecret, EffectiveStatus};
+use hmac::{Hmac, Mac};
+use rand::TryRngCore;
+use rand::rngs::OsRng;
+use sha2::Sha256;
+
+use crate::ports::{ApiKeyRepository, Clock, HashError, RepositoryError, SecretHasher};
+use crate::principal::{AdmittedKey, McpPrincipal};
+use crate::usage::UsageRecorder;
+
+/// Why a request was not admitted. The HTTP layer answers every
+/// credential failure identically; the variants exist for logs and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthFailure {
+    Missing,
+    Malformed,
+    Unknown,
+    WrongSecret,
+    Revoked,
+    Expired,
+    IpDenied,
+    Saturated,
+    Unavailable,
+}
+
+impl AuthFailure {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::Unknown => "unknown",
+            Self::WrongSecret => "wrong_secret",
+            Self::Revoked => "revoked",
+            Self::Expired => "expired",
+            Self::IpDenied => "ip_denied",
+            Self::Saturated => "saturated",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// A bad credential (as opposed to a good one refused for another reason).
+    #[must_use]
+    pub fn is_bad_credential(self) -> bool {
+        matches!(
+            self,
+            Self::Missing
+                | Self::Malformed
+                | Self::Unknown
+                | Self::WrongSecret
+                | Self::Revoked
+                | Self::Expired
+        )
+    }
+}
+
+type Fingerprint = [u8; 32];
+
+/// Admitted keys by a keyed hash of the presented secret (never the secret
+/// itself), plus a short negative cache of credentials that can never work.
+pub struct VerifiedKeyCache {
+    hmac_key: [u8; 32],
+    admitted: moka::sync::Cache<Fingerprint, McpPrincipal>,
+    fingerprint_of: moka::sync::Cache<ApiKeyId, Fingerprint>,
+    refused: moka::sync::Cache<Fingerprint, AuthFailure>,
+    /// Bumped by every eviction. A verification that started before an
+    /// eviction must not re-insert what the eviction removed.
+    epoch: AtomicU64,
+    /// Serialises "check the epoch, then insert" against "bump, then evict".
+    guard: Mutex<()>,
+    /// Cleared while this instance may be missing evictions from other
+    /// instances (invalidation feed down): then nothing is served from memory.
+    trusted: AtomicBool,
+}
+
+impl std::fmt::Debug for VerifiedKeyCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifiedKeyCache")
+            .field("entries", &self.admitted.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+const MAX_CACHED_KEYS: u64 = 100_000;
+const REFUSED_TTL: Duration = Duration::from_secs(60);
+
+impl VerifiedKeyCache {
+    /// A cache whose entries live `ttl`; `Duration::ZERO` disables it.
+    pub fn new(ttl: Duration) -> Result<Self, rand::rand_core::OsError> {
+        let mut hmac_key = [0u8; 32];
+        OsRng.try_fill_bytes(&mut hmac_key)?;
+        let capacity = if ttl.is_zero() { 0 } else { MAX_CACHED_KEYS };
+        let ttl = ttl.max(Duration::from_millis(1));
+        Ok(Self {
+            hmac_key,
+            admitted: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+            fingerprint_of: moka::sync::Cache::builder()
+                .max_capacity(capacity)
+                .time_to_live(ttl)
+                .build(),
+            refused: moka::sync::Cache::builder()
+                .max_capacity(MAX_CACHED_KEYS)
+                .time_to_live(REFUSED_TTL)
+                .build(),
+            epoch: AtomicU64::new(0),
+            guard: Mutex::new(()),
+            trusted: AtomicBool::new(true),
+        })
+    }
+
+    fn fingerprint(&self, secret: &ApiKeySecret) -> Fingerprint {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.hmac_key)
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        mac.update(secret.expose().as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+
+    fn admitted(&self, fingerprint: &Fingerprint) -> Option<McpPrincipal> {
+        if !self.trusted.load(Ordering::Acquire) {
+            return None;
+        }
+        self.admitted.get(fingerprint)
+    }
+
+    fn admit(&self, fingerprint: Fingerprint, principal: McpPrincipal, epoch_seen: u64) {
+        let _guard = self.lock();
+        if self.epoch.load(Ordering::Acquire) == epoch_seen {
+            self.fingerprint_of
+                .insert(principal.key().key_id, fingerprint);
+            self.admitted.insert(fingerprint, principal);
+        }
+    }
+
+    /// Forgets a key (after revocation or a permission change), so the next
+    /// request is verified against the database.
+    pub fn forget_key(&self, key_id: ApiKeyId) {
+        let _guard = self.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        if let Some(fingerprint) = self.fingerprint_of.remove(&key_id) {
+            self.admitted.invalidate(&fingerprint);
+        }
+    }
+
+    /// Forgets every admitted key.
+    pub fn forget_all(&self) {
+        let _guard = self.lock();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.admitted.invalidate_all();
+        self.fingerprint_of.invalidate_all();
+    }
+
+    /// Whether cached admissions may be served. Set to `false` while the
+    /// cross-instance invalidation feed is down; set back to `true` only
+    /// after the cache was emptied.
+    pub fn set_trusted(&self, trusted: bool) {
+        if trusted {
+            self.forget_all();
+        }
+        self.trusted.store(trusted, Ordering::Release);
+    }
+
+    #[must_use]
+    pub fn is_trusted(&self) -> bool {
+        self.trusted.load(Ordering::Acquire)
+    }
+
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.admitted.entry_count()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.guard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// How a presented key was decided, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthPath {
+    /// Served from the verified-key cache.
+    Hot,
+    /// Verified against the database and argon2.
+    Cold,
+}
+
+pub struct KeyAuthenticator {
+    repository: Arc<dyn ApiKeyRepository>,
+    hasher: Arc<dyn SecretHasher>,
+    clock: Arc<dyn Clock>,
+    cache: Arc<VerifiedKeyCache>,
+    usage: Arc<UsageRecorder>,
+}
+
+impl std::fmt::Debug for KeyAuthenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyAuthenticator").finish_non_exhaustive()
+    }
+}
+
+impl KeyAuthenticator {
+    #[must_use]
+    pub fn new(
+        repository: Arc<dyn ApiKeyRepository>,
+        hasher: Arc<dyn SecretHasher>,
+        clock: Arc<dyn Clock>,
+        cache: Arc<VerifiedKeyCache>,
+        usage: Arc<UsageRecorder>,
+    ) -> Self {
+        Self {
+            repository,
+            hasher,
+            clock,
+            cache,
+            usage,
+        }
+    }
+
+    /// Admits `presented` from `client`, or says why not. An admitted request
+    /// is counted as one use of the key.
+    pub async fn authenticate(
+        &self,
+        presented: Option<&str>,
+        client: IpAddr,
+    ) -> Result<McpPrincipal, AuthFailure> {
+        self.authenticate_with_path(presented, client)
+            .await
+            .map(|(principal, _)| principal)
+    }
+
+    /// As [`Self::authenticate`], also telling whether the cache answered.
+    pub async fn authenticate_with_path(
+        &self,
+        presented: Option<&str>,
+        client: IpAddr,
+    ) -> Result<(McpPrincipal, AuthPath), AuthFailure> {
+        let presented = presented.ok_or(AuthFailure::Missing)?;
+        let secret = ApiKeySecret::parse(presented).map_err(|_| AuthFailure::Malformed)?;
+        let fingerprint = self.cache.fingerprint(&secret);
+
+        let (principal, path) = if let Some(principal) = self.cache.admitted(&fingerprint) {
+            (principal, AuthPath::Hot)
+        } else if let Some(failure) = self.cache.refused.get(&fingerprint) {
+            return Err(failure);
+        } else {
+            let epoch = self.cache.epoch.load(Ordering::Acquire);
+            match self.verify(&secret).await {
+                Ok(principal) => {
+                    self.cache.admit(fingerprint, principal.clone(), epoch);
+                    (principal, AuthPath::Cold)
+                }
+                Err(failure) => {
+                    if failure.is_bad_credential() {
+                        self.cache.refused.insert(fingerprint, failure);
+                    }
+                    return Err(failure);
+                }
+            }
+        };
+
+        // Checked on every request, cached or not: expiry needs no eviction
+        // and the allow-list depends on the caller.
+        let now = self.clock.now();
+        let key = principal.key();
+        if now >= key.expires_at {
+            return Err(AuthFailure::Expired);
+        }
+        if !key.ip_whitelist.allows(client) {
+            return Err(AuthFailure::IpDenied);
+        }
+        self.usage.record(key.tenant_id, key.key_id, now);
+        Ok((principal, path))
+    }
+
+    async fn verify(&self, secret: &ApiKeySecret) -> Result<McpPrincipal, AuthFailure> {
+        let stored = self
+            .repository
+            .find_credential(&secret.prefix())
+            .await
+            .map_err(|error| match error {
+                RepositoryError::Unavailable(_) => AuthFailure::Unavailable,
+                other => {
+                    tracing::error!(error = %other, "key lookup failed");
+                    AuthFailure::Unavailable
+                }
+            })?;
+        let Some(stored) = stored else {
+            self.hasher
+                .verify_dummy(secret)
+                .await
+                .map_err(verify_failure)?;
+            return Err(AuthFailure::Unknown);
+        };
+        if !self
+            .hasher
+            .verify(secret, &stored.hash)
+            .await
+            .map_err(verify_failure)?
+        {
+            return Err(AuthFailure::WrongSecret);
+        }
+        let key = stored.key;
+        match key.status_at(self.clock.now()) {
+            EffectiveStatus::Active => {}
+            EffectiveStatus::Revoked => return Err(AuthFailure::Revoked),
+            EffectiveStatus::Expired => return Err(AuthFailure::Expired),
+        }
+        Ok(McpPrincipal::new(AdmittedKey {
+            key_id: key.id(),
+            tenant_id: key.tenant_id(),
+            owner: key.owner(),
+            prefix: key.prefix().clone(),
+            permissions: key.permissions().clone(),
+            ip_whitelist: key.ip_whitelist().clone(),
+            expires_at: key.expires_at(),
+        }))
+    }
+}
+
+fn verify_failure(error: HashError) -> AuthFailure {
+    match error {
+        HashError::Saturated => AuthFailure::Saturated,
+        HashError::Failed(message) => {
+            tracing::error!(%message, "key verification failed");
+            AuthFailure::Unavailable
+        }
+    }
+}

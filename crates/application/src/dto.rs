@@ -1,0 +1,454 @@
+//! Request and response shapes of the use cases, with their validation.
+//!
+//! Every rule lives once, in the domain's parsers; validation here runs them
+//! over every field and collects each failure under the field's path, so one
+//! 400 names every bad field.
+
+use std::borrow::Cow;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use cola_domain::{
+    ApiKeyId, ApiKeyPermissions, EffectiveStatus, ExpiryRequest, IpWhitelist, KeyDescription,
+    KeyName, McpApiKey,
+};
+use serde::{Deserialize, Deserializer, Serialize};
+use uuid::Uuid;
+use validator::{Validate, ValidationError};
+
+use crate::error::FieldErrors;
+use crate::ports::{Cursor, RecordedEvent};
+
+/// A field of a partial update: left out, explicitly `null`, or a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Patch<T> {
+    #[default]
+    Keep,
+    Null,
+    Set(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Option::<T>::deserialize(deserializer).map(|value| value.map_or(Self::Null, Self::Set))
+    }
+}
+
+fn invalid(message: impl ToString) -> ValidationError {
+    ValidationError::new("invalid").with_message(Cow::Owned(message.to_string()))
+}
+
+fn check_name(name: &str) -> Result<(), ValidationError> {
+    KeyName::parse(name).map(drop).map_err(invalid)
+}
+
+fn check_description(description: &str) -> Result<(), ValidationError> {
+    KeyDescription::parse(description)
+        .map(drop)
+        .map_err(invalid)
+}
+
+fn check_ip_whitelist(entries: &[String]) -> Result<(), ValidationError> {
+    IpWhitelist::parse(entries).map(drop).map_err(invalid)
+}
+
+fn check_tools(tools: &[String]) -> Result<(), ValidationError> {
+    ApiKeyPermissions::new(true, false, Some(tools.to_vec()), None)
+        .map(drop)
+        .map_err(|errors| invalid(&errors[0].1))
+}
+
+fn check_resources(resources: &[String]) -> Result<(), ValidationError> {
+    ApiKeyPermissions::new(true, false, None, Some(resources.to_vec()))
+        .map(drop)
+        .map_err(|errors| invalid(&errors[0].1))
+}
+
+fn check_access(permissions: &PermissionsInput) -> Result<(), ValidationError> {
+    if permissions.read || permissions.write {
+        Ok(())
+    } else {
+        Err(invalid("a key needs at least one of read or write"))
+    }
+}
+
+const fn default_read() -> bool {
+    true
+}
+
+/// The permissions of a key as given in a request. Omitted fields take their
+/// defaults: read only, no allow-lists.
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+#[validate(schema(function = "check_access"))]
+pub struct PermissionsInput {
+    #[serde(default = "default_read")]
+    pub read: bool,
+    #[serde(default)]
+    pub write: bool,
+    #[serde(default)]
+    #[validate(custom(function = "check_tools"))]
+    pub allowed_tools: Option<Vec<String>>,
+    #[serde(default)]
+    #[validate(custom(function = "check_resources"))]
+    pub allowed_resources: Option<Vec<String>>,
+}
+
+impl PermissionsInput {
+    fn to_domain(&self) -> Result<ApiKeyPermissions, FieldErrors> {
+        ApiKeyPermissions::new(
+            self.read,
+            self.write,
+            self.allowed_tools.clone(),
+            self.allowed_resources.clone(),
+        )
+        .map_err(|errors| {
+            let mut fields = FieldErrors::default();
+            for (field, error) in errors {
+                fields.add(field, error.to_string());
+            }
+            fields
+        })
+    }
+}
+
+/// `POST /api/mcp/keys`. Owner and tenant come from the caller, never from
+/// the body: unknown fields (`tenant_id`, `user_id`, `key`, …) are refused.
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    #[validate(custom(function = "check_name"))]
+    pub name: String,
+    #[serde(default)]
+    #[validate(custom(function = "check_description"))]
+    pub description: Option<String>,
+    #[serde(default)]
+    #[validate(nested)]
+    pub permissions: Option<PermissionsInput>,
+    #[serde(default)]
+    #[validate(custom(function = "check_ip_whitelist"))]
+    pub ip_whitelist: Option<Vec<String>>,
+    #[serde(default)]
+    pub expires_in_days: Option<i64>,
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A create request that passed validation, in domain types.
+#[derive(Debug)]
+pub(crate) struct ValidCreate {
+    pub name: KeyName,
+    pub description: Option<KeyDescription>,
+    pub permissions: ApiKeyPermissions,
+    pub ip_whitelist: IpWhitelist,
+    pub expiry: ExpiryRequest,
+}
+
+impl CreateKeyRequest {
+    pub(crate) fn into_valid(self) -> Result<ValidCreate, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        if let Err(found) = self.validate() {
+            errors.extend_from_validator("", &found);
+        }
+        let expiry = match (self.expires_in_days, self.expires_at) {
+            (Some(_), Some(_)) => {
+                let message = "give either expires_in_days or expires_at, not both";
+                errors.add("expires_in_days", message);
+                errors.add("expires_at", message);
+                ExpiryRequest::Default
+            }
+            (Some(days), None) => ExpiryRequest::InDays(days),
+            (None, Some(at)) => ExpiryRequest::At(at),
+            (None, None) => ExpiryRequest::Default,
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let permissions = match &self.permissions {
+            Some(given) => given.to_domain()?,
+            None => ApiKeyPermissions::default(),
+        };
+        Ok(ValidCreate {
+            name: KeyName::parse(&self.name)
+                .map_err(|e| FieldErrors::single("name", e.to_string()))?,
+            description: parse_description(self.description.as_deref())?,
+            permissions,
+            ip_whitelist: IpWhitelist::parse(self.ip_whitelist.as_deref().unwrap_or_default())
+                .map_err(|e| FieldErrors::single("ip_whitelist", e.to_string()))?,
+            expiry,
+        })
+    }
+}
+
+/// An empty description is no description.
+fn parse_description(given: Option<&str>) -> Result<Option<KeyDescription>, FieldErrors> {
+    match given {
+        None | Some("") => Ok(None),
+        Some(text) => KeyDescription::parse(text)
+            .map(Some)
+            .map_err(|e| FieldErrors::single("description", e.to_string())),
+    }
+}
+
+/// `PATCH /api/mcp/keys/{id}/metadata`: fields left out keep their value;
+/// `"description": null` clears the description.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateMetadataRequest {
+    #[serde(default)]
+    pub name: Patch<String>,
+    #[serde(default)]
+    pub description: Patch<String>,
+}
+
+impl UpdateMetadataRequest {
+    pub(crate) fn into_valid(
+        self,
+    ) -> Result<(Option<KeyName>, Option<Option<KeyDescription>>), FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let name = match self.name {
+            Patch::Keep => None,
+            Patch::Null => {
+                errors.add("name", "must not be null");
+                None
+            }
+            Patch::Set(name) => KeyName::parse(&name)
+                .map_err(|e| errors.add("name", e.to_string()))
+                .ok(),
+        };
+        let description = match self.description {
+            Patch::Keep => None,
+            Patch::Null => Some(None),
+            Patch::Set(text) => parse_description(Some(&text))
+                .map_err(|e| {
+                    for (field, messages) in e.fields() {
+                        for message in messages {
+                            errors.add(field.clone(), message.clone());
+                        }
+                    }
+                })
+                .ok(),
+        };
+        if errors.is_empty() {
+            Ok((name, description))
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+/// `PATCH /api/mcp/keys/{id}/permissions`: a `permissions` object that is
+/// given replaces the old one whole (its omitted fields take defaults).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdatePermissionsRequest {
+    #[serde(default)]
+    pub permissions: Patch<PermissionsInput>,
+    #[serde(default)]
+    pub ip_whitelist: Patch<Vec<String>>,
+}
+
+impl UpdatePermissionsRequest {
+    pub(crate) fn into_valid(
+        self,
+    ) -> Result<(Option<ApiKeyPermissions>, Option<IpWhitelist>), FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let permissions = match self.permissions {
+            Patch::Keep => None,
+            Patch::Null => {
+                errors.add("permissions", "must not be null");
+                None
+            }
+            Patch::Set(given) => {
+                if let Err(found) = given.validate() {
+                    errors.extend_from_validator("permissions", &found);
+                    None
+                } else {
+                    given.to_domain().map_err(|e| merge(&mut errors, &e)).ok()
+                }
+            }
+        };
+        let ip_whitelist = match self.ip_whitelist {
+            Patch::Keep => None,
+            Patch::Null => {
+                errors.add("ip_whitelist", "must not be null");
+                None
+            }
+            Patch::Set(entries) => IpWhitelist::parse(&entries)
+                .map_err(|e| errors.add("ip_whitelist", e.to_string()))
+                .ok(),
+        };
+        if errors.is_empty() {
+            Ok((permissions, ip_whitelist))
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn merge(into: &mut FieldErrors, from: &FieldErrors) {
+    for (field, messages) in from.fields() {
+        for message in messages {
+            into.add(field.clone(), message.clone());
+        }
+    }
+}
+
+/// `GET /api/mcp/keys` query, as given (all text, so each bad parameter can
+/// be named).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListKeysQuery {
+    pub status: Option<String>,
+    pub limit: Option<String>,
+    pub cursor: Option<String>,
+}
+
+pub(crate) const DEFAULT_PAGE_SIZE: u64 = 50;
+const MAX_PAGE_SIZE: u64 = 100;
+
+#[derive(Debug)]
+pub(crate) struct ValidList {
+    pub status: Option<EffectiveStatus>,
+    pub limit: u64,
+    pub after: Option<Cursor>,
+}
+
+impl ListKeysQuery {
+    pub(crate) fn into_valid(self) -> Result<ValidList, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let status = match self.status.as_deref() {
+            None => None,
+            Some("active") => Some(EffectiveStatus::Active),
+            Some("revoked") => Some(EffectiveStatus::Revoked),
+            Some("expired") => Some(EffectiveStatus::Expired),
+            Some(_) => {
+                errors.add("status", "must be one of active, revoked, expired");
+                None
+            }
+        };
+        let limit = match self.limit.as_deref().map(str::parse::<u64>) {
+            None => DEFAULT_PAGE_SIZE,
+            Some(Ok(limit)) if (1..=MAX_PAGE_SIZE).contains(&limit) => limit,
+            Some(_) => {
+                errors.add("limit", "must be a whole number from 1 to 100");
+                DEFAULT_PAGE_SIZE
+            }
+        };
+        let after = match self.cursor.as_deref() {
+            None => None,
+            Some(text) => {
+                let cursor = decode_cursor(text);
+                if cursor.is_none() {
+                    errors.add("cursor", "is not a cursor this API returned");
+                }
+                cursor
+            }
+        };
+        if errors.is_empty() {
+            Ok(ValidList {
+                status,
+                limit,
+                after,
+            })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+pub(crate) fn encode_cursor(cursor: Cursor) -> String {
+    URL_SAFE_NO_PAD.encode(cursor.0.as_uuid().as_bytes())
+}
+
+fn decode_cursor(text: &str) -> Option<Cursor> {
+    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
+    let uuid = Uuid::from_slice(&bytes).ok()?;
+    Some(Cursor(ApiKeyId::from_uuid(uuid)))
+}
+
+/// A key as the API shows it: never the secret, never the hash.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyView {
+    pub id: ApiKeyId,
+    pub tenant_id: cola_domain::TenantId,
+    pub user_id: cola_domain::UserId,
+    pub name: String,
+    pub description: Option<String>,
+    pub key_prefix: String,
+    pub status: EffectiveStatus,
+    pub permissions: ApiKeyPermissions,
+    pub ip_whitelist: Vec<String>,
+    pub usage_count: u64,
+    pub last_used_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoked_by: Option<cola_domain::UserId>,
+}
+
+impl KeyView {
+    #[must_use]
+    pub fn of(key: &McpApiKey, now: DateTime<Utc>) -> Self {
+        let revocation = key.revocation();
+        Self {
+            id: key.id(),
+            tenant_id: key.tenant_id(),
+            user_id: key.owner(),
+            name: key.name().as_str().to_owned(),
+            description: key.description().map(|d| d.as_str().to_owned()),
+            key_prefix: key.prefix().as_str().to_owned(),
+            status: key.status_at(now),
+            permissions: key.permissions().clone(),
+            ip_whitelist: key.ip_whitelist().to_strings(),
+            usage_count: key.usage().count,
+            last_used_at: key.usage().last_used_at,
+            created_at: key.created_at(),
+            expires_at: key.expires_at(),
+            revoked_at: revocation.map(|r| r.at),
+            revoked_by: revocation.map(|r| r.by),
+        }
+    }
+}
+
+/// The create response: the key and, this once, its secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct CreatedKeyView {
+    #[serde(flatten)]
+    pub view: KeyView,
+    /// The full key. Shown here and nowhere else, ever.
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyPage {
+    pub items: Vec<KeyView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EventView {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
+    pub key_id: ApiKeyId,
+    pub tenant_id: cola_domain::TenantId,
+    pub actor_user_id: cola_domain::UserId,
+    pub occurred_at: DateTime<Utc>,
+    pub data: serde_json::Value,
+}
+
+impl From<RecordedEvent> for EventView {
+    fn from(event: RecordedEvent) -> Self {
+        Self {
+            id: event.id,
+            kind: event.kind.as_str(),
+            key_id: event.key_id,
+            tenant_id: event.tenant_id,
+            actor_user_id: event.actor_user_id,
+            occurred_at: event.occurred_at,
+            data: event.data,
+        }
+    }
+}

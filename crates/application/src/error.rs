@@ -1,0 +1,104 @@
+//! The application's error: what went wrong, in the use case's words.
+
+use std::collections::BTreeMap;
+
+use thiserror::Error;
+
+use crate::ports::RepositoryError;
+
+/// Field path → messages, e.g. `permissions.allowed_tools` → ["entry 2: …"].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldErrors(BTreeMap<String, Vec<String>>);
+
+impl FieldErrors {
+    pub fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.entry(field.into()).or_default().push(message.into());
+    }
+
+    #[must_use]
+    pub fn single(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut errors = Self::default();
+        errors.add(field, message);
+        errors
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    #[must_use]
+    pub fn fields(&self) -> &BTreeMap<String, Vec<String>> {
+        &self.0
+    }
+
+    /// `Ok(())` when empty, so validation reads as `errors.into_result()?`.
+    pub fn into_result(self) -> Result<(), AppError> {
+        if self.is_empty() {
+            Ok(())
+        } else {
+            Err(AppError::Invalid(self))
+        }
+    }
+
+    /// Folds `validator`'s nested error tree into dotted field paths.
+    pub fn extend_from_validator(&mut self, prefix: &str, errors: &validator::ValidationErrors) {
+        for (field, kind) in errors.errors() {
+            // `validator` files struct-level (cross-field) errors under
+            // `__all__`; they belong to the struct's own path.
+            let path = if field == "__all__" {
+                prefix.to_owned()
+            } else if prefix.is_empty() {
+                field.to_string()
+            } else {
+                format!("{prefix}.{field}")
+            };
+            match kind {
+                validator::ValidationErrorsKind::Field(list) => {
+                    for error in list {
+                        let message = error
+                            .message
+                            .as_ref()
+                            .map_or_else(|| error.code.to_string(), ToString::to_string);
+                        self.add(path.clone(), message);
+                    }
+                }
+                validator::ValidationErrorsKind::Struct(inner) => {
+                    self.extend_from_validator(&path, inner);
+                }
+                validator::ValidationErrorsKind::List(items) => {
+                    for (index, inner) in items {
+                        self.extend_from_validator(&format!("{path}[{index}]"), inner);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum AppError {
+    #[error("the input is invalid")]
+    Invalid(FieldErrors),
+    /// Also the answer for a key of another tenant, or another member's key:
+    /// the caller cannot tell "not yours" from "does not exist".
+    #[error("no such key")]
+    NotFound,
+    #[error("the user already has {max} active keys")]
+    LimitReached { max: u32 },
+    #[error("the key is revoked and can no longer be changed")]
+    KeyRevoked,
+    #[error("the database is unavailable")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("unexpected failure")]
+    Unexpected(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl From<RepositoryError> for AppError {
+    fn from(error: RepositoryError) -> Self {
+        match error {
+            RepositoryError::Unavailable(source) => Self::Unavailable(source),
+            other => Self::Unexpected(Box::new(other)),
+        }
+    }
+}

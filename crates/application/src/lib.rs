@@ -1,0 +1,25 @@
+//! Cola's use cases. The services here speak the domain's language, own the
+//! ports (repository, hasher, clock) that infrastructure implements, and know
+//! nothing of HTTP or SQL.
+
+mod auth;
+mod dto;
+mod error;
+mod ports;
+mod principal;
+mod service;
+mod usage;
+
+pub use auth::{AuthFailure, AuthPath, KeyAuthenticator, VerifiedKeyCache};
+pub use dto::{
+    CreateKeyRequest, CreatedKeyView, EventView, KeyPage, KeyView, ListKeysQuery, Patch,
+    PermissionsInput, UpdateMetadataRequest, UpdatePermissionsRequest,
+};
+pub use error::{AppError, FieldErrors};
+pub use ports::{
+    ApiKeyRepository, Clock, Cursor, HashError, KeyListFilter, RecordedEvent, RepositoryError,
+    SecretHash, SecretHasher, StoredCredential, SystemClock, UsageDelta,
+};
+pub use principal::{AdmittedKey, McpPrincipal, Principal, Role};
+pub use service::{ApiKeyService, KeyPolicy};
+pub use usage::UsageRecorder;

@@ -1,0 +1,191 @@
+//! The ports the application needs from the outside world. Infrastructure
+//! implements them; tests of the whole stack use the real implementations.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cola_domain::{
+    ApiKeyId, ApiKeySecret, DomainEvent, EffectiveStatus, EventKind, KeyPrefix, McpApiKey,
+    TenantId, UserId,
+};
+use serde_json::Value;
+use thiserror::Error;
+use uuid::Uuid;
+
+type Source = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Error)]
+pub enum RepositoryError {
+    /// The database cannot be reached (or timed out): retryable, a 503.
+    #[error("the database is unavailable")]
+    Unavailable(#[source] Source),
+    /// The owner is at the active-key cap; nothing was written.
+    #[error("the active-key cap is reached")]
+    CapReached,
+    /// Another key already has this prefix; nothing was written.
+    #[error("the key prefix is taken")]
+    PrefixTaken,
+    /// A stored row does not satisfy the domain's rules.
+    #[error("a stored row is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unexpected database failure")]
+    Unexpected(#[source] Source),
+}
+
+/// An argon2id PHC string. Never leaves the database layer but to be verified.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretHash(String);
+
+impl SecretHash {
+    #[must_use]
+    pub fn new(phc: String) -> Self {
+        Self(phc)
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretHash([redacted])")
+    }
+}
+
+/// What key verification needs: the key and its hash.
+#[derive(Debug, Clone)]
+pub struct StoredCredential {
+    pub key: McpApiKey,
+    pub hash: SecretHash,
+}
+
+/// An audit event as stored.
+#[derive(Debug, Clone)]
+pub struct RecordedEvent {
+    pub id: Uuid,
+    pub kind: EventKind,
+    pub key_id: ApiKeyId,
+    pub tenant_id: TenantId,
+    pub actor_user_id: UserId,
+    pub occurred_at: DateTime<Utc>,
+    pub data: Value,
+}
+
+/// Keyset pagination position: the id of the last key of the previous page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(pub ApiKeyId);
+
+#[derive(Debug, Clone)]
+pub struct KeyListFilter {
+    /// `Some` restricts the list to one owner (a member's view).
+    pub owner: Option<UserId>,
+    pub status: Option<EffectiveStatus>,
+    pub after: Option<Cursor>,
+    pub limit: u64,
+    /// The instant `expired` is judged against.
+    pub now: DateTime<Utc>,
+}
+
+/// Uses of one key since the last flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageDelta {
+    pub tenant_id: TenantId,
+    pub key_id: ApiKeyId,
+    pub count: u64,
+    pub last_used_at: DateTime<Utc>,
+}
+
+#[async_trait]
+pub trait ApiKeyRepository: Send + Sync + 'static {
+    /// Stores a new key and its `created` event in one transaction, unless
+    /// the owner would then hold more than `max_active` active keys.
+    async fn insert(
+        &self,
+        key: &McpApiKey,
+        hash: &SecretHash,
+        event: &DomainEvent,
+        max_active: u32,
+    ) -> Result<(), RepositoryError>;
+
+    async fn find(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+    ) -> Result<Option<McpApiKey>, RepositoryError>;
+
+    /// Newest first.
+    async fn list(
+        &self,
+        tenant: TenantId,
+        filter: &KeyListFilter,
+    ) -> Result<Vec<McpApiKey>, RepositoryError>;
+
+    /// Writes the change `event` describes (the columns its kind covers) and
+    /// the event itself in one transaction, only if the stored key is still
+    /// active. Returns whether it was written; `false` means the key was
+    /// revoked meanwhile and nothing changed.
+    async fn apply_change(
+        &self,
+        key: &McpApiKey,
+        event: &DomainEvent,
+    ) -> Result<bool, RepositoryError>;
+
+    /// The key's audit trail, oldest first.
+    async fn events(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+    ) -> Result<Vec<RecordedEvent>, RepositoryError>;
+
+    /// The one lookup that does not take a tenant: finding which tenant a
+    /// presented key belongs to is its purpose. The prefix is globally unique.
+    async fn find_credential(
+        &self,
+        prefix: &KeyPrefix,
+    ) -> Result<Option<StoredCredential>, RepositoryError>;
+
+    /// Adds a batch of usage, one increment per key (`count = count + n`), so
+    /// concurrent writers never lose an increment.
+    async fn add_usage(&self, batch: &[UsageDelta]) -> Result<(), RepositoryError>;
+
+    /// Whether the database answers.
+    async fn ping(&self) -> Result<(), RepositoryError>;
+}
+
+#[derive(Debug, Error)]
+pub enum HashError {
+    /// Every verification slot is busy and the queue is full.
+    #[error("key verification capacity is exhausted")]
+    Saturated,
+    #[error("hashing failed: {0}")]
+    Failed(String),
+}
+
+/// Slow, salted hashing of key secrets. Implementations keep the CPU work
+/// off the async workers and bounded.
+#[async_trait]
+pub trait SecretHasher: Send + Sync + 'static {
+    async fn hash(&self, secret: &ApiKeySecret) -> Result<SecretHash, HashError>;
+    async fn verify(&self, secret: &ApiKeySecret, hash: &SecretHash) -> Result<bool, HashError>;
+    /// Spends the same work as a real verification, for unknown prefixes, so
+    /// timing does not tell whether a prefix exists.
+    async fn verify_dummy(&self, secret: &ApiKeySecret) -> Result<(), HashError>;
+}
+
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The wall clock, truncated to microseconds so a stored instant reads back
+/// equal on every database.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        let now = Utc::now();
+        let micros = now.timestamp_micros();
+        DateTime::from_timestamp_micros(micros).unwrap_or(now)
+    }
+}

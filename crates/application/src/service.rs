@@ -1,0 +1,265 @@
+//! `ApiKeyService`: the key-management use cases, one method each, each
+//! taking the acting principal first.
+
+use std::sync::Arc;
+
+use cola_domain::{ApiKeyId, ApiKeySecret, ExpiryPolicy, KeyError, McpApiKey, NewKey, TenantId};
+use rand::rngs::OsRng;
+use tracing::instrument;
+use uuid::Uuid;
+
+use crate::auth::VerifiedKeyCache;
+use crate::dto::{
+    CreateKeyRequest, CreatedKeyView, EventView, KeyPage, KeyView, ListKeysQuery,
+    UpdateMetadataRequest, UpdatePermissionsRequest, encode_cursor,
+};
+use crate::error::AppError;
+use crate::ports::{ApiKeyRepository, Clock, Cursor, KeyListFilter, RepositoryError, SecretHasher};
+use crate::principal::Principal;
+
+/// How many times a create retries when a freshly generated prefix collides
+/// (≈71 random bits: practically never).
+const PREFIX_ATTEMPTS: usize = 3;
+
+#[derive(Debug, Clone, Copy)]
+pub struct KeyPolicy {
+    pub expiry: ExpiryPolicy,
+    pub max_active_keys_per_user: u32,
+}
+
+pub struct ApiKeyService {
+    repository: Arc<dyn ApiKeyRepository>,
+    hasher: Arc<dyn SecretHasher>,
+    clock: Arc<dyn Clock>,
+    cache: Arc<VerifiedKeyCache>,
+    policy: KeyPolicy,
+}
+
+impl std::fmt::Debug for ApiKeyService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiKeyService")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApiKeyService {
+    #[must_use]
+    pub fn new(
+        repository: Arc<dyn ApiKeyRepository>,
+        hasher: Arc<dyn SecretHasher>,
+        clock: Arc<dyn Clock>,
+        cache: Arc<VerifiedKeyCache>,
+        policy: KeyPolicy,
+    ) -> Self {
+        Self {
+            repository,
+            hasher,
+            clock,
+            cache,
+            policy,
+        }
+    }
+
+    /// Issues a key owned by the caller. The response is the only place the
+    /// secret ever appears.
+    #[instrument(name = "create key", skip_all, fields(tenant = %actor.tenant_id, user = %actor.user_id))]
+    pub async fn create(
+        &self,
+        actor: Principal,
+        request: CreateKeyRequest,
+    ) -> Result<CreatedKeyView, AppError> {
+        let valid = request.into_valid().map_err(AppError::Invalid)?;
+        let now = self.clock.now();
+        let expires_at = self
+            .policy
+            .expiry
+            .resolve(valid.expiry, now)
+            .map_err(|error| {
+                let field = match valid.expiry {
+                    cola_domain::ExpiryRequest::At(_) => "expires_at",
+                    _ => "expires_in_days",
+                };
+                AppError::Invalid(crate::FieldErrors::single(field, error.to_string()))
+            })?;
+
+        for _ in 0..PREFIX_ATTEMPTS {
+            let secret = generate_secret()?;
+            let hash = self.hasher.hash(&secret).await.map_err(hash_error)?;
+            let (key, event) = McpApiKey::issue(
+                NewKey {
+                    id: ApiKeyId::from_uuid(Uuid::now_v7()),
+                    tenant_id: actor.tenant_id,
+                    owner: actor.user_id,
+                    name: valid.name.clone(),
+                    description: valid.description.clone(),
+                    prefix: secret.prefix(),
+                    permissions: valid.permissions.clone(),
+                    ip_whitelist: valid.ip_whitelist.clone(),
+                    expires_at,
+                },
+                now,
+            );
+            let max = self.policy.max_active_keys_per_user;
+            match self.repository.insert(&key, &hash, &event, max).await {
+                Ok(()) => {
+                    tracing::info!(key_prefix = %key.prefix(), key_id = %key.id(), "key created");
+                    return Ok(CreatedKeyView {
+                        view: KeyView::of(&key, now),
+                        key: secret.expose().to_owned(),
+                    });
+                }
+                Err(RepositoryError::PrefixTaken) => {}
+                Err(RepositoryError::CapReached) => return Err(AppError::LimitReached { max }),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(AppError::Unexpected(
+            "could not generate a unique key prefix".into(),
+        ))
+    }
+
+    #[instrument(name = "list keys", skip_all, fields(tenant = %actor.tenant_id, user = %actor.user_id))]
+    pub async fn list(&self, actor: Principal, query: ListKeysQuery) -> Result<KeyPage, AppError> {
+        let valid = query.into_valid().map_err(AppError::Invalid)?;
+        let now = self.clock.now();
+        let filter = KeyListFilter {
+            owner: (actor.role != crate::Role::Admin).then_some(actor.user_id),
+            status: valid.status,
+            after: valid.after,
+            // One extra row tells whether another page exists.
+            limit: valid.limit + 1,
+            now,
+        };
+        let mut keys = self.repository.list(actor.tenant_id, &filter).await?;
+        let more = keys.len() as u64 > valid.limit;
+        keys.truncate(usize::try_from(valid.limit).unwrap_or(usize::MAX));
+        let next_cursor = if more {
+            keys.last().map(|key| encode_cursor(Cursor(key.id())))
+        } else {
+            None
+        };
+        Ok(KeyPage {
+            items: keys.iter().map(|key| KeyView::of(key, now)).collect(),
+            next_cursor,
+        })
+    }
+
+    #[instrument(name = "get key", skip_all, fields(tenant = %actor.tenant_id, key_id = %id))]
+    pub async fn get(&self, actor: Principal, id: ApiKeyId) -> Result<KeyView, AppError> {
+        let key = self.visible_key(actor, id).await?;
+        Ok(KeyView::of(&key, self.clock.now()))
+    }
+
+    #[instrument(name = "update key metadata", skip_all, fields(tenant = %actor.tenant_id, key_id = %id))]
+    pub async fn update_metadata(
+        &self,
+        actor: Principal,
+        id: ApiKeyId,
+        request: UpdateMetadataRequest,
+    ) -> Result<KeyView, AppError> {
+        let (name, description) = request.into_valid().map_err(AppError::Invalid)?;
+        let mut key = self.visible_key(actor, id).await?;
+        let now = self.clock.now();
+        let event = key
+            .update_metadata(name, description, actor.user_id, now)
+            .map_err(key_error)?;
+        self.persist(&key, event).await?;
+        Ok(KeyView::of(&key, now))
+    }
+
+    /// Replaces permissions and/or the allow-list. Takes effect on the next
+    /// MCP request: this instance's verified-key cache forgets the key before
+    /// the call returns.
+    #[instrument(name = "update key permissions", skip_all, fields(tenant = %actor.tenant_id, key_id = %id))]
+    pub async fn update_permissions(
+        &self,
+        actor: Principal,
+        id: ApiKeyId,
+        request: UpdatePermissionsRequest,
+    ) -> Result<KeyView, AppError> {
+        let (permissions, ip_whitelist) = request.into_valid().map_err(AppError::Invalid)?;
+        let mut key = self.visible_key(actor, id).await?;
+        let now = self.clock.now();
+        let event = key
+            .update_permissions(permissions, ip_whitelist, actor.user_id, now)
+            .map_err(key_error)?;
+        let changed = event.is_some();
+        self.persist(&key, event).await?;
+        if changed {
+            self.cache.forget_key(key.id());
+        }
+        Ok(KeyView::of(&key, now))
+    }
+
+    /// Revokes a key; idempotent. Effective on this instance's next request.
+    #[instrument(name = "revoke key", skip_all, fields(tenant = %actor.tenant_id, key_id = %id))]
+    pub async fn revoke(&self, actor: Principal, id: ApiKeyId) -> Result<(), AppError> {
+        let mut key = self.visible_key(actor, id).await?;
+        if let Some(event) = key.revoke(actor.user_id, self.clock.now()) {
+            // `false`: revoked concurrently by someone else, which is the
+            // outcome asked for.
+            self.repository.apply_change(&key, &event).await?;
+            tracing::info!(key_prefix = %key.prefix(), "key revoked");
+        }
+        self.cache.forget_key(key.id());
+        Ok(())
+    }
+
+    #[instrument(name = "list key events", skip_all, fields(tenant = %actor.tenant_id, key_id = %id))]
+    pub async fn events(&self, actor: Principal, id: ApiKeyId) -> Result<Vec<EventView>, AppError> {
+        self.visible_key(actor, id).await?;
+        let events = self.repository.events(actor.tenant_id, id).await?;
+        Ok(events.into_iter().map(EventView::from).collect())
+    }
+
+    /// Whether the database answers (for readiness).
+    pub async fn ping(&self) -> Result<(), AppError> {
+        self.repository.ping().await.map_err(AppError::from)
+    }
+
+    /// The key if the actor may see it; otherwise `NotFound`, exactly as for
+    /// an id that does not exist.
+    async fn visible_key(&self, actor: Principal, id: ApiKeyId) -> Result<McpApiKey, AppError> {
+        let tenant: TenantId = actor.tenant_id;
+        match self.repository.find(tenant, id).await? {
+            Some(key) if actor.can_manage(key.owner()) => Ok(key),
+            _ => Err(AppError::NotFound),
+        }
+    }
+
+    async fn persist(
+        &self,
+        key: &McpApiKey,
+        event: Option<cola_domain::DomainEvent>,
+    ) -> Result<(), AppError> {
+        let Some(event) = event else {
+            return Ok(());
+        };
+        if self.repository.apply_change(key, &event).await? {
+            Ok(())
+        } else {
+            Err(AppError::KeyRevoked)
+        }
+    }
+}
+
+fn generate_secret() -> Result<ApiKeySecret, AppError> {
+    // Straight from the OS CSPRNG; failure to read it fails this request.
+    ApiKeySecret::generate(&mut OsRng).map_err(|e| AppError::Unexpected(Box::new(e)))
+}
+
+fn key_error(error: KeyError) -> AppError {
+    match error {
+        KeyError::Revoked => AppError::KeyRevoked,
+    }
+}
+
+fn hash_error(error: crate::HashError) -> AppError {
+    match error {
+        // Hashing capacity is shared with key verification: out of it is a
+        // retryable 503, like an unavailable database.
+        crate::HashError::Saturated => AppError::Unavailable(Box::new(error)),
+        crate::HashError::Failed(_) => AppError::Unexpected(Box::new(error)),
+    }
+}

@@ -1,0 +1,164 @@
+//! The addresses a key may be used from: normalised CIDRs, empty = anywhere.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+use thiserror::Error;
+
+/// Longest allowed IP allow-list.
+pub const MAX_IP_WHITELIST_ENTRIES: usize = 50;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum IpWhitelistError {
+    #[error("at most {MAX_IP_WHITELIST_ENTRIES} entries are allowed")]
+    TooManyEntries,
+    #[error("entry {index} is not an IP address or CIDR")]
+    InvalidEntry { index: usize },
+}
+
+/// A list of networks. A bare address is stored as a `/32` or `/128`; host
+/// bits below the prefix are cleared (`10.1.2.3/8` → `10.0.0.0/8`);
+/// duplicates are dropped, first occurrence kept.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct IpWhitelist(Vec<IpNet>);
+
+impl IpWhitelist {
+    pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, IpWhitelistError> {
+        if entries.len() > MAX_IP_WHITELIST_ENTRIES {
+            return Err(IpWhitelistError::TooManyEntries);
+        }
+        let mut networks = Vec::with_capacity(entries.len());
+        for (index, entry) in entries.iter().enumerate() {
+            let net =
+                parse_entry(entry.as_ref()).ok_or(IpWhitelistError::InvalidEntry { index })?;
+            if !networks.contains(&net) {
+                networks.push(net);
+            }
+        }
+        Ok(Self(networks))
+    }
+
+    /// Whether `addr` may use the key. IPv4-mapped IPv6 addresses (as a
+    /// dual-stack listener reports IPv4 peers) are checked as IPv4.
+    #[must_use]
+    pub fn allows(&self, addr: IpAddr) -> bool {
+        let addr = addr.to_canonical();
+        self.0.is_empty() || self.0.iter().any(|net| net.contains(&addr))
+    }
+
+    #[must_use]
+    pub fn networks(&self) -> &[IpNet] {
+        &self.0
+    }
+
+    /// The normalised entries as text, as the API returns them.
+    #[must_use]
+    pub fn to_strings(&self) -> Vec<String> {
+        self.0.iter().map(ToString::to_string).collect()
+    }
+}
+
+fn parse_entry(entry: &str) -> Option<IpNet> {
+    let entry = entry.trim();
+    if let Ok(net) = entry.parse::<IpNet>() {
+        return Some(net.trunc());
+    }
+    entry.parse::<IpAddr>().ok().map(IpNet::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("address")
+    }
+
+    #[test]
+    fn a_bare_address_becomes_a_host_network() {
+        let list = IpWhitelist::parse(&["10.0.0.1", "2001:db8::1"]).expect("valid");
+        assert_eq!(list.to_strings(), ["10.0.0.1/32", "2001:db8::1/128"]);
+    }
+
+    #[test]
+    fn host_bits_are_cleared() {
+        let list = IpWhitelist::parse(&["10.1.2.3/8"]).expect("valid");
+        assert_eq!(list.to_strings(), ["10.0.0.0/8"]);
+    }
+
+    #[test]
+    fn an_empty_list_allows_any_address() {
+        assert!(IpWhitelist::default().allows(ip("203.0.113.9")));
+    }
+
+    #[test]
+    fn a_list_allows_only_addresses_inside_it() {
+        let list = IpWhitelist::parse(&["10.0.0.0/8"]).expect("valid");
+        assert!(list.allows(ip("10.200.0.1")));
+        assert!(!list.allows(ip("11.0.0.1")));
+        assert!(!list.allows(ip("::1")));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_peer_is_checked_as_ipv4() {
+        let list = IpWhitelist::parse(&["127.0.0.1"]).expect("valid");
+        assert!(list.allows(ip("::ffff:127.0.0.1")));
+    }
+
+    #[test]
+    fn garbage_names_its_index() {
+        assert_eq!(
+            IpWhitelist::parse(&["10.0.0.1", "nope"]),
+            Err(IpWhitelistError::InvalidEntry { index: 1 })
+        );
+        assert_eq!(
+            IpWhitelist::parse(&["10.0.0.0/33"]),
+            Err(IpWhitelistError::InvalidEntry { index: 0 })
+        );
+    }
+
+    #[test]
+    fn fifty_entries_are_accepted_and_fifty_one_are_not() {
+        let entries: Vec<String> = (0..51).map(|i| format!("10.0.0.{i}")).collect();
+        assert!(IpWhitelist::parse(&entries[..50]).is_ok());
+        assert_eq!(
+            IpWhitelist::parse(&entries),
+            Err(IpWhitelistError::TooManyEntries)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn normalising_is_idempotent_and_keeps_membership(
+            a in any::<u32>(), prefix in 0u8..=32, probe in any::<u32>(),
+        ) {
+            let raw = format!("{}/{prefix}", Ipv4Addr::from(a));
+            let once = IpWhitelist::parse(&[raw.as_str()]).expect("valid");
+            let twice = IpWhitelist::parse(&once.to_strings()).expect("valid");
+            prop_assert_eq!(&once, &twice);
+            let net: IpNet = raw.parse().expect("cidr");
+            let probe = IpAddr::V4(Ipv4Addr::from(probe));
+            prop_assert_eq!(once.allows(probe), net.contains(&probe));
+            prop_assert!(once.allows(IpAddr::V4(Ipv4Addr::from(a))));
+        }
+
+        #[test]
+        fn ipv6_networks_contain_their_own_addresses(a in any::<u128>(), prefix in 0u8..=128) {
+            let raw = format!("{}/{prefix}", Ipv6Addr::from(a));
+            let list = IpWhitelist::parse(&[raw.as_str()]).expect("valid");
+            let addr = Ipv6Addr::from(a);
+            // An IPv4-mapped address is checked as IPv4, which a v6 net cannot hold.
+            prop_assume!(addr.to_ipv4_mapped().is_none());
+            prop_assert!(list.allows(IpAddr::V6(addr)));
+        }
+
+        #[test]
+        fn parsing_arbitrary_text_never_panics(text in "\\PC{0,50}") {
+            let _ = IpWhitelist::parse(&[text]);
+        }
+    }
+}

@@ -1,0 +1,429 @@
+//! The `McpApiKey` aggregate: a named key of one tenant user, changed only
+//! through methods that keep its rules and return the event they caused.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use thiserror::Error;
+
+use crate::{
+    ApiKeyId, ApiKeyPermissions, DomainEvent, EffectiveStatus, EventKind, IpWhitelist,
+    KeyDescription, KeyName, KeyPrefix, TenantId, UserId,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+pub enum KeyError {
+    /// A revoked key is final: it cannot be edited, so nothing can make it
+    /// look usable again.
+    #[error("the key is revoked and can no longer be changed")]
+    Revoked,
+}
+
+/// Everything a key is issued with.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub id: ApiKeyId,
+    pub tenant_id: TenantId,
+    pub owner: UserId,
+    pub name: KeyName,
+    pub description: Option<KeyDescription>,
+    pub prefix: KeyPrefix,
+    pub permissions: ApiKeyPermissions,
+    pub ip_whitelist: IpWhitelist,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revocation {
+    pub at: DateTime<Utc>,
+    pub by: UserId,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KeyUsage {
+    pub count: u64,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct McpApiKey {
+    id: ApiKeyId,
+    tenant_id: TenantId,
+    owner: UserId,
+    name: KeyName,
+    description: Option<KeyDescription>,
+    prefix: KeyPrefix,
+    permissions: ApiKeyPermissions,
+    ip_whitelist: IpWhitelist,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    revocation: Option<Revocation>,
+    usage: KeyUsage,
+}
+
+impl McpApiKey {
+    /// Issues a new active key and the `api_key.created` event.
+    #[must_use]
+    pub fn issue(new: NewKey, now: DateTime<Utc>) -> (Self, DomainEvent) {
+        let key = Self::restore(new, now, None, KeyUsage::default());
+        let event = key.event(
+            EventKind::ApiKeyCreated,
+            key.owner,
+            now,
+            json!({
+                "name": key.name,
+                "description": key.description,
+                "key_prefix": key.prefix,
+                "permissions": key.permissions,
+                "ip_whitelist": key.ip_whitelist,
+                "expires_at": key.expires_at,
+            }),
+        );
+        (key, event)
+    }
+
+    /// Rebuilds a key from storage.
+    #[must_use]
+    pub fn restore(
+        new: NewKey,
+        created_at: DateTime<Utc>,
+        revocation: Option<Revocation>,
+        usage: KeyUsage,
+    ) -> Self {
+        Self {
+            id: new.id,
+            tenant_id: new.tenant_id,
+            owner: new.owner,
+            name: new.name,
+            description: new.description,
+            prefix: new.prefix,
+            permissions: new.permissions,
+            ip_whitelist: new.ip_whitelist,
+            created_at,
+            expires_at: new.expires_at,
+            revocation,
+            usage,
+        }
+    }
+
+    /// Renames and/or re-describes the key. `None` keeps a field as it is;
+    /// `Some(None)` clears the description. Returns no event when nothing
+    /// actually changed.
+    pub fn update_metadata(
+        &mut self,
+        name: Option<KeyName>,
+        description: Option<Option<KeyDescription>>,
+        actor: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DomainEvent>, KeyError> {
+        self.ensure_not_revoked()?;
+        let mut changes = serde_json::Map::new();
+        if let Some(name) = name.filter(|name| *name != self.name) {
+            changes.insert("name".into(), json!(name));
+            self.name = name;
+        }
+        if let Some(description) = description.filter(|d| *d != self.description) {
+            changes.insert("description".into(), json!(description));
+            self.description = description;
+        }
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.event(
+            EventKind::ApiKeyMetadataUpdated,
+            actor,
+            now,
+            changes.into(),
+        )))
+    }
+
+    /// Replaces the permissions and/or the IP allow-list.
+    pub fn update_permissions(
+        &mut self,
+        permissions: Option<ApiKeyPermissions>,
+        ip_whitelist: Option<IpWhitelist>,
+        actor: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DomainEvent>, KeyError> {
+        self.ensure_not_revoked()?;
+        let mut changes = serde_json::Map::new();
+        if let Some(permissions) = permissions.filter(|p| *p != self.permissions) {
+            changes.insert("permissions".into(), json!(permissions));
+            self.permissions = permissions;
+        }
+        if let Some(list) = ip_whitelist.filter(|list| *list != self.ip_whitelist) {
+            changes.insert("ip_whitelist".into(), json!(list));
+            self.ip_whitelist = list;
+        }
+        if changes.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(self.event(
+            EventKind::ApiKeyPermissionsUpdated,
+            actor,
+            now,
+            changes.into(),
+        )))
+    }
+
+    /// Revokes the key. Revoking a revoked key changes nothing and records
+    /// nothing.
+    pub fn revoke(&mut self, actor: UserId, now: DateTime<Utc>) -> Option<DomainEvent> {
+        if self.revocation.is_some() {
+            return None;
+        }
+        self.revocation = Some(Revocation { at: now, by: actor });
+        Some(self.event(
+            EventKind::ApiKeyRevoked,
+            actor,
+            now,
+            json!({ "key_prefix": self.prefix }),
+        ))
+    }
+
+    #[must_use]
+    pub fn status_at(&self, now: DateTime<Utc>) -> EffectiveStatus {
+        if self.revocation.is_some() {
+            EffectiveStatus::Revoked
+        } else if now >= self.expires_at {
+            EffectiveStatus::Expired
+        } else {
+            EffectiveStatus::Active
+        }
+    }
+
+    /// Whether the key is usable at `now` (not revoked, not expired).
+    #[must_use]
+    pub fn is_usable_at(&self, now: DateTime<Utc>) -> bool {
+        self.status_at(now) == EffectiveStatus::Active
+    }
+
+    #[must_use]
+    pub fn allows_address(&self, addr: IpAddr) -> bool {
+        self.ip_whitelist.allows(addr)
+    }
+
+    fn ensure_not_revoked(&self) -> Result<(), KeyError> {
+        if self.revocation.is_some() {
+            Err(KeyError::Revoked)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn event(
+        &self,
+        kind: EventKind,
+        actor: UserId,
+        now: DateTime<Utc>,
+        data: serde_json::Value,
+    ) -> DomainEvent {
+        DomainEvent {
+            kind,
+            key_id: self.id,
+            tenant_id: self.tenant_id,
+            actor_user_id: actor,
+            occurred_at: now,
+            data,
+        }
+    }
+
+    #[must_use]
+    pub fn id(&self) -> ApiKeyId {
+        self.id
+    }
+    #[must_use]
+    pub fn tenant_id(&self) -> TenantId {
+        self.tenant_id
+    }
+    #[must_use]
+    pub fn owner(&self) -> UserId {
+        self.owner
+    }
+    #[must_use]
+    pub fn name(&self) -> &KeyName {
+        &self.name
+    }
+    #[must_use]
+    pub fn description(&self) -> Option<&KeyDescription> {
+        self.description.as_ref()
+    }
+    #[must_use]
+    pub fn prefix(&self) -> &KeyPrefix {
+        &self.prefix
+    }
+    #[must_use]
+    pub fn permissions(&self) -> &ApiKeyPermissions {
+        &self.permissions
+    }
+    #[must_use]
+    pub fn ip_whitelist(&self) -> &IpWhitelist {
+        &self.ip_whitelist
+    }
+    #[must_use]
+    pub fn created_at(&self) -> DateTime<Utc> {
+        self.created_at
+    }
+    #[must_use]
+    pub fn expires_at(&self) -> DateTime<Utc> {
+        self.expires_at
+    }
+    #[must_use]
+    pub fn revocation(&self) -> Option<Revocation> {
+        self.revocation
+    }
+    #[must_use]
+    pub fn usage(&self) -> KeyUsage {
+        self.usage
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ApiKeySecret;
+    use chrono::Duration;
+    use rand::SeedableRng;
+    use uuid::Uuid;
+
+    fn now() -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339("2026-03-01T12:00:00Z")
+            .expect("date")
+            .with_timezone(&Utc)
+    }
+
+    fn new_key() -> (McpApiKey, DomainEvent) {
+        let Ok(secret) = ApiKeySecret::generate(&mut rand::rngs::StdRng::seed_from_u64(9));
+        McpApiKey::issue(
+            NewKey {
+                id: ApiKeyId::from_uuid(Uuid::from_u128(1)),
+                tenant_id: TenantId::from_uuid(Uuid::from_u128(2)),
+                owner: UserId::from_uuid(Uuid::from_u128(3)),
+                name: KeyName::parse("laptop").expect("name"),
+                description: None,
+                prefix: secret.prefix(),
+                permissions: ApiKeyPermissions::default(),
+                ip_whitelist: IpWhitelist::default(),
+                expires_at: now() + Duration::days(30),
+            },
+            now(),
+        )
+    }
+
+    fn admin() -> UserId {
+        UserId::from_uuid(Uuid::from_u128(4))
+    }
+
+    #[test]
+    fn issuing_records_a_created_event_by_the_owner() {
+        let (key, event) = new_key();
+        assert_eq!(event.kind, EventKind::ApiKeyCreated);
+        assert_eq!(event.actor_user_id, key.owner());
+        assert_eq!(event.data["key_prefix"], key.prefix().as_str());
+        assert_eq!(key.status_at(now()), EffectiveStatus::Active);
+    }
+
+    #[test]
+    fn a_key_is_expired_from_its_expiry_instant_on() {
+        let (key, _) = new_key();
+        let expiry = key.expires_at();
+        assert_eq!(
+            key.status_at(expiry - Duration::milliseconds(1)),
+            EffectiveStatus::Active
+        );
+        assert_eq!(key.status_at(expiry), EffectiveStatus::Expired);
+    }
+
+    #[test]
+    fn revoking_twice_records_one_event_and_keeps_the_first_revocation() {
+        let (mut key, _) = new_key();
+        let first = key.revoke(admin(), now());
+        assert_eq!(first.map(|e| e.kind), Some(EventKind::ApiKeyRevoked));
+        assert!(
+            key.revoke(key.owner(), now() + Duration::hours(1))
+                .is_none()
+        );
+        assert_eq!(
+            key.revocation(),
+            Some(Revocation {
+                at: now(),
+                by: admin()
+            })
+        );
+        assert_eq!(key.status_at(now()), EffectiveStatus::Revoked);
+    }
+
+    #[test]
+    fn revocation_wins_over_expiry() {
+        let (mut key, _) = new_key();
+        key.revoke(admin(), now());
+        assert_eq!(
+            key.status_at(key.expires_at() + Duration::days(1)),
+            EffectiveStatus::Revoked
+        );
+    }
+
+    #[test]
+    fn a_revoked_key_cannot_be_edited() {
+        let (mut key, _) = new_key();
+        key.revoke(admin(), now());
+        let rename = key.update_metadata(
+            Some(KeyName::parse("new").expect("name")),
+            None,
+            admin(),
+            now(),
+        );
+        assert_eq!(rename, Err(KeyError::Revoked));
+        let widen = key.update_permissions(
+            Some(ApiKeyPermissions::new(true, true, None, None).expect("perms")),
+            None,
+            admin(),
+            now(),
+        );
+        assert_eq!(widen, Err(KeyError::Revoked));
+        assert!(!key.permissions().write());
+    }
+
+    #[test]
+    fn a_metadata_update_records_only_what_changed() {
+        let (mut key, _) = new_key();
+        let event = key
+            .update_metadata(
+                Some(KeyName::parse("laptop").expect("name")),
+                Some(Some(KeyDescription::parse("work").expect("desc"))),
+                admin(),
+                now(),
+            )
+            .expect("editable")
+            .expect("changed");
+        assert_eq!(event.kind, EventKind::ApiKeyMetadataUpdated);
+        assert_eq!(event.data, json!({"description": "work"}));
+        assert_eq!(event.actor_user_id, admin());
+    }
+
+    #[test]
+    fn an_update_that_changes_nothing_records_nothing() {
+        let (mut key, _) = new_key();
+        let same = key.update_permissions(
+            Some(ApiKeyPermissions::default()),
+            Some(IpWhitelist::default()),
+            admin(),
+            now(),
+        );
+        assert_eq!(same, Ok(None));
+    }
+
+    #[test]
+    fn a_permissions_update_replaces_the_allow_list() {
+        let (mut key, _) = new_key();
+        let list = IpWhitelist::parse(&["10.0.0.0/8"]).expect("list");
+        let event = key
+            .update_permissions(None, Some(list), admin(), now())
+            .expect("editable")
+            .expect("changed");
+        assert_eq!(event.data, json!({"ip_whitelist": ["10.0.0.0/8"]}));
+        assert!(!key.allows_address("192.168.0.1".parse().expect("ip")));
+        assert!(key.allows_address("10.1.1.1".parse().expect("ip")));
+    }
+}

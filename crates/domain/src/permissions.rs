@@ -1,0 +1,371 @@
+//! What a key may do: the read/write flags and the optional allow-lists of
+//! tools and resources. `None` for a list means "whatever the flags allow";
+//! an empty list means "nothing".
+
+use std::fmt;
+
+use serde::Serialize;
+use thiserror::Error;
+
+/// Longest allowed list of tools or resources.
+pub const MAX_ALLOWED_ENTRIES: usize = 100;
+const MAX_TOOL_NAME_CHARS: usize = 128;
+const MAX_RESOURCE_PATTERN_CHARS: usize = 2048;
+
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PermissionsError {
+    #[error("a key needs at least one of read or write")]
+    NoAccess,
+    #[error("at most {MAX_ALLOWED_ENTRIES} entries are allowed")]
+    TooManyEntries,
+    #[error("entry {index}: a tool name is 1 to 128 characters of A-Z, a-z, 0-9, `_`, `-` and `.`")]
+    InvalidToolName { index: usize },
+    #[error(
+        "entry {index}: a resource pattern is 1 to 2048 characters without spaces or control characters, with `*` only at the end"
+    )]
+    InvalidResourcePattern { index: usize },
+}
+
+/// What an operation needs from a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// A tool name as MCP defines it (1..=128 of `[A-Za-z0-9_.-]`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ToolName(String);
+
+impl ToolName {
+    #[must_use]
+    pub fn parse(candidate: &str) -> Option<Self> {
+        let valid = !candidate.is_empty()
+            && candidate.len() <= MAX_TOOL_NAME_CHARS
+            && candidate
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        valid.then(|| Self(candidate.to_owned()))
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A resource URI, or a URI prefix when it ends with `*`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ResourcePattern(String);
+
+impl ResourcePattern {
+    #[must_use]
+    pub fn parse(candidate: &str) -> Option<Self> {
+        let stem = candidate.strip_suffix('*').unwrap_or(candidate);
+        let valid = !candidate.is_empty()
+            && candidate.chars().count() <= MAX_RESOURCE_PATTERN_CHARS
+            && !stem.contains('*')
+            && !candidate
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace());
+        valid.then(|| Self(candidate.to_owned()))
+    }
+
+    #[must_use]
+    pub fn matches(&self, uri: &str) -> bool {
+        match self.0.strip_suffix('*') {
+            Some(prefix) => uri.starts_with(prefix),
+            None => self.0 == uri,
+        }
+    }
+
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ResourcePattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A key's permissions. Built only through [`ApiKeyPermissions::new`], so a
+/// held value always grants read or write and has valid lists.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ApiKeyPermissions {
+    read: bool,
+    write: bool,
+    allowed_tools: Option<Vec<ToolName>>,
+    allowed_resources: Option<Vec<ResourcePattern>>,
+}
+
+impl Default for ApiKeyPermissions {
+    /// Read only, every tool and resource that reading allows.
+    fn default() -> Self {
+        Self {
+            read: true,
+            write: false,
+            allowed_tools: None,
+            allowed_resources: None,
+        }
+    }
+}
+
+impl ApiKeyPermissions {
+    /// Validates the flags and lists. Duplicate list entries are dropped,
+    /// first occurrence kept, so the stored order is the given order.
+    pub fn new(
+        read: bool,
+        write: bool,
+        allowed_tools: Option<Vec<String>>,
+        allowed_resources: Option<Vec<String>>,
+    ) -> Result<Self, Vec<(&'static str, PermissionsError)>> {
+        let mut errors = Vec::new();
+        if !read && !write {
+            errors.push(("permissions", PermissionsError::NoAccess));
+        }
+        let tools = allowed_tools.map(|list| {
+            parse_list(list, ToolName::parse, |index| {
+                PermissionsError::InvalidToolName { index }
+            })
+        });
+        let resources = allowed_resources.map(|list| {
+            parse_list(list, ResourcePattern::parse, |index| {
+                PermissionsError::InvalidResourcePattern { index }
+            })
+        });
+        let tools = match tools.transpose() {
+            Ok(tools) => tools,
+            Err(error) => {
+                errors.push(("permissions.allowed_tools", error));
+                None
+            }
+        };
+        let resources = match resources.transpose() {
+            Ok(resources) => resources,
+            Err(error) => {
+                errors.push(("permissions.allowed_resources", error));
+                None
+            }
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Self {
+            read,
+            write,
+            allowed_tools: tools,
+            allowed_resources: resources,
+        })
+    }
+
+    #[must_use]
+    pub fn read(&self) -> bool {
+        self.read
+    }
+
+    #[must_use]
+    pub fn write(&self) -> bool {
+        self.write
+    }
+
+    #[must_use]
+    pub fn allowed_tools(&self) -> Option<&[ToolName]> {
+        self.allowed_tools.as_deref()
+    }
+
+    #[must_use]
+    pub fn allowed_resources(&self) -> Option<&[ResourcePattern]> {
+        self.allowed_resources.as_deref()
+    }
+
+    #[must_use]
+    pub fn grants(&self, access: Access) -> bool {
+        match access {
+            Access::Read => self.read,
+            Access::Write => self.write,
+        }
+    }
+
+    /// Whether a tool that needs `access` and is called `name` may be used.
+    #[must_use]
+    pub fn allows_tool(&self, name: &str, access: Access) -> bool {
+        self.grants(access)
+            && self
+                .allowed_tools
+                .as_ref()
+                .is_none_or(|tools| tools.iter().any(|tool| tool.as_str() == name))
+    }
+
+    /// Whether the resource at `uri` may be read.
+    #[must_use]
+    pub fn allows_resource(&self, uri: &str) -> bool {
+        self.read
+            && self
+                .allowed_resources
+                .as_ref()
+                .is_none_or(|patterns| patterns.iter().any(|pattern| pattern.matches(uri)))
+    }
+}
+
+fn parse_list<T: PartialEq>(
+    list: Vec<String>,
+    parse: impl Fn(&str) -> Option<T>,
+    invalid: impl Fn(usize) -> PermissionsError,
+) -> Result<Vec<T>, PermissionsError> {
+    if list.len() > MAX_ALLOWED_ENTRIES {
+        return Err(PermissionsError::TooManyEntries);
+    }
+    let mut parsed = Vec::with_capacity(list.len());
+    for (index, entry) in list.iter().enumerate() {
+        let item = parse(entry).ok_or_else(|| invalid(index))?;
+        if !parsed.contains(&item) {
+            parsed.push(item);
+        }
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn perms(
+        read: bool,
+        write: bool,
+        tools: Option<&[&str]>,
+        resources: Option<&[&str]>,
+    ) -> ApiKeyPermissions {
+        let owned = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        ApiKeyPermissions::new(read, write, tools.map(owned), resources.map(owned))
+            .expect("valid permissions")
+    }
+
+    #[test]
+    fn the_default_is_read_only_and_unrestricted() {
+        let default = ApiKeyPermissions::default();
+        assert!(default.read() && !default.write());
+        assert!(default.allowed_tools().is_none() && default.allowed_resources().is_none());
+    }
+
+    #[test]
+    fn a_key_with_neither_read_nor_write_is_rejected() {
+        let errors = ApiKeyPermissions::new(false, false, None, None).expect_err("no access");
+        assert_eq!(errors, vec![("permissions", PermissionsError::NoAccess)]);
+    }
+
+    #[test]
+    fn a_tool_needing_write_is_refused_to_a_read_only_key() {
+        let read_only = perms(true, false, None, None);
+        assert!(read_only.allows_tool("whoami", Access::Read));
+        assert!(!read_only.allows_tool("revoke_api_key", Access::Write));
+    }
+
+    #[test]
+    fn an_empty_tool_list_allows_no_tool() {
+        let none = perms(true, true, Some(&[]), None);
+        assert!(!none.allows_tool("whoami", Access::Read));
+    }
+
+    #[test]
+    fn a_tool_list_allows_only_the_tools_it_names() {
+        let only_whoami = perms(true, true, Some(&["whoami"]), None);
+        assert!(only_whoami.allows_tool("whoami", Access::Read));
+        assert!(!only_whoami.allows_tool("list_api_keys", Access::Read));
+    }
+
+    #[test]
+    fn a_trailing_star_matches_a_prefix_and_nothing_else_does() {
+        let pattern = ResourcePattern::parse("cola://keys/*").expect("valid");
+        assert!(pattern.matches("cola://keys/abc"));
+        assert!(!pattern.matches("cola://other/abc"));
+        let exact = ResourcePattern::parse("cola://keys/abc").expect("valid");
+        assert!(exact.matches("cola://keys/abc"));
+        assert!(!exact.matches("cola://keys/abcd"));
+    }
+
+    #[test]
+    fn a_star_anywhere_but_the_end_is_rejected() {
+        assert!(ResourcePattern::parse("cola://*/x").is_none());
+        assert!(ResourcePattern::parse("cola://x**").is_none());
+        assert!(ResourcePattern::parse("cola:// x").is_none());
+        assert!(ResourcePattern::parse("").is_none());
+    }
+
+    #[test]
+    fn reading_a_resource_needs_the_read_flag() {
+        let write_only = perms(false, true, None, None);
+        assert!(!write_only.allows_resource("cola://keys/1"));
+    }
+
+    #[test]
+    fn invalid_list_entries_name_their_list_and_index() {
+        let errors = ApiKeyPermissions::new(
+            true,
+            false,
+            Some(vec!["ok".into(), "not ok".into()]),
+            Some(vec!["*x*".into()]),
+        )
+        .expect_err("invalid");
+        assert_eq!(
+            errors,
+            vec![
+                (
+                    "permissions.allowed_tools",
+                    PermissionsError::InvalidToolName { index: 1 }
+                ),
+                (
+                    "permissions.allowed_resources",
+                    PermissionsError::InvalidResourcePattern { index: 0 }
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn duplicates_are_dropped_keeping_the_first() {
+        let p = perms(true, false, Some(&["b", "a", "b"]), None);
+        let names: Vec<_> = p
+            .allowed_tools()
+            .expect("list")
+            .iter()
+            .map(ToolName::as_str)
+            .collect();
+        assert_eq!(names, ["b", "a"]);
+    }
+
+    #[test]
+    fn more_than_100_entries_are_rejected() {
+        let many = (0..101).map(|i| format!("t{i}")).collect();
+        let errors = ApiKeyPermissions::new(true, false, Some(many), None).expect_err("too many");
+        assert_eq!(errors[0].1, PermissionsError::TooManyEntries);
+    }
+
+    proptest! {
+        #[test]
+        fn a_star_pattern_matches_exactly_the_uris_that_start_with_its_stem(
+            stem in "[a-z:/]{0,12}", uri in "[a-z:/]{0,16}",
+        ) {
+            let pattern = ResourcePattern::parse(&format!("{stem}*")).expect("valid");
+            prop_assert_eq!(pattern.matches(&uri), uri.starts_with(&stem));
+            prop_assert!(pattern.matches(&format!("{stem}{uri}")));
+        }
+
+        #[test]
+        fn an_exact_pattern_matches_only_itself(a in "[a-z:/]{1,12}", b in "[a-z:/]{1,12}") {
+            let pattern = ResourcePattern::parse(&a).expect("valid");
+            prop_assert_eq!(pattern.matches(&b), a == b);
+        }
+
+        #[test]
+        fn parsing_arbitrary_patterns_never_panics(text in "\\PC{0,40}") {
+            let _ = ResourcePattern::parse(&text);
+            let _ = ToolName::parse(&text);
+        }
+    }
+}

@@ -1,0 +1,403 @@
+//! The sea-orm implementation of the application's `ApiKeyRepository`. Every
+//! query but the credential lookup filters by tenant; the mapping between
+//! rows and the domain lives here and nowhere else.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use cola_application::{
+    ApiKeyRepository, KeyListFilter, RecordedEvent, RepositoryError, SecretHash, StoredCredential,
+    UsageDelta,
+};
+use cola_domain::{
+    ApiKeyId, ApiKeyPermissions, DomainEvent, EffectiveStatus, EventKind, IpWhitelist,
+    KeyDescription, KeyName, KeyPrefix, KeyUsage, McpApiKey, NewKey, Revocation, TenantId, UserId,
+};
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, SqlErr,
+    Statement, TransactionTrait,
+};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::database::Database;
+use crate::entity::{api_key, api_key_event};
+
+const ACTIVE: &str = "active";
+const REVOKED: &str = "revoked";
+
+#[derive(Debug, Clone)]
+pub struct SeaOrmApiKeyRepository {
+    database: Database,
+}
+
+impl SeaOrmApiKeyRepository {
+    #[must_use]
+    pub fn new(database: Database) -> Self {
+        Self { database }
+    }
+}
+
+/// Connection trouble is `Unavailable` (a 503 that heals by itself); anything
+/// else is a bug or a corrupt database.
+fn db_error(error: DbErr) -> RepositoryError {
+    let unavailable = match &error {
+        DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(inner)) | DbErr::Query(RuntimeErr::SqlxError(inner)) => {
+            use sea_orm::sqlx::Error;
+            matches!(
+                inner.as_ref(),
+                Error::Io(_) | Error::PoolTimedOut | Error::PoolClosed | Error::WorkerCrashed
+            ) || inner
+                .as_database_error()
+                .and_then(|db| db.code())
+                // 57014: statement timeout; 57P01..57P03: shutdown; 08xxx: connection.
+                .is_some_and(|code| {
+                    code == "57014" || code.starts_with("57P") || code.starts_with("08")
+                })
+        }
+        _ => false,
+    };
+    if unavailable {
+        RepositoryError::Unavailable(Box::new(error))
+    } else {
+        RepositoryError::Unexpected(Box::new(error))
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct StoredPermissions {
+    read: bool,
+    write: bool,
+    allowed_tools: Option<Vec<String>>,
+    allowed_resources: Option<Vec<String>>,
+}
+
+fn corrupt(what: impl std::fmt::Display) -> RepositoryError {
+    RepositoryError::Corrupt(what.to_string())
+}
+
+fn to_domain(row: api_key::Model) -> Result<McpApiKey, RepositoryError> {
+    let permissions: StoredPermissions =
+        serde_json::from_value(row.permissions).map_err(corrupt)?;
+    let permissions = ApiKeyPermissions::new(
+        permissions.read,
+        permissions.write,
+        permissions.allowed_tools,
+        permissions.allowed_resources,
+    )
+    .map_err(|errors| corrupt(format!("permissions of {}: {errors:?}", row.id)))?;
+    let ip_entries: Vec<String> = serde_json::from_value(row.ip_whitelist).map_err(corrupt)?;
+    let revocation = match (row.status.as_str(), row.revoked_at, row.revoked_by) {
+        (ACTIVE, _, _) => None,
+        (REVOKED, Some(at), Some(by)) => Some(Revocation {
+            at,
+            by: UserId::from_uuid(by),
+        }),
+        (status, _, _) => return Err(corrupt(format!("status `{status}` of {}", row.id))),
+    };
+    let new = NewKey {
+        id: ApiKeyId::from_uuid(row.id),
+        tenant_id: TenantId::from_uuid(row.tenant_id),
+        owner: UserId::from_uuid(row.user_id),
+        name: KeyName::parse(&row.name).map_err(corrupt)?,
+        description: row
+            .description
+            .as_deref()
+            .map(KeyDescription::parse)
+            .transpose()
+            .map_err(corrupt)?,
+        prefix: KeyPrefix::parse(&row.key_prefix).map_err(corrupt)?,
+        permissions,
+        ip_whitelist: IpWhitelist::parse(&ip_entries).map_err(corrupt)?,
+        expires_at: row.expires_at,
+    };
+    let usage = KeyUsage {
+        count: u64::try_from(row.usage_count).unwrap_or(0),
+        last_used_at: row.last_used_at,
+    };
+    Ok(McpApiKey::restore(new, row.created_at, revocation, usage))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, RepositoryError> {
+    serde_json::to_value(value).map_err(|e| RepositoryError::Unexpected(Box::new(e)))
+}
+
+fn event_row(event: &DomainEvent) -> api_key_event::ActiveModel {
+    api_key_event::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        tenant_id: Set(event.tenant_id.as_uuid()),
+        key_id: Set(event.key_id.as_uuid()),
+        event_type: Set(event.kind.as_str().to_owned()),
+        actor_user_id: Set(event.actor_user_id.as_uuid()),
+        occurred_at: Set(event.occurred_at),
+        data: Set(event.data.clone()),
+    }
+}
+
+/// A PostgreSQL advisory-lock id for one owner, so concurrent creates for
+/// the same user are counted against the cap one at a time. Collisions
+/// between owners only serialise them.
+fn owner_lock_id(tenant: TenantId, owner: UserId) -> i64 {
+    let mut folded = 0u64;
+    for chunk in [
+        tenant.as_uuid().as_u64_pair(),
+        owner.as_uuid().as_u64_pair(),
+    ] {
+        folded = folded.rotate_left(17) ^ chunk.0 ^ chunk.1.rotate_left(31);
+    }
+    i64::from_ne_bytes(folded.to_ne_bytes())
+}
+
+fn active_at(now: DateTime<Utc>) -> Condition {
+    Condition::all()
+        .add(api_key::Column::Status.eq(ACTIVE))
+        .add(api_key::Column::ExpiresAt.gt(now))
+}
+
+#[async_trait]
+impl ApiKeyRepository for SeaOrmApiKeyRepository {
+    async fn insert(
+        &self,
+        key: &McpApiKey,
+        hash: &SecretHash,
+        event: &DomainEvent,
+        max_active: u32,
+    ) -> Result<(), RepositoryError> {
+        let txn = self.database.connection().begin().await.map_err(db_error)?;
+        if self.database.backend() == DbBackend::Postgres {
+            txn.execute_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT pg_advisory_xact_lock($1)",
+                [owner_lock_id(key.tenant_id(), key.owner()).into()],
+            ))
+            .await
+            .map_err(db_error)?;
+        }
+        // Inserting before counting takes SQLite's write lock first, so two
+        // concurrent creates cannot both count the same total.
+        let row = api_key::ActiveModel {
+            id: Set(key.id().as_uuid()),
+            tenant_id: Set(key.tenant_id().as_uuid()),
+            user_id: Set(key.owner().as_uuid()),
+            name: Set(key.name().as_str().to_owned()),
+            description: Set(key.description().map(|d| d.as_str().to_owned())),
+            key_prefix: Set(key.prefix().as_str().to_owned()),
+            key_hash: Set(hash.as_str().to_owned()),
+            permissions: Set(json(key.permissions())?),
+            ip_whitelist: Set(json(key.ip_whitelist())?),
+            status: Set(ACTIVE.to_owned()),
+            usage_count: Set(0),
+            last_used_at: Set(None),
+            created_at: Set(key.created_at()),
+            expires_at: Set(key.expires_at()),
+            revoked_at: Set(None),
+            revoked_by: Set(None),
+        };
+        if let Err(error) = row.insert(&txn).await {
+            return Err(match error.sql_err() {
+                Some(SqlErr::UniqueConstraintViolation(_)) => RepositoryError::PrefixTaken,
+                _ => db_error(error),
+            });
+        }
+        let active = api_key::Entity::find()
+            .filter(api_key::Column::TenantId.eq(key.tenant_id().as_uuid()))
+            .filter(api_key::Column::UserId.eq(key.owner().as_uuid()))
+            .filter(active_at(key.created_at()))
+            .count(&txn)
+            .await
+            .map_err(db_error)?;
+        if active > u64::from(max_active) {
+            txn.rollback().await.map_err(db_error)?;
+            return Err(RepositoryError::CapReached);
+        }
+        event_row(event).insert(&txn).await.map_err(db_error)?;
+        txn.commit().await.map_err(db_error)
+    }
+
+    async fn find(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+    ) -> Result<Option<McpApiKey>, RepositoryError> {
+        api_key::Entity::find()
+            .filter(api_key::Column::TenantId.eq(tenant.as_uuid()))
+            .filter(api_key::Column::Id.eq(id.as_uuid()))
+            .one(self.database.connection())
+            .await
+            .map_err(db_error)?
+            .map(to_domain)
+            .transpose()
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        filter: &KeyListFilter,
+    ) -> Result<Vec<McpApiKey>, RepositoryError> {
+        let mut query =
+            api_key::Entity::find().filter(api_key::Column::TenantId.eq(tenant.as_uuid()));
+        if let Some(owner) = filter.owner {
+            query = query.filter(api_key::Column::UserId.eq(owner.as_uuid()));
+        }
+        query = match filter.status {
+            None => query,
+            Some(EffectiveStatus::Active) => query.filter(active_at(filter.now)),
+            Some(EffectiveStatus::Expired) => query
+                .filter(api_key::Column::Status.eq(ACTIVE))
+                .filter(api_key::Column::ExpiresAt.lte(filter.now)),
+            Some(EffectiveStatus::Revoked) => query.filter(api_key::Column::Status.eq(REVOKED)),
+        };
+        if let Some(after) = filter.after {
+            query = query.filter(api_key::Column::Id.lt(after.0.as_uuid()));
+        }
+        query
+            .order_by_desc(api_key::Column::Id)
+            .limit(filter.limit)
+            .all(self.database.connection())
+            .await
+            .map_err(db_error)?
+            .into_iter()
+            .map(to_domain)
+            .collect()
+    }
+
+    async fn apply_change(
+        &self,
+        key: &McpApiKey,
+        event: &DomainEvent,
+    ) -> Result<bool, RepositoryError> {
+        let mut update = api_key::Entity::update_many();
+        update = match event.kind {
+            EventKind::ApiKeyMetadataUpdated => update
+                .col_expr(api_key::Column::Name, Expr::value(key.name().as_str()))
+                .col_expr(
+                    api_key::Column::Description,
+                    Expr::value(key.description().map(|d| d.as_str().to_owned())),
+                ),
+            EventKind::ApiKeyPermissionsUpdated => update
+                .col_expr(
+                    api_key::Column::Permissions,
+                    Expr::value(json(key.permissions())?),
+                )
+                .col_expr(
+                    api_key::Column::IpWhitelist,
+                    Expr::value(json(key.ip_whitelist())?),
+                ),
+            EventKind::ApiKeyRevoked => {
+                let revocation = key
+                    .revocation()
+                    .ok_or_else(|| corrupt("a revoked event for an unrevoked key"))?;
+                update
+                    .col_expr(api_key::Column::Status, Expr::value(REVOKED))
+                    .col_expr(api_key::Column::RevokedAt, Expr::value(revocation.at))
+                    .col_expr(
+                        api_key::Column::RevokedBy,
+                        Expr::value(revocation.by.as_uuid()),
+                    )
+            }
+            EventKind::ApiKeyCreated => return Err(corrupt("a created event is not a change")),
+        };
+        let txn = self.database.connection().begin().await.map_err(db_error)?;
+        let result = update
+            .filter(api_key::Column::TenantId.eq(key.tenant_id().as_uuid()))
+            .filter(api_key::Column::Id.eq(key.id().as_uuid()))
+            .filter(api_key::Column::Status.eq(ACTIVE))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected == 0 {
+            txn.rollback().await.map_err(db_error)?;
+            return Ok(false);
+        }
+        event_row(event).insert(&txn).await.map_err(db_error)?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(true)
+    }
+
+    async fn events(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+    ) -> Result<Vec<RecordedEvent>, RepositoryError> {
+        let rows = api_key_event::Entity::find()
+            .filter(api_key_event::Column::TenantId.eq(tenant.as_uuid()))
+            .filter(api_key_event::Column::KeyId.eq(id.as_uuid()))
+            .order_by_asc(api_key_event::Column::OccurredAt)
+            .order_by_asc(api_key_event::Column::Id)
+            .all(self.database.connection())
+            .await
+            .map_err(db_error)?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(RecordedEvent {
+                    id: row.id,
+                    kind: EventKind::parse(&row.event_type)
+                        .ok_or_else(|| corrupt(format!("event type `{}`", row.event_type)))?,
+                    key_id: ApiKeyId::from_uuid(row.key_id),
+                    tenant_id: TenantId::from_uuid(row.tenant_id),
+                    actor_user_id: UserId::from_uuid(row.actor_user_id),
+                    occurred_at: row.occurred_at,
+                    data: row.data,
+                })
+            })
+            .collect()
+    }
+
+    async fn find_credential(
+        &self,
+        prefix: &KeyPrefix,
+    ) -> Result<Option<StoredCredential>, RepositoryError> {
+        let Some(row) = api_key::Entity::find()
+            .filter(api_key::Column::KeyPrefix.eq(prefix.as_str()))
+            .one(self.database.connection())
+            .await
+            .map_err(db_error)?
+        else {
+            return Ok(None);
+        };
+        let hash = SecretHash::new(row.key_hash.clone());
+        Ok(Some(StoredCredential {
+            key: to_domain(row)?,
+            hash,
+        }))
+    }
+
+    async fn add_usage(&self, batch: &[UsageDelta]) -> Result<(), RepositoryError> {
+        let txn = self.database.connection().begin().await.map_err(db_error)?;
+        for delta in batch {
+            let count = i64::try_from(delta.count).unwrap_or(i64::MAX);
+            // `usage_count + n` and a monotonic `last_used_at`: concurrent
+            // flushes from several instances never lose an increment.
+            let later = Condition::any()
+                .add(api_key::Column::LastUsedAt.is_null())
+                .add(api_key::Column::LastUsedAt.lt(delta.last_used_at));
+            api_key::Entity::update_many()
+                .col_expr(
+                    api_key::Column::UsageCount,
+                    Expr::col(api_key::Column::UsageCount).add(count),
+                )
+                .col_expr(
+                    api_key::Column::LastUsedAt,
+                    Expr::case(later, Expr::value(delta.last_used_at))
+                        .finally(Expr::col(api_key::Column::LastUsedAt))
+                        .into(),
+                )
+                .filter(api_key::Column::TenantId.eq(delta.tenant_id.as_uuid()))
+                .filter(api_key::Column::Id.eq(delta.key_id.as_uuid()))
+                .exec(&txn)
+                .await
+                .map_err(db_error)?;
+        }
+        txn.commit().await.map_err(db_error)
+    }
+
+    async fn ping(&self) -> Result<(), RepositoryError> {
+        self.database
+            .connection()
+            .ping()
+            .await
+            .map_err(|error| RepositoryError::Unavailable(Box::new(error)))
+    }
+}

@@ -1,0 +1,21 @@
+//! Cola's schema, as sea-orm migrations that run unchanged on SQLite and
+//! PostgreSQL. `cola-api` applies them at start-up and through `cola-api migrate`.
+
+pub use sea_orm_migration::MigrationStatus;
+pub use sea_orm_migration::prelude::*;
+
+mod m20261123_000001_create_api_keys;
+mod m20261123_000002_create_api_key_events;
+
+#[derive(Debug)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261123_000001_create_api_keys::Migration),
+            Box::new(m20261123_000002_create_api_key_events::Migration),
+        ]
+    }
+}

@@ -1,1 +1,413 @@
-//! placeholder
+//! The end-to-end harness: starts the real `cola-api` binary on a free port
+//! with a fresh database, and talks to it over HTTP only — as a user would.
+//!
+//! The binary is `target/debug/cola-api` (or `$COLA_BIN`); `scripts/test`
+//! builds it first. PostgreSQL comes from `$COLA_TEST_POSTGRES_URL`
+//! (default `postgres://postgres@127.0.0.1:5432/test`); each app gets a
+//! database of its own, dropped afterwards.
+
+#![allow(clippy::missing_panics_doc, clippy::unwrap_used)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
+
+use chrono::Utc;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::{Method, Response};
+use sea_orm::ConnectionTrait;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// How to start an app.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub backend: Backend,
+    pub env: HashMap<String, String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            backend: Backend::Sqlite,
+            env: HashMap::new(),
+        }
+    }
+}
+
+impl Options {
+    #[must_use]
+    pub fn postgres() -> Self {
+        Self {
+            backend: Backend::Postgres,
+            ..Self::default()
+        }
+    }
+
+    #[must_use]
+    pub fn with(mut self, name: &str, value: &str) -> Self {
+        self.env.insert(name.to_owned(), value.to_owned());
+        self
+    }
+}
+
+/// The path of the `cola-api` binary under test.
+#[must_use]
+pub fn binary() -> PathBuf {
+    if let Ok(path) = std::env::var("COLA_BIN") {
+        return PathBuf::from(path);
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/cola-api");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build -p cola-api` (scripts/test does) or set COLA_BIN",
+        path.display()
+    );
+    path
+}
+
+/// A fresh PostgreSQL database, dropped with the app. Fails loudly when
+/// PostgreSQL is unreachable: a skipped PostgreSQL suite is a failed run.
+#[derive(Debug)]
+pub struct PostgresDatabase {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+}
+
+impl PostgresDatabase {
+    pub async fn create() -> Self {
+        let admin_url =
+            std::env::var("COLA_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
+        let name = format!("cola_test_{}", Uuid::new_v4().simple());
+        let admin = sea_orm::Database::connect(&admin_url)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("PostgreSQL at {admin_url} is unreachable ({e}); set COLA_TEST_POSTGRES_URL")
+            });
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let _ = admin.close().await;
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(base, _)| base);
+        let url = format!("{base}/{name}");
+        Self {
+            admin_url,
+            name,
+            url,
+        }
+    }
+
+    fn drop_now(&self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Drop runs outside any runtime guarantee; use a short-lived one.
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let admin = sea_orm::Database::connect(&admin_url).await.ok()?;
+                admin
+                    .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()?;
+                admin.close().await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A running `cola-api` process and a client for it.
+#[derive(Debug)]
+pub struct TestApp {
+    pub base: String,
+    pub jwt_secret: String,
+    pub client: reqwest::Client,
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    postgres: Option<PostgresDatabase>,
+    sqlite_dir: Option<PathBuf>,
+    pub database_url: String,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> Self {
+        let (postgres, sqlite_dir, database_url) = match options.backend {
+            Backend::Sqlite => {
+                let dir =
+                    std::env::temp_dir().join(format!("cola-e2e-{}", Uuid::new_v4().simple()));
+                std::fs::create_dir_all(&dir).expect("temp dir");
+                let url = format!("sqlite://{}/cola.db?mode=rwc", dir.display());
+                (None, Some(dir), url)
+            }
+            Backend::Postgres => {
+                let database = PostgresDatabase::create().await;
+                let url = database.url.clone();
+                (Some(database), None, url)
+            }
+        };
+        let jwt_secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
+        Self::start(options.env, database_url, jwt_secret, postgres, sqlite_dir)
+    }
+
+    /// Starts another process on the same database (and JWT secret).
+    pub fn spawn_sibling(&self, env: HashMap<String, String>) -> Self {
+        Self::start(
+            env,
+            self.database_url.clone(),
+            self.jwt_secret.clone(),
+            None,
+            None,
+        )
+    }
+
+    fn start(
+        env: HashMap<String, String>,
+        database_url: String,
+        jwt_secret: String,
+        postgres: Option<PostgresDatabase>,
+        sqlite_dir: Option<PathBuf>,
+    ) -> Self {
+        let mut command = Command::new(binary());
+        command
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("COLA_LISTEN", "127.0.0.1:0")
+            .env("COLA_DATABASE_URL", &database_url)
+            .env("COLA_JWT_SECRET", &jwt_secret)
+            .env("COLA_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .env("COLA_USAGE_FLUSH_INTERVAL_MS", "100");
+        for (name, value) in &env {
+            command.env(name, value);
+        }
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start cola-api");
+        let stderr = child.stderr.take().expect("stderr");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (address_tx, address_rx) = mpsc::channel::<Option<String>>();
+        {
+            let logs = Arc::clone(&logs);
+            std::thread::spawn(move || {
+                let mut address_tx = Some(address_tx);
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    if let Some(tx) = &address_tx
+                        && let Ok(event) = serde_json::from_str::<Value>(&line)
+                        && event["message"] == "cola-api listening"
+                    {
+                        let _ = tx.send(event["address"].as_str().map(str::to_owned));
+                        address_tx = None;
+                    }
+                    logs.lock().unwrap().push(line);
+                }
+                if let Some(tx) = address_tx {
+                    let _ = tx.send(None);
+                }
+            });
+        }
+        let address = address_rx
+            .recv_timeout(Duration::from_secs(60))
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| {
+                panic!(
+                    "cola-api did not start; its log:\n{}",
+                    logs.lock().unwrap().join("\n")
+                )
+            });
+        Self {
+            base: format!("http://{address}"),
+            jwt_secret,
+            client: reqwest::Client::new(),
+            child,
+            logs,
+            postgres,
+            sqlite_dir,
+            database_url,
+        }
+    }
+
+    /// Every log line written so far.
+    #[must_use]
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        self.child.wait().expect("wait for cola-api")
+    }
+
+    /// A management JWT for `user` of `tenant`.
+    #[must_use]
+    pub fn token(&self, tenant: Uuid, user: Uuid, role: &str) -> String {
+        sign(
+            &self.jwt_secret,
+            &json!({
+                "sub": user.to_string(),
+                "tenant_id": tenant.to_string(),
+                "role": role,
+                "exp": Utc::now().timestamp() + 3600,
+            }),
+        )
+    }
+
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        request.send().await.expect("request")
+    }
+
+    pub async fn create_key(&self, token: &str, body: &Value) -> Response {
+        self.request(Method::POST, "/api/mcp/keys", token, Some(body))
+            .await
+    }
+
+    /// Creates a key that must succeed; returns the whole response body.
+    pub async fn new_key(&self, token: &str, body: &Value) -> Value {
+        let response = self.create_key(token, body).await;
+        assert_eq!(response.status(), 201, "create failed");
+        response.json().await.expect("json")
+    }
+
+    pub async fn list_keys(&self, token: &str, query: &str) -> Response {
+        self.request(Method::GET, &format!("/api/mcp/keys{query}"), token, None)
+            .await
+    }
+
+    pub async fn get_key(&self, token: &str, id: &str) -> Response {
+        self.request(Method::GET, &format!("/api/mcp/keys/{id}"), token, None)
+            .await
+    }
+
+    pub async fn patch_metadata(&self, token: &str, id: &str, body: &Value) -> Response {
+        self.request(
+            Method::PATCH,
+            &format!("/api/mcp/keys/{id}/metadata"),
+            token,
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn patch_permissions(&self, token: &str, id: &str, body: &Value) -> Response {
+        self.request(
+            Method::PATCH,
+            &format!("/api/mcp/keys/{id}/permissions"),
+            token,
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn revoke(&self, token: &str, id: &str) -> Response {
+        self.request(Method::DELETE, &format!("/api/mcp/keys/{id}"), token, None)
+            .await
+    }
+
+    pub async fn events(&self, token: &str, id: &str) -> Response {
+        self.request(
+            Method::GET,
+            &format!("/api/mcp/keys/{id}/events"),
+            token,
+            None,
+        )
+        .await
+    }
+
+    /// A handshake-era JSON-RPC call to `/mcp` with `key`.
+    pub async fn mcp(&self, key: &str, method: &str, params: &Value) -> Response {
+        self.client
+            .post(format!("{}/mcp", self.base))
+            .bearer_auth(key)
+            .header("mcp-protocol-version", "2025-11-25")
+            .json(&json!({ "jsonrpc": "2.0", "id": 1, "method": method, "params": params }))
+            .send()
+            .await
+            .expect("mcp request")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(database) = &self.postgres {
+            database.drop_now();
+        }
+        if let Some(dir) = &self.sqlite_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+/// Signs `claims` as an HS256 JWT.
+#[must_use]
+pub fn sign(secret: &str, claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
+}
+
+/// Polls `check` until it returns `Some`, for at most `deadline`. For
+/// outcomes that become true at a moment the test does not control (a flush,
+/// an expiry); never a substitute for a response the test can wait on.
+pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if start.elapsed() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

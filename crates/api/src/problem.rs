@@ -66,7 +66,7 @@ impl Problem {
         let mut problem = Self::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            "the service cannot reach its database; try again shortly",
+            "the service is temporarily unable to handle the request; try again shortly",
         );
         problem.retry_after = Some(1);
         problem
@@ -168,7 +168,7 @@ impl ApiError {
                 "the key is revoked and can no longer be changed",
             ),
             AppError::Unavailable(source) => {
-                tracing::warn!(error = %source, "database unavailable");
+                tracing::warn!(error = %source, "dependency unavailable");
                 Problem::unavailable()
             }
             AppError::Unexpected(source) => {
@@ -181,7 +181,13 @@ impl ApiError {
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        self.problem().status_code()
+        match &self.0 {
+            AppError::Invalid(_) => StatusCode::BAD_REQUEST,
+            AppError::NotFound => StatusCode::NOT_FOUND,
+            AppError::LimitReached { .. } | AppError::KeyRevoked => StatusCode::CONFLICT,
+            AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            AppError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
     }
 
     fn error_response(&self) -> HttpResponse {

@@ -215,6 +215,9 @@ async fn revoke(
     principal: &McpPrincipal,
     arguments: &Map<String, Value>,
 ) -> Result<Value, String> {
+    if let Some(unknown) = arguments.keys().find(|k| k.as_str() != "id") {
+        return Err(format!("`{unknown}` is not an argument of revoke_api_key"));
+    }
     let Some(raw) = text_argument(arguments, "id")? else {
         return Err("`id` is required".into());
     };

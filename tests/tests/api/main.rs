@@ -1,0 +1,33 @@
+//! End-to-end tests of the management REST API and the service surface,
+//! against the real binary over HTTP.
+
+#![allow(clippy::unwrap_used)]
+
+mod auth;
+mod http;
+mod lifecycle;
+mod listing;
+mod tenancy;
+mod validation;
+
+use uuid::Uuid;
+
+/// A tenant with an admin and two members.
+#[derive(Debug)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub admin: Uuid,
+    pub alice: Uuid,
+    pub bob: Uuid,
+}
+
+impl Tenant {
+    pub fn new() -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            admin: Uuid::new_v4(),
+            alice: Uuid::new_v4(),
+            bob: Uuid::new_v4(),
+        }
+    }
+}

@@ -1,0 +1,453 @@
+//! The repository against real databases: every scenario runs on a fresh
+//! SQLite file and on a fresh PostgreSQL database.
+
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use cola_application::{
+    ApiKeyRepository, Clock, Cursor, KeyListFilter, RepositoryError, SecretHasher, SystemClock,
+    UsageDelta,
+};
+use cola_domain::{
+    ApiKeyId, ApiKeyPermissions, ApiKeySecret, EffectiveStatus, EventKind, IpWhitelist, KeyName,
+    McpApiKey, NewKey, TenantId, UserId,
+};
+use cola_e2e::PostgresDatabase;
+use cola_infrastructure::{Argon2Hasher, Database, HasherSettings, SeaOrmApiKeyRepository};
+use uuid::Uuid;
+
+struct Fixture {
+    repository: Arc<SeaOrmApiKeyRepository>,
+    hasher: Argon2Hasher,
+    // Kept alive for the test's duration; dropped (and deleted) after it.
+    _postgres: Option<PostgresDatabase>,
+    _dir: Option<TempDir>,
+}
+
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn sqlite() -> Fixture {
+    let dir = std::env::temp_dir().join(format!("cola-repo-{}", Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = Database::connect(&format!("sqlite://{}/cola.db?mode=rwc", dir.display()))
+        .await
+        .unwrap();
+    fixture(database, None, Some(TempDir(dir))).await
+}
+
+async fn postgres() -> Fixture {
+    let created = PostgresDatabase::create().await;
+    let database = Database::connect(&created.url).await.unwrap();
+    fixture(database, Some(created), None).await
+}
+
+async fn fixture(
+    database: Database,
+    postgres: Option<PostgresDatabase>,
+    dir: Option<TempDir>,
+) -> Fixture {
+    database.migrate().await.unwrap();
+    // Migrating twice is harmless (every instance migrates at start).
+    database.migrate().await.unwrap();
+    Fixture {
+        repository: Arc::new(SeaOrmApiKeyRepository::new(database)),
+        hasher: Argon2Hasher::new(HasherSettings {
+            memory_kib: 64,
+            iterations: 1,
+            parallelism: 1,
+            concurrent: 2,
+            queue: 64,
+        })
+        .unwrap(),
+        _postgres: postgres,
+        _dir: dir,
+    }
+}
+
+fn now() -> DateTime<Utc> {
+    SystemClock.now()
+}
+
+fn new_key(
+    tenant: TenantId,
+    owner: UserId,
+    name: &str,
+    expires_at: DateTime<Utc>,
+) -> (McpApiKey, cola_domain::DomainEvent, ApiKeySecret) {
+    let Ok(secret) = ApiKeySecret::generate(&mut test_rng());
+    let (key, event) = McpApiKey::issue(
+        NewKey {
+            id: ApiKeyId::from_uuid(Uuid::now_v7()),
+            tenant_id: tenant,
+            owner,
+            name: KeyName::parse(name).unwrap(),
+            description: None,
+            prefix: secret.prefix(),
+            permissions: ApiKeyPermissions::new(
+                true,
+                true,
+                Some(vec!["whoami".into()]),
+                Some(vec!["cola://keys/*".into()]),
+            )
+            .unwrap(),
+            ip_whitelist: IpWhitelist::parse(&["10.0.0.0/8", "2001:db8::1"]).unwrap(),
+            expires_at,
+        },
+        now(),
+    );
+    (key, event, secret)
+}
+
+/// A generator for test keys (the domain takes any CSPRNG).
+fn test_rng() -> rand::rngs::StdRng {
+    rand::SeedableRng::from_os_rng()
+}
+
+fn tenant() -> (TenantId, UserId) {
+    (
+        TenantId::from_uuid(Uuid::new_v4()),
+        UserId::from_uuid(Uuid::new_v4()),
+    )
+}
+
+fn filter(
+    owner: Option<UserId>,
+    status: Option<EffectiveStatus>,
+    after: Option<Cursor>,
+    limit: u64,
+) -> KeyListFilter {
+    KeyListFilter {
+        owner,
+        status,
+        after,
+        limit,
+        now: now(),
+    }
+}
+
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::sqlite().await).await; })*
+        }
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::postgres().await).await; })*
+        }
+    };
+}
+
+on_both_databases!(
+    a_stored_key_reads_back_equal_and_only_in_its_tenant,
+    listing_filters_by_owner_status_and_cursor,
+    the_cap_refuses_and_stores_nothing,
+    a_taken_prefix_is_reported,
+    a_change_applies_only_to_an_active_key_with_its_event,
+    the_credential_lookup_finds_the_hash_by_prefix,
+    concurrent_usage_batches_add_up_exactly,
+);
+
+async fn a_stored_key_reads_back_equal_and_only_in_its_tenant(f: Fixture) {
+    let (tenant, owner) = tenant();
+    let (key, event, secret) = new_key(tenant, owner, "stored", now() + Duration::days(1));
+    let hash = f.hasher.hash(&secret).await.unwrap();
+    f.repository.insert(&key, &hash, &event, 10).await.unwrap();
+
+    let found = f.repository.find(tenant, key.id()).await.unwrap().unwrap();
+    assert_eq!(found.name(), key.name());
+    assert_eq!(found.prefix(), key.prefix());
+    assert_eq!(found.permissions(), key.permissions());
+    assert_eq!(found.ip_whitelist(), key.ip_whitelist());
+    assert_eq!(found.created_at(), key.created_at());
+    assert_eq!(found.expires_at(), key.expires_at());
+    assert_eq!(found.owner(), owner);
+
+    let other = TenantId::from_uuid(Uuid::new_v4());
+    assert!(f.repository.find(other, key.id()).await.unwrap().is_none());
+    assert!(
+        f.repository
+            .list(other, &filter(None, None, None, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        f.repository
+            .events(other, key.id())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    f.repository.ping().await.unwrap();
+}
+
+async fn listing_filters_by_owner_status_and_cursor(f: Fixture) {
+    let (tenant, alice) = tenant();
+    let bob = UserId::from_uuid(Uuid::new_v4());
+    let mut ids = Vec::new();
+    for (owner, name) in [(alice, "a1"), (bob, "b1"), (alice, "a2"), (alice, "a3")] {
+        let (key, event, secret) = new_key(tenant, owner, name, now() + Duration::days(1));
+        f.repository
+            .insert(&key, &f.hasher.hash(&secret).await.unwrap(), &event, 10)
+            .await
+            .unwrap();
+        ids.push(key);
+    }
+    let names = |keys: Vec<McpApiKey>| {
+        keys.iter()
+            .map(|k| k.name().as_str().to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        names(
+            f.repository
+                .list(tenant, &filter(None, None, None, 10))
+                .await
+                .unwrap()
+        ),
+        ["a3", "a2", "b1", "a1"]
+    );
+    assert_eq!(
+        names(
+            f.repository
+                .list(tenant, &filter(Some(alice), None, None, 10))
+                .await
+                .unwrap()
+        ),
+        ["a3", "a2", "a1"]
+    );
+    let first = f
+        .repository
+        .list(tenant, &filter(Some(alice), None, None, 2))
+        .await
+        .unwrap();
+    let cursor = Cursor(first.last().unwrap().id());
+    assert_eq!(
+        names(
+            f.repository
+                .list(tenant, &filter(Some(alice), None, Some(cursor), 2))
+                .await
+                .unwrap()
+        ),
+        ["a1"]
+    );
+
+    let mut revoked = ids[2].clone();
+    let event = revoked.revoke(alice, now()).unwrap();
+    assert!(f.repository.apply_change(&revoked, &event).await.unwrap());
+    assert_eq!(
+        names(
+            f.repository
+                .list(
+                    tenant,
+                    &filter(None, Some(EffectiveStatus::Revoked), None, 10)
+                )
+                .await
+                .unwrap()
+        ),
+        ["a2"]
+    );
+    assert_eq!(
+        names(
+            f.repository
+                .list(
+                    tenant,
+                    &filter(None, Some(EffectiveStatus::Active), None, 10)
+                )
+                .await
+                .unwrap()
+        ),
+        ["a3", "b1", "a1"]
+    );
+    let later = KeyListFilter {
+        now: now() + Duration::days(2),
+        ..filter(None, Some(EffectiveStatus::Expired), None, 10)
+    };
+    assert_eq!(
+        names(f.repository.list(tenant, &later).await.unwrap()),
+        ["a3", "b1", "a1"]
+    );
+}
+
+async fn the_cap_refuses_and_stores_nothing(f: Fixture) {
+    let (tenant, owner) = tenant();
+    for name in ["one", "two"] {
+        let (key, event, secret) = new_key(tenant, owner, name, now() + Duration::days(1));
+        f.repository
+            .insert(&key, &f.hasher.hash(&secret).await.unwrap(), &event, 2)
+            .await
+            .unwrap();
+    }
+    let (key, event, secret) = new_key(tenant, owner, "three", now() + Duration::days(1));
+    let refused = f
+        .repository
+        .insert(&key, &f.hasher.hash(&secret).await.unwrap(), &event, 2)
+        .await;
+    assert!(
+        matches!(refused, Err(RepositoryError::CapReached)),
+        "{refused:?}"
+    );
+    assert!(f.repository.find(tenant, key.id()).await.unwrap().is_none());
+    assert!(
+        f.repository
+            .events(tenant, key.id())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        f.repository
+            .find_credential(key.prefix())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn a_taken_prefix_is_reported(f: Fixture) {
+    let (tenant, owner) = tenant();
+    let (key, event, secret) = new_key(tenant, owner, "first", now() + Duration::days(1));
+    let hash = f.hasher.hash(&secret).await.unwrap();
+    f.repository.insert(&key, &hash, &event, 10).await.unwrap();
+    // Same prefix, different id.
+    let (twin, twin_event) = McpApiKey::issue(
+        NewKey {
+            id: ApiKeyId::from_uuid(Uuid::now_v7()),
+            tenant_id: tenant,
+            owner,
+            name: KeyName::parse("twin").unwrap(),
+            description: None,
+            prefix: key.prefix().clone(),
+            permissions: ApiKeyPermissions::default(),
+            ip_whitelist: IpWhitelist::default(),
+            expires_at: now() + Duration::days(1),
+        },
+        now(),
+    );
+    let refused = f.repository.insert(&twin, &hash, &twin_event, 10).await;
+    assert!(
+        matches!(refused, Err(RepositoryError::PrefixTaken)),
+        "{refused:?}"
+    );
+    assert!(
+        f.repository
+            .find(tenant, twin.id())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn a_change_applies_only_to_an_active_key_with_its_event(f: Fixture) {
+    let (tenant, owner) = tenant();
+    let (key, event, secret) = new_key(tenant, owner, "changing", now() + Duration::days(1));
+    f.repository
+        .insert(&key, &f.hasher.hash(&secret).await.unwrap(), &event, 10)
+        .await
+        .unwrap();
+
+    // Two copies loaded before either change: one renames, one revokes.
+    let (mut renaming, mut revoking) = (key.clone(), key.clone());
+    let revoked = revoking.revoke(owner, now()).unwrap();
+    assert!(
+        f.repository
+            .apply_change(&revoking, &revoked)
+            .await
+            .unwrap()
+    );
+    let rename = renaming
+        .update_metadata(Some(KeyName::parse("renamed").unwrap()), None, owner, now())
+        .unwrap()
+        .unwrap();
+    // The stale copy must not resurrect or rename the revoked key.
+    assert!(!f.repository.apply_change(&renaming, &rename).await.unwrap());
+
+    let stored = f.repository.find(tenant, key.id()).await.unwrap().unwrap();
+    assert_eq!(stored.status_at(now()), EffectiveStatus::Revoked);
+    assert_eq!(stored.name().as_str(), "changing");
+    let kinds: Vec<EventKind> = f
+        .repository
+        .events(tenant, key.id())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(kinds, [EventKind::ApiKeyCreated, EventKind::ApiKeyRevoked]);
+}
+
+async fn the_credential_lookup_finds_the_hash_by_prefix(f: Fixture) {
+    let (tenant, owner) = tenant();
+    let (key, event, secret) = new_key(tenant, owner, "credential", now() + Duration::days(1));
+    f.repository
+        .insert(&key, &f.hasher.hash(&secret).await.unwrap(), &event, 10)
+        .await
+        .unwrap();
+    let stored = f
+        .repository
+        .find_credential(key.prefix())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.key.id(), key.id());
+    assert_eq!(stored.key.tenant_id(), tenant);
+    assert!(f.hasher.verify(&secret, &stored.hash).await.unwrap());
+    let Ok(other) = ApiKeySecret::generate(&mut test_rng());
+    assert!(
+        f.repository
+            .find_credential(&other.prefix())
+            .await
+            .unwrap()
+            .is_none()
+    );
+}
+
+async fn concurrent_usage_batches_add_up_exactly(f: Fixture) {
+    let (tenant, owner) = tenant();
+    let (key, event, secret) = new_key(tenant, owner, "used", now() + Duration::days(1));
+    f.repository
+        .insert(&key, &f.hasher.hash(&secret).await.unwrap(), &event, 10)
+        .await
+        .unwrap();
+    let base = now();
+    // Eight writers (as from several instances), each adding 1..=8 uses.
+    let writers = (1..=8u64).map(|n| {
+        let repository = Arc::clone(&f.repository);
+        let delta = UsageDelta {
+            tenant_id: tenant,
+            key_id: key.id(),
+            count: n,
+            last_used_at: base + Duration::seconds(i64::try_from(n).unwrap()),
+        };
+        tokio::spawn(async move { repository.add_usage(&[delta]).await })
+    });
+    for result in futures_util::future::join_all(writers).await {
+        result.unwrap().unwrap();
+    }
+    let stored = f.repository.find(tenant, key.id()).await.unwrap().unwrap();
+    assert_eq!(stored.usage().count, 36);
+    assert_eq!(
+        stored.usage().last_used_at,
+        Some(base + Duration::seconds(8))
+    );
+    // An older timestamp never moves last_used_at back.
+    let stale = UsageDelta {
+        tenant_id: tenant,
+        key_id: key.id(),
+        count: 1,
+        last_used_at: base,
+    };
+    f.repository.add_usage(&[stale]).await.unwrap();
+    let stored = f.repository.find(tenant, key.id()).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.usage().count, stored.usage().last_used_at),
+        (37, Some(base + Duration::seconds(8)))
+    );
+}

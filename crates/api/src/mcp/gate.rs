@@ -25,17 +25,21 @@ pub struct McpGate {
     pub allowed_origins: Vec<String>,
 }
 
-/// `Authorization: Bearer cola_…` or `X-API-Key: cola_…`.
+/// `Authorization: Bearer cola_…` or `X-API-Key: cola_…` (an `Authorization`
+/// header of another scheme, such as a proxy's `Basic`, is passed over).
 fn credential(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(header::AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        let (scheme, token) = value.split_once(' ')?;
-        return scheme.eq_ignore_ascii_case("bearer").then(|| token.trim());
-    }
-    headers
-        .get("x-api-key")
+    let bearer = headers
+        .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .map(str::trim)
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    bearer.or_else(|| {
+        headers
+            .get("x-api-key")
+            .and_then(|value| value.to_str().ok())
+            .map(str::trim)
+    })
 }
 
 fn origin_allowed(gate: &McpGate, origin: &HeaderValue) -> bool {

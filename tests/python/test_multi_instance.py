@@ -52,12 +52,6 @@ def test_both_instances_serve_the_same_keys(pair: tuple[ColaServer, ColaServer])
     assert owner.get_key(key["id"])["usage_count"] == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: no cross-instance cache invalidation feed exists yet "
-    "(docs/architecture.md, 'The verified-key cache'); another instance serves "
-    "a cached key for up to COLA_AUTH_CACHE_TTL_SECS (30 s)",
-)
 def test_changes_reach_the_other_instance(pair: tuple[ColaServer, ColaServer]) -> None:
     first, second = pair
     owner = first.owner()

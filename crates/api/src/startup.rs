@@ -9,7 +9,7 @@ use actix_web::dev::Server;
 use actix_web::{App, HttpServer, web};
 use cola_application::{
     ApiKeyRepository, ApiKeyService, Clock, KeyAuthenticator, KeyPolicy, SecretHasher, SystemClock,
-    UsageRecorder, VerifiedKeyCache,
+    UsageRecorder, VerifiedKeyCache, follow_access_changes,
 };
 use cola_domain::ExpiryPolicy;
 use cola_infrastructure::{Argon2Hasher, Database, HasherSettings, SeaOrmApiKeyRepository};
@@ -92,8 +92,8 @@ impl Application {
         let authenticator = Arc::new(KeyAuthenticator::new(
             Arc::clone(&repository),
             hasher,
-            clock,
-            cache,
+            Arc::clone(&clock),
+            Arc::clone(&cache),
             Arc::clone(&usage),
         ));
 
@@ -165,6 +165,14 @@ impl Application {
             Arc::clone(&usage),
             Arc::clone(&repository),
             settings.usage_flush_interval,
+            stopped.clone(),
+        ));
+        // Other instances' revocations and permission changes reach this
+        // instance's cache through the audit trail they are recorded in.
+        tokio::spawn(follow_access_changes(
+            Arc::clone(&repository),
+            cache,
+            clock,
             stopped,
         ));
 

@@ -2,9 +2,9 @@
 //! verified-key cache, then the database and one argon2id verification.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cola_domain::{ApiKeyId, ApiKeySecret, EffectiveStatus};
 use hmac::{Hmac, Mac};
@@ -76,9 +76,12 @@ pub struct VerifiedKeyCache {
     epoch: AtomicU64,
     /// Serialises "check the epoch, then insert" against "bump, then evict".
     guard: Mutex<()>,
-    /// Cleared while this instance may be missing evictions from other
-    /// instances (invalidation feed down): then nothing is served from memory.
-    trusted: AtomicBool,
+    /// Admissions are served from memory only until this instant (ms since
+    /// `started`): the change feed pushes it forward after every successful
+    /// read, so an instance that cannot see other instances' changes stops
+    /// trusting what it remembers within `FEED_FRESHNESS`.
+    fresh_until_ms: AtomicU64,
+    started: Instant,
 }
 
 impl std::fmt::Debug for VerifiedKeyCache {
@@ -91,6 +94,14 @@ impl std::fmt::Debug for VerifiedKeyCache {
 
 const MAX_CACHED_KEYS: u64 = 100_000;
 const REFUSED_TTL: Duration = Duration::from_secs(60);
+/// How long after a successful read of the change feed the cache may be
+/// trusted: the bound on how late another instance's change is seen.
+pub const FEED_FRESHNESS: Duration = Duration::from_millis(1500);
+/// How often the change feed is read.
+pub const FEED_INTERVAL: Duration = Duration::from_millis(250);
+/// How far back each read looks, to cover events committed out of id order
+/// (clock skew between instances, long transactions).
+const FEED_LOOKBACK: Duration = Duration::from_secs(10);
 
 impl VerifiedKeyCache {
     /// A cache whose entries live `ttl`; `Duration::ZERO` disables it.
@@ -115,7 +126,8 @@ impl VerifiedKeyCache {
                 .build(),
             epoch: AtomicU64::new(0),
             guard: Mutex::new(()),
-            trusted: AtomicBool::new(true),
+            fresh_until_ms: AtomicU64::new(0),
+            started: Instant::now(),
         })
     }
 
@@ -127,7 +139,7 @@ impl VerifiedKeyCache {
     }
 
     fn admitted(&self, fingerprint: &Fingerprint) -> Option<McpPrincipal> {
-        if !self.trusted.load(Ordering::Acquire) {
+        if !self.is_fresh() {
             return None;
         }
         self.admitted.get(fingerprint)
@@ -160,19 +172,27 @@ impl VerifiedKeyCache {
         self.fingerprint_of.invalidate_all();
     }
 
-    /// Whether cached admissions may be served. Set to `false` while the
-    /// cross-instance invalidation feed is down; set back to `true` only
-    /// after the cache was emptied.
-    pub fn set_trusted(&self, trusted: bool) {
-        if trusted {
-            self.forget_all();
-        }
-        self.trusted.store(trusted, Ordering::Release);
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
+    /// Whether cached admissions may be served now.
     #[must_use]
-    pub fn is_trusted(&self) -> bool {
-        self.trusted.load(Ordering::Acquire)
+    pub fn is_fresh(&self) -> bool {
+        self.elapsed_ms() < self.fresh_until_ms.load(Ordering::Acquire)
+    }
+
+    /// Records that every change made before `read_started` has been seen:
+    /// the cache may be trusted for `FEED_FRESHNESS` from then. After a gap
+    /// (the feed was stale), everything remembered is forgotten first, since
+    /// changes made during the gap may have been missed.
+    fn feed_caught_up(&self, read_started: Instant) {
+        if !self.is_fresh() {
+            self.forget_all();
+        }
+        let since_start = read_started.saturating_duration_since(self.started) + FEED_FRESHNESS;
+        let until = u64::try_from(since_start.as_millis()).unwrap_or(u64::MAX);
+        self.fresh_until_ms.fetch_max(until, Ordering::AcqRel);
     }
 
     #[must_use]
@@ -340,6 +360,42 @@ fn verify_failure(error: HashError) -> AuthFailure {
         HashError::Failed(message) => {
             tracing::error!(%message, "key verification failed");
             AuthFailure::Unavailable
+        }
+    }
+}
+
+/// Follows the audit trail for access changes (revocations, permission and
+/// allow-list changes) made by any instance and evicts those keys from this
+/// instance's cache. Runs until `stop` turns true.
+pub async fn follow_access_changes(
+    repository: Arc<dyn ApiKeyRepository>,
+    cache: Arc<VerifiedKeyCache>,
+    clock: Arc<dyn Clock>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut seen: std::collections::HashMap<uuid::Uuid, Instant> = std::collections::HashMap::new();
+    let mut ticker = tokio::time::interval(FEED_INTERVAL);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let read_started = Instant::now();
+        let since = clock.now() - chrono::Duration::from_std(FEED_LOOKBACK).unwrap_or_default();
+        match repository.access_changes_since(since).await {
+            Ok(changes) => {
+                for (event_id, key_id) in changes {
+                    if seen.insert(event_id, read_started).is_none() {
+                        cache.forget_key(key_id);
+                    }
+                }
+                seen.retain(|_, at| at.elapsed() < FEED_LOOKBACK * 2);
+                cache.feed_caught_up(read_started);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the change feed; cached admissions expire");
+            }
         }
     }
 }

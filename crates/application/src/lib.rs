@@ -10,7 +10,10 @@ mod principal;
 mod service;
 mod usage;
 
-pub use auth::{AuthFailure, AuthPath, KeyAuthenticator, VerifiedKeyCache};
+pub use auth::{
+    AuthFailure, AuthPath, FEED_FRESHNESS, KeyAuthenticator, VerifiedKeyCache,
+    follow_access_changes,
+};
 pub use dto::{
     CreateKeyRequest, CreatedKeyView, EventView, KeyPage, KeyView, ListKeysQuery, Patch,
     PermissionsInput, UpdateMetadataRequest, UpdatePermissionsRequest,

@@ -145,6 +145,14 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         prefix: &KeyPrefix,
     ) -> Result<Option<StoredCredential>, RepositoryError>;
 
+    /// Revocations and permission changes recorded since about `since`, by
+    /// any instance and of any tenant, as (event id, key id): the feed that
+    /// keeps every instance's verified-key cache honest. May repeat events.
+    async fn access_changes_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(Uuid, ApiKeyId)>, RepositoryError>;
+
     /// Adds a batch of usage, one increment per key (`count = count + n`), so
     /// concurrent writers never lose an increment.
     async fn add_usage(&self, batch: &[UsageDelta]) -> Result<(), RepositoryError>;

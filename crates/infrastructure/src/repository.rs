@@ -364,6 +364,33 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
         }))
     }
 
+    async fn access_changes_since(
+        &self,
+        since: DateTime<Utc>,
+    ) -> Result<Vec<(Uuid, ApiKeyId)>, RepositoryError> {
+        // Event ids are UUIDv7: the smallest id of `since`'s millisecond is a
+        // lower bound the primary key can seek to.
+        let millis = u64::try_from(since.timestamp_millis()).unwrap_or(0);
+        let floor = uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid();
+        let rows = api_key_event::Entity::find()
+            .select_only()
+            .column(api_key_event::Column::Id)
+            .column(api_key_event::Column::KeyId)
+            .filter(api_key_event::Column::Id.gte(floor))
+            .filter(api_key_event::Column::EventType.is_in([
+                EventKind::ApiKeyRevoked.as_str(),
+                EventKind::ApiKeyPermissionsUpdated.as_str(),
+            ]))
+            .into_tuple::<(Uuid, Uuid)>()
+            .all(self.database.connection())
+            .await
+            .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(event, key)| (event, ApiKeyId::from_uuid(key)))
+            .collect())
+    }
+
     async fn add_usage(&self, batch: &[UsageDelta]) -> Result<(), RepositoryError> {
         let txn = self.database.connection().begin().await.map_err(db_error)?;
         for delta in batch {

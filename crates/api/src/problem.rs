@@ -14,13 +14,14 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
-    #[serde(rename = "type")]
-    pub kind: String,
-    pub title: String,
+    /// Serialized as the `type` URI `urn:cola:problem:<slug>`.
+    #[serde(rename = "type", serialize_with = "problem_type")]
+    pub slug: &'static str,
+    pub title: &'static str,
     pub status: u16,
     pub detail: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub errors: Option<BTreeMap<String, Vec<String>>>,
+    pub errors: Option<Box<BTreeMap<String, Vec<String>>>>,
     #[serde(skip)]
     pub retry_after: Option<u64>,
 }
@@ -28,10 +29,10 @@ pub struct Problem {
 impl Problem {
     /// A problem of the given status with a short machine-readable slug.
     #[must_use]
-    pub fn new(status: StatusCode, slug: &str, detail: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, slug: &'static str, detail: impl Into<String>) -> Self {
         Self {
-            kind: format!("urn:cola:problem:{slug}"),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            slug,
+            title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail: detail.into(),
             errors: None,
@@ -47,7 +48,7 @@ impl Problem {
             "invalid-input",
             format!("invalid input: {}", fields.join(", ")),
         );
-        problem.errors = Some(errors.fields().clone());
+        problem.errors = Some(Box::new(errors.fields().clone()));
         problem
     }
 
@@ -117,6 +118,13 @@ impl Problem {
         }
         response.body(serde_json::to_string(self).unwrap_or_default())
     }
+}
+
+fn problem_type<S: serde::Serializer>(
+    slug: &&'static str,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(&format_args!("urn:cola:problem:{slug}"))
 }
 
 impl std::fmt::Display for Problem {

@@ -21,6 +21,12 @@ pub struct Tenant {
     pub bob: Uuid,
 }
 
+impl Default for Tenant {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Tenant {
     pub fn new() -> Self {
         Self {

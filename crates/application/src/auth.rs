@@ -1,6 +1,7 @@
 //! Key verification for the MCP endpoint: format and checksum first, then the
 //! verified-key cache, then the database and one argon2id verification.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -64,6 +65,13 @@ impl AuthFailure {
 
 type Fingerprint = [u8; 32];
 
+/// One verification in progress, shared by the requests that wait for it.
+struct Flight {
+    /// The cache epoch when it started; a later eviction makes it stale.
+    epoch: u64,
+    outcome: tokio::sync::OnceCell<Result<McpPrincipal, AuthFailure>>,
+}
+
 /// Admitted keys by a keyed hash of the presented secret (never the secret
 /// itself), plus a short negative cache of credentials that can never work.
 pub struct VerifiedKeyCache {
@@ -76,6 +84,8 @@ pub struct VerifiedKeyCache {
     epoch: AtomicU64,
     /// Serialises "check the epoch, then insert" against "bump, then evict".
     guard: Mutex<()>,
+    /// Verifications in progress, by fingerprint (only while they run).
+    flights: Mutex<HashMap<Fingerprint, Arc<Flight>>>,
     /// Admissions are served from memory only until this instant (ms since
     /// `started`): the change feed pushes it forward after every successful
     /// read, so an instance that cannot see other instances' changes stops
@@ -126,6 +136,7 @@ impl VerifiedKeyCache {
                 .build(),
             epoch: AtomicU64::new(0),
             guard: Mutex::new(()),
+            flights: Mutex::new(HashMap::new()),
             fresh_until_ms: AtomicU64::new(0),
             started: Instant::now(),
         })
@@ -205,6 +216,12 @@ impl VerifiedKeyCache {
         self.len() == 0
     }
 
+    fn lock_flights(&self) -> std::sync::MutexGuard<'_, HashMap<Fingerprint, Arc<Flight>>> {
+        self.flights
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
         self.guard
             .lock()
@@ -280,19 +297,10 @@ impl KeyAuthenticator {
         } else if let Some(failure) = self.cache.refused.get(&fingerprint) {
             return Err(failure);
         } else {
-            let epoch = self.cache.epoch.load(Ordering::Acquire);
-            match self.verify(&secret).await {
-                Ok(principal) => {
-                    self.cache.admit(fingerprint, principal.clone(), epoch);
-                    (principal, AuthPath::Cold)
-                }
-                Err(failure) => {
-                    if failure.is_bad_credential() {
-                        self.cache.refused.insert(fingerprint, failure);
-                    }
-                    return Err(failure);
-                }
-            }
+            (
+                self.verify_once(fingerprint, &secret).await?,
+                AuthPath::Cold,
+            )
         };
 
         // Checked on every request, cached or not: expiry needs no eviction
@@ -307,6 +315,58 @@ impl KeyAuthenticator {
         }
         self.usage.record(key.tenant_id, key.key_id, now);
         Ok((principal, path))
+    }
+
+    /// Verifies `secret`, sharing one verification among concurrent
+    /// requests presenting the same key: a burst of first uses costs one
+    /// database lookup and one argon2 run, not one per request. A request
+    /// joins a verification only if no eviction happened since it started,
+    /// so nobody is admitted on a reading older than a revocation they could
+    /// have seen.
+    async fn verify_once(
+        &self,
+        fingerprint: Fingerprint,
+        secret: &ApiKeySecret,
+    ) -> Result<McpPrincipal, AuthFailure> {
+        let flight = {
+            let epoch = self.cache.epoch.load(Ordering::Acquire);
+            let mut flights = self.cache.lock_flights();
+            match flights.get(&fingerprint) {
+                Some(flight) if flight.epoch == epoch => Arc::clone(flight),
+                _ => {
+                    let flight = Arc::new(Flight {
+                        epoch,
+                        outcome: tokio::sync::OnceCell::new(),
+                    });
+                    flights.insert(fingerprint, Arc::clone(&flight));
+                    flight
+                }
+            }
+        };
+        let outcome = flight
+            .outcome
+            .get_or_init(|| self.verify(secret))
+            .await
+            .clone();
+        {
+            let mut flights = self.cache.lock_flights();
+            if flights
+                .get(&fingerprint)
+                .is_some_and(|current| Arc::ptr_eq(current, &flight))
+            {
+                flights.remove(&fingerprint);
+            }
+        }
+        match &outcome {
+            Ok(principal) => self
+                .cache
+                .admit(fingerprint, principal.clone(), flight.epoch),
+            Err(failure) if failure.is_bad_credential() => {
+                self.cache.refused.insert(fingerprint, *failure);
+            }
+            Err(_) => {}
+        }
+        outcome
     }
 
     async fn verify(&self, secret: &ApiKeySecret) -> Result<McpPrincipal, AuthFailure> {

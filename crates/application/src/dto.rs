@@ -81,7 +81,7 @@ const fn default_read() -> bool {
 /// defaults: read only, no allow-lists.
 #[derive(Debug, Clone, Deserialize, Validate)]
 #[serde(deny_unknown_fields)]
-#[validate(schema(function = "check_access"))]
+#[validate(schema(function = "check_access", skip_on_field_errors = false))]
 pub struct PermissionsInput {
     #[serde(default = "default_read")]
     pub read: bool,
@@ -221,13 +221,7 @@ impl UpdateMetadataRequest {
             Patch::Keep => None,
             Patch::Null => Some(None),
             Patch::Set(text) => parse_description(Some(&text))
-                .map_err(|e| {
-                    for (field, messages) in e.fields() {
-                        for message in messages {
-                            errors.add(field.clone(), message.clone());
-                        }
-                    }
-                })
+                .map_err(|e| merge(&mut errors, &e))
                 .ok(),
         };
         if errors.is_empty() {
@@ -449,6 +443,104 @@ impl From<RecordedEvent> for EventView {
             actor_user_id: event.actor_user_id,
             occurred_at: event.occurred_at,
             data: event.data,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn create(body: serde_json::Value) -> Result<ValidCreate, FieldErrors> {
+        serde_json::from_value::<CreateKeyRequest>(body)
+            .expect("shape")
+            .into_valid()
+    }
+
+    fn fields(errors: &FieldErrors) -> Vec<&str> {
+        errors.fields().keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn omitted_fields_take_their_defaults() {
+        let valid = create(json!({ "name": "n" })).expect("valid");
+        assert_eq!(valid.permissions, ApiKeyPermissions::default());
+        assert_eq!(valid.ip_whitelist, IpWhitelist::default());
+        assert_eq!(valid.expiry, ExpiryRequest::Default);
+        assert_eq!(valid.description, None);
+    }
+
+    #[test]
+    fn an_omitted_permission_flag_takes_its_default() {
+        let valid =
+            create(json!({ "name": "n", "permissions": { "write": true } })).expect("valid");
+        assert!(valid.permissions.read() && valid.permissions.write());
+    }
+
+    #[test]
+    fn giving_both_expiries_names_both_fields() {
+        let errors = create(
+            json!({ "name": "n", "expires_in_days": 3, "expires_at": "2030-01-01T00:00:00Z" }),
+        )
+        .expect_err("both");
+        assert_eq!(fields(&errors), ["expires_at", "expires_in_days"]);
+    }
+
+    #[test]
+    fn every_invalid_field_is_named_at_once() {
+        let errors = create(json!({
+            "name": " ",
+            "description": "\u{7}",
+            "ip_whitelist": ["nope"],
+            "permissions": { "read": false, "allowed_tools": ["a b"] }
+        }))
+        .expect_err("invalid");
+        assert_eq!(
+            fields(&errors),
+            [
+                "description",
+                "ip_whitelist",
+                "name",
+                "permissions",
+                "permissions.allowed_tools"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_null_name_in_a_patch_is_refused_and_a_null_description_clears() {
+        let request: UpdateMetadataRequest =
+            serde_json::from_value(json!({ "name": null })).expect("shape");
+        assert_eq!(
+            fields(&request.into_valid().expect_err("null name")),
+            ["name"]
+        );
+        let request: UpdateMetadataRequest =
+            serde_json::from_value(json!({ "description": null })).expect("shape");
+        assert_eq!(request.into_valid().expect("valid"), (None, Some(None)));
+    }
+
+    #[test]
+    fn a_cursor_reads_back_as_the_id_it_was_made_from() {
+        let id = ApiKeyId::from_uuid(Uuid::now_v7());
+        let query = ListKeysQuery {
+            cursor: Some(encode_cursor(Cursor(id))),
+            ..ListKeysQuery::default()
+        };
+        let valid = query.into_valid().expect("valid");
+        assert_eq!(valid.after, Some(Cursor(id)));
+        assert_eq!(valid.limit, DEFAULT_PAGE_SIZE);
+    }
+
+    #[test]
+    fn a_limit_outside_1_to_100_is_refused() {
+        for limit in ["0", "101", "-1", "ten"] {
+            let query = ListKeysQuery {
+                limit: Some(limit.into()),
+                ..ListKeysQuery::default()
+            };
+            assert_eq!(fields(&query.into_valid().expect_err(limit)), ["limit"]);
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod auth;
 mod http;
+mod instances;
 mod lifecycle;
 mod listing;
 mod tenancy;

@@ -35,6 +35,8 @@ pub enum Backend {
 pub struct Options {
     pub backend: Backend,
     pub env: HashMap<String, String>,
+    /// Reach PostgreSQL through this local port (a [`Forwarder`]) instead.
+    pub postgres_port: Option<u16>,
 }
 
 impl Default for Options {
@@ -42,6 +44,7 @@ impl Default for Options {
         Self {
             backend: Backend::Sqlite,
             env: HashMap::new(),
+            postgres_port: None,
         }
     }
 }
@@ -51,6 +54,16 @@ impl Options {
     pub fn postgres() -> Self {
         Self {
             backend: Backend::Postgres,
+            ..Self::default()
+        }
+    }
+
+    /// PostgreSQL, reached through `forwarder` so a test can cut it off.
+    #[must_use]
+    pub fn postgres_through(forwarder: &Forwarder) -> Self {
+        Self {
+            backend: Backend::Postgres,
+            postgres_port: Some(forwarder.port),
             ..Self::default()
         }
     }
@@ -112,6 +125,18 @@ impl PostgresDatabase {
         }
     }
 
+    /// The database's URL with its host and port replaced by 127.0.0.1:`port`.
+    #[must_use]
+    pub fn url_through(&self, port: u16) -> String {
+        let (scheme, rest) = self.url.split_once("://").unwrap();
+        let (authority, path) = rest.split_once('/').unwrap();
+        let user = authority
+            .rsplit_once('@')
+            .map(|(user, _)| format!("{user}@"))
+            .unwrap_or_default();
+        format!("{scheme}://{user}127.0.0.1:{port}/{path}")
+    }
+
     fn drop_now(&self) {
         let admin_url = self.admin_url.clone();
         let name = self.name.clone();
@@ -163,7 +188,10 @@ impl TestApp {
             }
             Backend::Postgres => {
                 let database = PostgresDatabase::create().await;
-                let url = database.url.clone();
+                let url = match options.postgres_port {
+                    Some(port) => database.url_through(port),
+                    None => database.url.clone(),
+                };
                 (Some(database), None, url)
             }
         };
@@ -409,5 +437,90 @@ where
             return None;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The address of the PostgreSQL server the tests use.
+#[must_use]
+pub fn postgres_address() -> String {
+    let admin_url =
+        std::env::var("COLA_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.into());
+    let rest = admin_url
+        .split_once("://")
+        .map_or(admin_url.as_str(), |(_, rest)| rest);
+    let authority = rest
+        .split_once('/')
+        .map_or(rest, |(authority, _)| authority);
+    authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host)
+        .to_owned()
+}
+
+/// A TCP forwarder in front of a server (PostgreSQL), that a test can cut —
+/// every open connection closed, new ones refused — and restore: a database
+/// outage without touching the database. Its tasks run on the test's runtime,
+/// which must be multi-threaded (the harness blocks while a process starts).
+#[derive(Debug)]
+pub struct Forwarder {
+    pub port: u16,
+    cut: Arc<std::sync::atomic::AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl Forwarder {
+    pub async fn start(upstream: String) -> Self {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind forwarder");
+        let port = listener.local_addr().expect("address").port();
+        let cut = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let acceptor = {
+            let (cut, connections) = (Arc::clone(&cut), Arc::clone(&connections));
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if cut.load(Ordering::Acquire) {
+                        drop(inbound);
+                        continue;
+                    }
+                    let upstream = upstream.clone();
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    connections.lock().unwrap().push(task.abort_handle());
+                }
+            })
+        };
+        Self {
+            port,
+            cut,
+            connections,
+            acceptor,
+        }
+    }
+
+    /// Closes every open connection and refuses new ones.
+    pub fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::Release);
+        for connection in self.connections.lock().unwrap().drain(..) {
+            connection.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.cut.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+        self.cut();
     }
 }

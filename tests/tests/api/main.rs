@@ -8,6 +8,7 @@ mod http;
 mod instances;
 mod lifecycle;
 mod listing;
+mod resilience;
 mod tenancy;
 mod validation;
 

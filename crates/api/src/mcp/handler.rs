@@ -44,7 +44,7 @@ impl Reply {
         match self.body {
             Some(body) => response
                 .content_type("application/json")
-                .body(body.to_string()),
+                .body(serde_json::to_vec(&body).unwrap_or_default()),
             None => response.finish(),
         }
     }

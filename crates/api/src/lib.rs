@@ -8,6 +8,8 @@ pub mod config;
 pub mod json;
 pub mod jwt;
 pub mod mcp;
+pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod rate_limit;
 pub mod routes;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use cola_application::{
     ApiKeyRepository, ApiKeyService, Clock, KeyAuthenticator, KeyPolicy, SecretHasher, SystemClock,
@@ -22,6 +23,7 @@ use crate::config::Settings;
 use crate::json::MAX_BODY_BYTES;
 use crate::jwt::{JwtVerifier, ManagementAuth};
 use crate::mcp::{self, McpGate, McpServer};
+use crate::metrics::Metrics;
 use crate::rate_limit::FailureLimiter;
 use crate::routes;
 
@@ -118,8 +120,13 @@ impl Application {
             limiter: Arc::clone(&limiter),
             client_ip: client_ip.clone(),
         });
+        let metrics = web::Data::new(
+            Metrics::new(Arc::clone(&usage), Arc::clone(&cache), database.clone())
+                .map_err(|e| StartupError::Config(format!("metrics: {e}")))?,
+        );
         let gate = web::Data::new(McpGate {
             authenticator,
+            metrics: metrics.clone().into_inner(),
             limiter,
             client_ip,
             allowed_origins: settings.allowed_origins.clone(),
@@ -140,14 +147,21 @@ impl Application {
             })?;
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(from_fn(crate::metrics::record))
                 .wrap(TracingLogger::default())
                 .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
                 .app_data(keys.clone())
                 .app_data(management.clone())
                 .app_data(gate.clone())
                 .app_data(mcp_server.clone())
-                .route("/health", web::get().to(routes::health::health))
-                .route("/ready", web::get().to(routes::health::ready))
+                .app_data(metrics.clone())
+                .service(routes::get_only("/metrics", crate::metrics::scrape))
+                .service(routes::get_only("/health", routes::health::health))
+                .service(routes::get_only("/ready", routes::health::ready))
+                .service(routes::get_only(
+                    "/api/openapi.json",
+                    crate::openapi::document,
+                ))
                 .configure(routes::keys::configure)
                 .configure(mcp::configure)
                 .default_service(web::to(routes::not_found))

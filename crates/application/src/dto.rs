@@ -14,6 +14,7 @@ use cola_domain::{
     KeyName, McpApiKey,
 };
 use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 use validator::{Validate, ValidationError};
 
@@ -79,17 +80,26 @@ const fn default_read() -> bool {
 
 /// The permissions of a key as given in a request. Omitted fields take their
 /// defaults: read only, no allow-lists.
-#[derive(Debug, Clone, Deserialize, Validate)]
+#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[validate(schema(function = "check_access", skip_on_field_errors = false))]
 pub struct PermissionsInput {
+    /// Whether the key may read (list and read resources, call read-only
+    /// tools). At least one of `read` and `write` must be true.
     #[serde(default = "default_read")]
+    #[schema(default = true)]
     pub read: bool,
+    /// Whether the key may call tools that change things.
     #[serde(default)]
+    #[schema(default = false)]
     pub write: bool,
+    /// Tool names the key may call; `null` = every tool the flags allow,
+    /// `[]` = none.
     #[serde(default)]
     #[validate(custom(function = "check_tools"))]
     pub allowed_tools: Option<Vec<String>>,
+    /// Resource URIs the key may read; a trailing `*` matches a prefix.
+    /// `null` = every resource, `[]` = none.
     #[serde(default)]
     #[validate(custom(function = "check_resources"))]
     pub allowed_resources: Option<Vec<String>>,
@@ -115,22 +125,33 @@ impl PermissionsInput {
 
 /// `POST /api/mcp/keys`. Owner and tenant come from the caller, never from
 /// the body: unknown fields (`tenant_id`, `user_id`, `key`, …) are refused.
-#[derive(Debug, Clone, Deserialize, Validate)]
+#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
+    /// 1..100 characters after trimming, no control characters.
     #[validate(custom(function = "check_name"))]
+    #[schema(min_length = 1, max_length = 100)]
     pub name: String,
+    /// At most 500 characters; empty means none.
     #[serde(default)]
     #[validate(custom(function = "check_description"))]
+    #[schema(max_length = 500)]
     pub description: Option<String>,
+    /// Omitted: read only, no allow-lists.
     #[serde(default)]
     #[validate(nested)]
     pub permissions: Option<PermissionsInput>,
+    /// At most 50 IP addresses or CIDRs; omitted or `[]` = any address.
     #[serde(default)]
     #[validate(custom(function = "check_ip_whitelist"))]
+    #[schema(max_items = 50)]
     pub ip_whitelist: Option<Vec<String>>,
+    /// Days until the key expires, 1..`COLA_MAX_KEY_TTL_DAYS`. Not together
+    /// with `expires_at`; neither means the default TTL.
     #[serde(default)]
+    #[schema(minimum = 1)]
     pub expires_in_days: Option<i64>,
+    /// When the key expires: in the future and within the maximum TTL.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
 }
@@ -193,12 +214,16 @@ fn parse_description(given: Option<&str>) -> Result<Option<KeyDescription>, Fiel
 
 /// `PATCH /api/mcp/keys/{id}/metadata`: fields left out keep their value;
 /// `"description": null` clears the description.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateMetadataRequest {
+    /// The new name (1..100 characters); must not be `null`.
     #[serde(default)]
+    #[schema(value_type = String, required = false, min_length = 1, max_length = 100)]
     pub name: Patch<String>,
+    /// The new description (at most 500 characters); `null` clears it.
     #[serde(default)]
+    #[schema(value_type = Option<String>, max_length = 500)]
     pub description: Patch<String>,
 }
 
@@ -234,12 +259,17 @@ impl UpdateMetadataRequest {
 
 /// `PATCH /api/mcp/keys/{id}/permissions`: a `permissions` object that is
 /// given replaces the old one whole (its omitted fields take defaults).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePermissionsRequest {
+    /// Replaces the permissions whole; must not be `null`.
     #[serde(default)]
+    #[schema(value_type = PermissionsInput, required = false)]
     pub permissions: Patch<PermissionsInput>,
+    /// Replaces the IP allow-list (at most 50 entries; `[]` = any address);
+    /// must not be `null`.
     #[serde(default)]
+    #[schema(value_type = Vec<String>, required = false, max_items = 50)]
     pub ip_whitelist: Patch<Vec<String>>,
 }
 
@@ -291,11 +321,17 @@ fn merge(into: &mut FieldErrors, from: &FieldErrors) {
 
 /// `GET /api/mcp/keys` query, as given (all text, so each bad parameter can
 /// be named).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListKeysQuery {
+    /// Only keys of this status; omitted = every status.
+    #[param(value_type = Option<schema::KeyStatus>)]
     pub status: Option<String>,
+    /// Page size, 1..100 (default 50).
+    #[param(value_type = Option<u8>, minimum = 1, maximum = 100)]
     pub limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
 }
 
@@ -363,22 +399,34 @@ fn decode_cursor(text: &str) -> Option<Cursor> {
 }
 
 /// A key as the API shows it: never the secret, never the hash.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Key)]
 pub struct KeyView {
+    #[schema(value_type = Uuid)]
     pub id: ApiKeyId,
+    #[schema(value_type = Uuid)]
     pub tenant_id: cola_domain::TenantId,
+    #[schema(value_type = Uuid)]
     pub user_id: cola_domain::UserId,
     pub name: String,
+    #[schema(required)]
     pub description: Option<String>,
+    /// The key's public prefix, enough to recognise it; never the secret.
     pub key_prefix: String,
+    #[schema(value_type = schema::KeyStatus)]
     pub status: EffectiveStatus,
+    #[schema(value_type = schema::Permissions)]
     pub permissions: ApiKeyPermissions,
+    /// Normalised CIDRs; `[]` = any address.
     pub ip_whitelist: Vec<String>,
     pub usage_count: u64,
+    #[schema(required)]
     pub last_used_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    #[schema(required)]
     pub revoked_at: Option<DateTime<Utc>>,
+    #[schema(value_type = Option<Uuid>, required)]
     pub revoked_by: Option<cola_domain::UserId>,
 }
 
@@ -407,7 +455,8 @@ impl KeyView {
 }
 
 /// The create response: the key and, this once, its secret.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = CreatedKey)]
 pub struct CreatedKeyView {
     #[serde(flatten)]
     pub view: KeyView,
@@ -415,22 +464,78 @@ pub struct CreatedKeyView {
     pub key: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct KeyPage {
     pub items: Vec<KeyView>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    #[schema(required)]
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = Event)]
 pub struct EventView {
     pub id: Uuid,
     #[serde(rename = "type")]
+    #[schema(value_type = schema::EventType)]
     pub kind: &'static str,
+    #[schema(value_type = Uuid)]
     pub key_id: ApiKeyId,
+    #[schema(value_type = Uuid)]
     pub tenant_id: cola_domain::TenantId,
+    #[schema(value_type = Uuid)]
     pub actor_user_id: cola_domain::UserId,
     pub occurred_at: DateTime<Utc>,
+    /// What changed; its shape depends on `type`.
+    #[schema(value_type = Object)]
     pub data: serde_json::Value,
+}
+
+/// `GET /api/mcp/keys/{id}/events`: the key's audit trail, oldest first.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventList {
+    pub items: Vec<EventView>,
+}
+
+/// Documentation-only shapes of the domain types the views expose, for the
+/// OpenAPI document (the domain itself knows nothing of OpenAPI).
+pub mod schema {
+    use utoipa::ToSchema;
+
+    /// A key's status at the time of the request.
+    #[derive(Debug, Clone, Copy, ToSchema)]
+    #[schema(rename_all = "snake_case")]
+    pub enum KeyStatus {
+        Active,
+        Revoked,
+        Expired,
+    }
+
+    /// The kind of an audit event.
+    #[derive(Debug, Clone, Copy, ToSchema)]
+    pub enum EventType {
+        #[schema(rename = "api_key.created")]
+        Created,
+        #[schema(rename = "api_key.metadata_updated")]
+        MetadataUpdated,
+        #[schema(rename = "api_key.permissions_updated")]
+        PermissionsUpdated,
+        #[schema(rename = "api_key.revoked")]
+        Revoked,
+    }
+
+    /// A key's permissions.
+    #[derive(Debug, Clone, ToSchema)]
+    pub struct Permissions {
+        pub read: bool,
+        pub write: bool,
+        /// Tool names the key may call; `null` = every tool the flags allow.
+        #[schema(required)]
+        pub allowed_tools: Option<Vec<String>>,
+        /// Resource URI patterns the key may read; `null` = every resource.
+        #[schema(required)]
+        pub allowed_resources: Option<Vec<String>>,
+    }
 }
 
 impl From<RecordedEvent> for EventView {

@@ -15,8 +15,8 @@ pub use auth::{
     follow_access_changes,
 };
 pub use dto::{
-    CreateKeyRequest, CreatedKeyView, EventView, KeyPage, KeyView, ListKeysQuery, Patch,
-    PermissionsInput, UpdateMetadataRequest, UpdatePermissionsRequest,
+    CreateKeyRequest, CreatedKeyView, EventList, EventView, KeyPage, KeyView, ListKeysQuery, Patch,
+    PermissionsInput, UpdateMetadataRequest, UpdatePermissionsRequest, schema,
 };
 pub use error::{AppError, FieldErrors};
 pub use ports::{

@@ -141,6 +141,22 @@ impl Database {
         self.connection.get_database_backend()
     }
 
+    /// Open connections and idle ones among them.
+    #[must_use]
+    pub fn pool_state(&self) -> (u32, u32) {
+        let (size, idle) = match self.kind {
+            DatabaseKind::Sqlite => {
+                let pool = self.connection.get_sqlite_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+            DatabaseKind::Postgres => {
+                let pool = self.connection.get_postgres_connection_pool();
+                (pool.size(), pool.num_idle())
+            }
+        };
+        (size, u32::try_from(idle).unwrap_or(u32::MAX))
+    }
+
     /// Closes the pool (at shutdown, after the last usage flush).
     pub async fn close(self) {
         let _ = self.connection.close().await;

@@ -8,6 +8,8 @@ mod http;
 mod instances;
 mod lifecycle;
 mod listing;
+mod metrics;
+mod openapi;
 mod resilience;
 mod tenancy;
 mod validation;

@@ -14,11 +14,13 @@ use cola_application::{AuthFailure, AuthPath, KeyAuthenticator};
 
 use crate::client_ip::ClientIpResolver;
 use crate::mcp::protocol;
+use crate::metrics::Metrics;
 use crate::rate_limit::FailureLimiter;
 
 #[derive(Debug)]
 pub struct McpGate {
     pub authenticator: Arc<KeyAuthenticator>,
+    pub metrics: Arc<Metrics>,
     pub limiter: Arc<FailureLimiter>,
     pub client_ip: ClientIpResolver,
     /// Normalised `scheme://host[:port]` origins allowed to call `/mcp`.
@@ -107,6 +109,7 @@ pub async fn authenticate(
     if let Some(origin) = request.headers().get(header::ORIGIN)
         && !origin_allowed(&gate, origin)
     {
+        gate.metrics.auth_outcome("origin_denied");
         return refuse(
             request,
             refusal(
@@ -122,6 +125,7 @@ pub async fn authenticate(
     };
     if let Err(wait) = gate.limiter.check(client) {
         tracing::info!(%client, outcome = "rate_limited", "mcp authentication");
+        gate.metrics.auth_outcome("rate_limited");
         return refuse(
             request,
             retry_later(
@@ -134,12 +138,16 @@ pub async fn authenticate(
     }
 
     let presented = credential(request.headers());
+    let started = std::time::Instant::now();
     match gate
         .authenticator
         .authenticate_with_path(presented, client)
         .await
     {
         Ok((principal, path)) => {
+            let path_label = if path == AuthPath::Hot { "hot" } else { "cold" };
+            gate.metrics.verification(path_label, started);
+            gate.metrics.auth_outcome("admitted");
             let key = principal.key();
             tracing::debug!(
                 key_prefix = %key.prefix,
@@ -156,6 +164,7 @@ pub async fn authenticate(
         }
         Err(failure) => {
             tracing::info!(%client, outcome = failure.as_str(), "mcp authentication");
+            gate.metrics.auth_outcome(failure.as_str());
             let response = match failure {
                 AuthFailure::IpDenied => refusal(
                     StatusCode::FORBIDDEN,

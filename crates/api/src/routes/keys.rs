@@ -2,10 +2,10 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use cola_application::{
-    ApiKeyService, CreateKeyRequest, ListKeysQuery, UpdateMetadataRequest, UpdatePermissionsRequest,
+    ApiKeyService, CreateKeyRequest, EventList, ListKeysQuery, UpdateMetadataRequest,
+    UpdatePermissionsRequest,
 };
 use cola_domain::ApiKeyId;
-use serde_json::json;
 
 use crate::json::{JsonBody, parse_query};
 use crate::jwt::Caller;
@@ -48,7 +48,27 @@ fn key_id(raw: &str) -> Result<ApiKeyId, Problem> {
     raw.parse().map_err(|_| Problem::not_found())
 }
 
-async fn create(
+#[utoipa::path(
+    post,
+    path = "/api/mcp/keys",
+    operation_id = "create_key",
+    summary = "Create a key owned by the caller",
+    description = "The response carries the full key in `key`, this once and never again.",
+    request_body(content = CreateKeyRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Created", body = cola_application::CreatedKeyView, headers(("Location" = String, description = "The new key's URL"))),
+        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "No valid management JWT", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"cola\"`"))),
+        (status = 409, description = "The caller already has the maximum number of active keys", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "Body not `application/json`", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "Database unavailable", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("bearer_jwt" = [])),
+    tag = "keys",
+)]
+pub(crate) async fn create(
     caller: Caller,
     keys: web::Data<ApiKeyService>,
     body: JsonBody<CreateKeyRequest>,
@@ -60,7 +80,23 @@ async fn create(
         .json(created))
 }
 
-async fn list(
+#[utoipa::path(
+    get,
+    path = "/api/mcp/keys",
+    operation_id = "list_keys",
+    summary = "List the caller's keys, newest first",
+    params(ListKeysQuery),
+    responses(
+        (status = 200, description = "A page of keys", body = cola_application::KeyPage),
+        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "No valid management JWT", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"cola\"`"))),
+        (status = 429, description = "Too many failed authentications from this address", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "Database unavailable", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("bearer_jwt" = [])),
+    tag = "keys",
+)]
+pub(crate) async fn list(
     caller: Caller,
     keys: web::Data<ApiKeyService>,
     request: HttpRequest,
@@ -70,7 +106,23 @@ async fn list(
     Ok(HttpResponse::Ok().json(page))
 }
 
-async fn get(
+#[utoipa::path(
+    get,
+    path = "/api/mcp/keys/{id}",
+    operation_id = "get_key",
+    summary = "Get a key",
+    params(("id" = uuid::Uuid, Path, description = "The key's id")),
+    responses(
+        (status = 200, description = "The key", body = cola_application::KeyView),
+        (status = 401, description = "No valid management JWT", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"cola\"`"))),
+        (status = 404, description = "No such key (or not yours)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "Database unavailable", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("bearer_jwt" = [])),
+    tag = "keys",
+)]
+pub(crate) async fn get(
     caller: Caller,
     keys: web::Data<ApiKeyService>,
     id: web::Path<String>,
@@ -80,7 +132,28 @@ async fn get(
     Ok(HttpResponse::Ok().json(key))
 }
 
-async fn update_metadata(
+#[utoipa::path(
+    patch,
+    path = "/api/mcp/keys/{id}/metadata",
+    operation_id = "update_key_metadata",
+    summary = "Change a key's name or description",
+    params(("id" = uuid::Uuid, Path, description = "The key's id")),
+    request_body(content = UpdateMetadataRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The updated key", body = cola_application::KeyView),
+        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "No valid management JWT", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"cola\"`"))),
+        (status = 404, description = "No such key (or not yours)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "Body not `application/json`", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "Database unavailable", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("bearer_jwt" = [])),
+    tag = "keys",
+)]
+pub(crate) async fn update_metadata(
     caller: Caller,
     keys: web::Data<ApiKeyService>,
     id: web::Path<String>,
@@ -94,7 +167,28 @@ async fn update_metadata(
     Ok(HttpResponse::Ok().json(key))
 }
 
-async fn update_permissions(
+#[utoipa::path(
+    patch,
+    path = "/api/mcp/keys/{id}/permissions",
+    operation_id = "update_key_permissions",
+    summary = "Change a key's permissions or IP allow-list",
+    params(("id" = uuid::Uuid, Path, description = "The key's id")),
+    request_body(content = UpdatePermissionsRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The updated key", body = cola_application::KeyView),
+        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "No valid management JWT", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"cola\"`"))),
+        (status = 404, description = "No such key (or not yours)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "Body over 64 KiB", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 415, description = "Body not `application/json`", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "Database unavailable", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("bearer_jwt" = [])),
+    tag = "keys",
+)]
+pub(crate) async fn update_permissions(
     caller: Caller,
     keys: web::Data<ApiKeyService>,
     id: web::Path<String>,
@@ -108,7 +202,23 @@ async fn update_permissions(
     Ok(HttpResponse::Ok().json(key))
 }
 
-async fn revoke(
+#[utoipa::path(
+    delete,
+    path = "/api/mcp/keys/{id}",
+    operation_id = "revoke_key",
+    summary = "Revoke a key (idempotent)",
+    params(("id" = uuid::Uuid, Path, description = "The key's id")),
+    responses(
+        (status = 204, description = "Revoked (or already revoked)"),
+        (status = 401, description = "No valid management JWT", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"cola\"`"))),
+        (status = 404, description = "No such key (or not yours)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "Database unavailable", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("bearer_jwt" = [])),
+    tag = "keys",
+)]
+pub(crate) async fn revoke(
     caller: Caller,
     keys: web::Data<ApiKeyService>,
     id: web::Path<String>,
@@ -118,12 +228,28 @@ async fn revoke(
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn events(
+#[utoipa::path(
+    get,
+    path = "/api/mcp/keys/{id}/events",
+    operation_id = "list_key_events",
+    summary = "A key's audit trail, oldest first",
+    params(("id" = uuid::Uuid, Path, description = "The key's id")),
+    responses(
+        (status = 200, description = "The key's events", body = EventList),
+        (status = 401, description = "No valid management JWT", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"cola\"`"))),
+        (status = 404, description = "No such key (or not yours)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Too many failed authentications from this address", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+        (status = 503, description = "Database unavailable", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
+    ),
+    security(("bearer_jwt" = [])),
+    tag = "keys",
+)]
+pub(crate) async fn events(
     caller: Caller,
     keys: web::Data<ApiKeyService>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let id = key_id(&id)?;
     let items = keys.events(caller.0, id).await.map_err(ApiError)?;
-    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+    Ok(HttpResponse::Ok().json(EventList { items }))
 }

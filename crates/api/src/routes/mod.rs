@@ -9,6 +9,18 @@ use actix_web::{HttpRequest, HttpResponse};
 
 use crate::problem::Problem;
 
+/// A resource answering GET, and 405 (with a problem body) to anything else.
+pub fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    actix_web::web::resource(path)
+        .route(actix_web::web::get().to(handler))
+        .default_service(actix_web::web::to(method_not_allowed("GET")))
+}
+
 /// Any path that is not mounted.
 pub async fn not_found() -> HttpResponse {
     Problem::new(StatusCode::NOT_FOUND, "not-found", "no such resource").response()

@@ -1,0 +1,185 @@
+//! Prometheus metrics at `/metrics`. Labels carry routes, outcomes and
+//! paths — never key material, tenant or user ids.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{HttpResponse, web};
+use cola_application::{UsageRecorder, VerifiedKeyCache};
+use cola_infrastructure::Database;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Verification latency buckets: from a cache hit (microseconds) to a queued
+/// argon2 run (hundreds of milliseconds).
+const VERIFICATION_BUCKETS: [f64; 12] = [
+    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    mcp_auth: IntCounterVec,
+    verification: HistogramVec,
+    usage_pending: IntGauge,
+    cache_entries: IntGauge,
+    pool: IntGaugeVec,
+    sources: Sources,
+}
+
+/// What the gauges are read from at scrape time.
+struct Sources {
+    usage: Arc<UsageRecorder>,
+    cache: Arc<VerifiedKeyCache>,
+    database: Database,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn new(
+        usage: Arc<UsageRecorder>,
+        cache: Arc<VerifiedKeyCache>,
+        database: Database,
+    ) -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "cola_http_requests_total",
+                "HTTP requests by route, method and status",
+            ),
+            &["route", "method", "status"],
+        )?;
+        let http_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "cola_http_request_duration_seconds",
+                "HTTP request latency by route",
+            ),
+            &["route"],
+        )?;
+        let mcp_auth = IntCounterVec::new(
+            Opts::new(
+                "cola_mcp_auth_total",
+                "MCP authentication decisions by outcome",
+            ),
+            &["outcome"],
+        )?;
+        let verification = HistogramVec::new(
+            HistogramOpts::new(
+                "cola_key_verification_seconds",
+                "Time to admit a key: hot = verified-key cache, cold = database and argon2",
+            )
+            .buckets(VERIFICATION_BUCKETS.to_vec()),
+            &["path"],
+        )?;
+        let usage_pending = IntGauge::new(
+            "cola_usage_pending_increments",
+            "Admitted uses counted in memory and not yet written",
+        )?;
+        let cache_entries =
+            IntGauge::new("cola_auth_cache_entries", "Keys in the verified-key cache")?;
+        let pool = IntGaugeVec::new(
+            Opts::new(
+                "cola_db_pool_connections",
+                "Database pool connections by state",
+            ),
+            &["state"],
+        )?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(mcp_auth.clone()))?;
+        registry.register(Box::new(verification.clone()))?;
+        registry.register(Box::new(usage_pending.clone()))?;
+        registry.register(Box::new(cache_entries.clone()))?;
+        registry.register(Box::new(pool.clone()))?;
+        Ok(Self {
+            registry,
+            http_requests,
+            http_duration,
+            mcp_auth,
+            verification,
+            usage_pending,
+            cache_entries,
+            pool,
+            sources: Sources {
+                usage,
+                cache,
+                database,
+            },
+        })
+    }
+
+    /// Counts one `/mcp` authentication decision.
+    pub fn auth_outcome(&self, outcome: &str) {
+        self.mcp_auth.with_label_values(&[outcome]).inc();
+    }
+
+    /// Records how long admitting a key took, by path (`hot` or `cold`).
+    pub fn verification(&self, path: &str, started: Instant) {
+        self.verification
+            .with_label_values(&[path])
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    fn render(&self) -> String {
+        let usage = i64::try_from(self.sources.usage.pending()).unwrap_or(i64::MAX);
+        self.usage_pending.set(usage);
+        self.cache_entries
+            .set(i64::try_from(self.sources.cache.len()).unwrap_or(i64::MAX));
+        let (size, idle) = self.sources.database.pool_state();
+        self.pool.with_label_values(&["idle"]).set(i64::from(idle));
+        self.pool
+            .with_label_values(&["in_use"])
+            .set(i64::from(size.saturating_sub(idle)));
+        let mut buffer = Vec::new();
+        if let Err(error) = TextEncoder::new().encode(&self.registry.gather(), &mut buffer) {
+            tracing::error!(%error, "cannot encode metrics");
+        }
+        String::from_utf8(buffer).unwrap_or_default()
+    }
+}
+
+/// `GET /metrics`.
+pub async fn scrape(metrics: web::Data<Metrics>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(metrics.render())
+}
+
+/// Counts every request by its route pattern (never the concrete path, which
+/// would carry key ids) and status.
+pub async fn record(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let metrics = request.app_data::<web::Data<Metrics>>().cloned();
+    let method = request.method().as_str().to_owned();
+    let response = next.call(request).await?;
+    if let Some(metrics) = metrics {
+        let route = response
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".to_owned());
+        let status = response.status().as_u16().to_string();
+        metrics
+            .http_requests
+            .with_label_values(&[&route, &method, &status])
+            .inc();
+        metrics
+            .http_duration
+            .with_label_values(&[&route])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    Ok(response)
+}

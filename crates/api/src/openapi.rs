@@ -1,0 +1,149 @@
+//! The OpenAPI 3.1 document of the management API (CONTRACT §5, §7), built
+//! from the handlers' `#[utoipa::path]` annotations and the DTOs' schemas,
+//! served at `GET /api/openapi.json`.
+
+use std::collections::BTreeMap;
+use std::sync::LazyLock;
+
+use actix_web::HttpResponse;
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use serde::Serialize;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
+
+use crate::routes;
+
+// Documentation-only mirror of `crate::problem::Problem`.
+/// An RFC 9457 problem: the body of every error response
+/// (`application/problem+json`).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Problem)]
+pub struct ProblemDetails {
+    /// `urn:cola:problem:<slug>`, e.g. `urn:cola:problem:invalid-input`.
+    #[serde(rename = "type")]
+    #[schema(example = "urn:cola:problem:invalid-input")]
+    pub kind: String,
+    /// The HTTP status's reason phrase.
+    pub title: String,
+    /// The HTTP status code.
+    #[schema(minimum = 400, maximum = 599)]
+    pub status: u16,
+    /// What went wrong, for people.
+    pub detail: String,
+    /// For invalid input: every bad field, with what is wrong with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = BTreeMap<String, Vec<String>>, required = false)]
+    pub errors: Option<BTreeMap<String, Vec<String>>>,
+}
+
+/// The body of `/health` and `/ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthStatus {
+    /// `ok` (liveness) or `ready` (readiness).
+    #[schema(example = "ok")]
+    pub status: String,
+}
+
+/// The name of the management JWT security scheme.
+pub const BEARER_JWT: &str = "bearer_jwt";
+
+struct BearerJwt;
+
+impl Modify for BearerJwt {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            BEARER_JWT,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A management JWT (HS256 with `COLA_JWT_SECRET` or RS256/ES256 with \
+                         `COLA_JWT_PUBLIC_KEY_FILE`) carrying `sub`, `tenant_id`, `role` and `exp`.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(Debug, OpenApi)]
+#[openapi(
+    info(
+        title = "Cola management API",
+        description = "Create, list, change and revoke the API keys that MCP clients present to \
+                       Cola's `/mcp` endpoint. Every error is an RFC 9457 problem \
+                       (`application/problem+json`).",
+        license(name = "Apache-2.0", identifier = "Apache-2.0"),
+    ),
+    paths(
+        routes::keys::create,
+        routes::keys::list,
+        routes::keys::get,
+        routes::keys::revoke,
+        routes::keys::update_metadata,
+        routes::keys::update_permissions,
+        routes::keys::events,
+        routes::health::health,
+        routes::health::ready,
+    ),
+    components(schemas(
+        ProblemDetails,
+        HealthStatus,
+        cola_application::CreateKeyRequest,
+        cola_application::PermissionsInput,
+        cola_application::UpdateMetadataRequest,
+        cola_application::UpdatePermissionsRequest,
+        cola_application::KeyView,
+        cola_application::CreatedKeyView,
+        cola_application::KeyPage,
+        cola_application::EventView,
+        cola_application::EventList,
+        cola_application::schema::KeyStatus,
+        cola_application::schema::EventType,
+        cola_application::schema::Permissions,
+    )),
+    modifiers(&BearerJwt),
+    tags(
+        (name = "keys", description = "Key management (management JWT required)"),
+        (name = "service", description = "Liveness and readiness (public)"),
+    ),
+)]
+pub struct ApiDoc;
+
+/// The document as served, rendered once.
+static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+    ApiDoc::openapi()
+        .to_json()
+        .unwrap_or_else(|error| format!(r#"{{"error":"{error}"}}"#))
+});
+
+/// `GET /api/openapi.json`: public, no authentication.
+pub async fn document() -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((CONTENT_TYPE, "application/json"))
+        .insert_header((CACHE_CONTROL, "public, max-age=300"))
+        .body(DOCUMENT.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_is_openapi_3_1_with_the_bearer_scheme() {
+        let document: serde_json::Value =
+            serde_json::from_str(&DOCUMENT).expect("the document is JSON");
+        assert!(
+            document["openapi"]
+                .as_str()
+                .expect("openapi")
+                .starts_with("3.1")
+        );
+        let scheme = &document["components"]["securitySchemes"][BEARER_JWT];
+        assert_eq!(scheme["type"], "http");
+        assert_eq!(scheme["scheme"], "bearer");
+        assert_eq!(scheme["bearerFormat"], "JWT");
+    }
+}

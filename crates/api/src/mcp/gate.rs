@@ -163,7 +163,17 @@ pub async fn authenticate(
                 .map(ServiceResponse::map_into_left_body)
         }
         Err(failure) => {
-            tracing::info!(%client, outcome = failure.as_str(), "mcp authentication");
+            // The prefix is public; it is logged only when the credential is a
+            // well-formed key, so junk never reaches the log.
+            let key_prefix = presented
+                .and_then(|text| cola_domain::ApiKeySecret::parse(text).ok())
+                .map(|secret| secret.prefix().to_string());
+            tracing::info!(
+                %client,
+                key_prefix = key_prefix.as_deref().unwrap_or("-"),
+                outcome = failure.as_str(),
+                "mcp authentication"
+            );
             gate.metrics.auth_outcome(failure.as_str());
             let response = match failure {
                 AuthFailure::IpDenied => refusal(

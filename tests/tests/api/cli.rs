@@ -1,0 +1,111 @@
+//! The `cola-api` subcommands, run as an operator would.
+
+use std::process::{Command, Output};
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(cola_e2e::binary());
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.args(args).output().expect("run cola-api")
+}
+
+#[test]
+fn check_config_names_every_bad_variable_and_fails() {
+    let output = run(
+        &["check-config"],
+        &[
+            ("COLA_JWT_SECRET", "too-short"),
+            ("COLA_LISTEN", "nowhere"),
+            ("COLA_MAX_ACTIVE_KEYS_PER_USER", "many"),
+            ("COLA_TRUSTED_PROXIES", "10.0.0.0/8,bogus"),
+            ("COLA_LOG_FORMAT", "xml"),
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    for name in [
+        "COLA_JWT_SECRET",
+        "COLA_LISTEN",
+        "COLA_MAX_ACTIVE_KEYS_PER_USER",
+        "COLA_TRUSTED_PROXIES",
+        "COLA_LOG_FORMAT",
+    ] {
+        let lines = stderr.lines().filter(|line| line.contains(name)).count();
+        assert_eq!(lines, 1, "{name} is named on one line:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("too-short"),
+        "a rejected secret is not echoed"
+    );
+}
+
+#[test]
+fn check_config_prints_the_effective_settings_with_secrets_masked() {
+    let secret = "0123456789abcdef0123456789abcdef-secret";
+    let output = run(
+        &["check-config"],
+        &[
+            ("COLA_JWT_SECRET", secret),
+            ("COLA_DATABASE_URL", "postgres://cola:hunter2@db:5432/cola"),
+        ],
+    );
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("COLA_LISTEN=127.0.0.1:8080"));
+    assert!(stdout.contains("COLA_MAX_ACTIVE_KEYS_PER_USER=25"));
+    assert!(!stdout.contains(secret) && !stdout.contains("hunter2"));
+}
+
+#[test]
+fn every_subcommand_answers_help() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["migrate", "--help"],
+        vec!["dev-token", "--help"],
+        vec!["check-config", "--help"],
+    ] {
+        let output = run(&args, &[]);
+        assert!(output.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&output.stdout).contains("Usage"),
+            "{args:?}"
+        );
+    }
+}
+
+#[test]
+fn dev_token_without_a_secret_explains_how_to_get_one() {
+    // An empty directory: no `.cola-dev-secret` from an earlier `--dev`.
+    let dir = std::env::temp_dir().join(format!("cola-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = Command::new(cola_e2e::binary())
+        .env_clear()
+        .current_dir(&dir)
+        .arg("dev-token")
+        .output()
+        .expect("run");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("COLA_JWT_SECRET"));
+}
+
+#[test]
+fn migrate_applies_and_lists_the_migrations() {
+    let dir = std::env::temp_dir().join(format!("cola-migrate-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}/cola.db?mode=rwc", dir.display());
+    let output = run(&["migrate"], &[("COLA_DATABASE_URL", &url)]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let applied = stdout
+        .lines()
+        .filter(|line| line.starts_with("applied"))
+        .count();
+    assert_eq!(applied, 2, "{stdout}");
+}

@@ -44,13 +44,28 @@ fn bucket(addr: IpAddr) -> IpAddr {
 impl FailureLimiter {
     #[must_use]
     pub fn new(limit: u32) -> Self {
+        Self::with_capacity(limit, MAX_TRACKED)
+    }
+
+    /// A limiter tracking at most `capacity` addresses; past that the least
+    /// useful windows are dropped, so a flood of rotating addresses cannot
+    /// exhaust memory.
+    #[must_use]
+    pub fn with_capacity(limit: u32, capacity: u64) -> Self {
         Self {
             limit,
             windows: moka::sync::Cache::builder()
-                .max_capacity(MAX_TRACKED)
+                .max_capacity(capacity)
                 .time_to_live(WINDOW)
                 .build(),
         }
+    }
+
+    /// Addresses currently tracked.
+    #[must_use]
+    pub fn tracked(&self) -> u64 {
+        self.windows.run_pending_tasks();
+        self.windows.entry_count()
     }
 
     /// `Err(seconds)` when `addr` must wait before trying again.
@@ -93,6 +108,17 @@ mod tests {
         let wait = limiter.check(a).expect_err("blocked");
         assert!((1..=60).contains(&wait));
         assert!(limiter.check(b).is_ok());
+    }
+
+    #[test]
+    fn a_flood_of_distinct_addresses_stays_within_the_memory_bound() {
+        let limiter = FailureLimiter::with_capacity(20, 1_000);
+        for i in 0..20_000u32 {
+            limiter.record_failure(IpAddr::V4(i.into()));
+        }
+        assert!(limiter.tracked() <= 1_000, "tracked {}", limiter.tracked());
+        // The bound costs forgetting, never blocking a fresh address.
+        assert!(limiter.check("203.0.113.77".parse().expect("ip")).is_ok());
     }
 
     #[test]

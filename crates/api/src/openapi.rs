@@ -9,7 +9,7 @@ use actix_web::HttpResponse;
 use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
 use crate::routes;
 
@@ -37,6 +37,46 @@ pub struct ProblemDetails {
 }
 
 /// The body of `/health` and `/ready`.
+/// The failures every management route can answer with (documentation
+/// only: never built).
+#[derive(Debug, IntoResponses)]
+#[allow(dead_code)]
+pub enum ManagementFailures {
+    /// No valid management JWT
+    #[response(
+        status = 401,
+        content_type = "application/problem+json",
+        headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"cola\"`"))
+    )]
+    Unauthorized(ProblemDetails),
+    /// Too many failed authentications from this address
+    #[response(
+        status = 429,
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
+    )]
+    RateLimited(ProblemDetails),
+    /// Database unavailable
+    #[response(
+        status = 503,
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
+    )]
+    Unavailable(ProblemDetails),
+}
+
+/// The failures of a route that reads a JSON body (documentation only).
+#[derive(Debug, IntoResponses)]
+#[allow(dead_code)]
+pub enum BodyFailures {
+    /// Body over 64 KiB
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(ProblemDetails),
+    /// Body not `application/json`
+    #[response(status = 415, content_type = "application/problem+json")]
+    NotJson(ProblemDetails),
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthStatus {
     /// `ok` (liveness) or `ready` (readiness).

@@ -383,6 +383,18 @@ impl TestApp {
         .await
     }
 
+    /// Calls the `whoami` tool with `key`; returns the HTTP status.
+    pub async fn whoami(&self, key: &str) -> u16 {
+        self.mcp(
+            key,
+            "tools/call",
+            &json!({ "name": "whoami", "arguments": {} }),
+        )
+        .await
+        .status()
+        .as_u16()
+    }
+
     /// A handshake-era JSON-RPC call to `/mcp` with `key`.
     pub async fn mcp(&self, key: &str, method: &str, params: &Value) -> Response {
         self.client

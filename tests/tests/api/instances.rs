@@ -85,17 +85,6 @@ async fn permission_changes_and_revocation_reach_the_other_instance_on_postgres(
     );
 }
 
-async fn whoami(app: &TestApp, key: &str) -> u16 {
-    app.mcp(
-        key,
-        "tools/call",
-        &json!({ "name": "whoami", "arguments": {} }),
-    )
-    .await
-    .status()
-    .as_u16()
-}
-
 async fn usage_count(app: &TestApp, token: &str, id: &str) -> u64 {
     let key: Value = app.get_key(token, id).await.json().await.unwrap();
     key["usage_count"].as_u64().unwrap()
@@ -114,7 +103,7 @@ async fn a_graceful_shutdown_writes_every_pending_use() {
         created["id"].as_str().unwrap().to_owned(),
         created["key"].as_str().unwrap().to_owned(),
     );
-    let calls = futures_util::future::join_all((0..60).map(|_| whoami(&app, &key))).await;
+    let calls = futures_util::future::join_all((0..60).map(|_| app.whoami(&key))).await;
     assert!(calls.iter().all(|status| *status == 200), "{calls:?}");
     assert_eq!(
         usage_count(&app, &token, &id).await,
@@ -142,7 +131,7 @@ async fn concurrent_use_through_two_instances_is_counted_exactly_on_postgres() {
     );
     let calls = (0..400).map(|i| {
         let app = if i % 2 == 0 { &first } else { &second };
-        whoami(app, &key)
+        app.whoami(&key)
     });
     let statuses = futures_util::future::join_all(calls).await;
     assert!(statuses.iter().all(|status| *status == 200));

@@ -9,17 +9,6 @@ use serde_json::{Value, json};
 
 use crate::Tenant;
 
-async fn whoami(app: &TestApp, key: &str) -> u16 {
-    app.mcp(
-        key,
-        "tools/call",
-        &json!({ "name": "whoami", "arguments": {} }),
-    )
-    .await
-    .status()
-    .as_u16()
-}
-
 async fn status_of(app: &TestApp, path: &str) -> u16 {
     app.client
         .get(format!("{}{path}", app.base))
@@ -55,7 +44,7 @@ async fn a_database_outage_admits_no_one_loses_no_use_and_heals_by_itself() {
     let fresh_key = fresh["key"].as_str().unwrap();
     let admitted = std::cell::Cell::new(0u64);
     for _ in 0..5 {
-        assert_eq!(whoami(&app, used_key).await, 200);
+        assert_eq!(app.whoami(used_key).await, 200);
         admitted.set(admitted.get() + 1);
     }
 
@@ -76,11 +65,11 @@ async fn a_database_outage_admits_no_one_loses_no_use_and_heals_by_itself() {
         "application/problem+json"
     );
     // A key never verified here cannot be verified: 503, never admitted.
-    assert_eq!(whoami(&app, fresh_key).await, 503);
+    assert_eq!(app.whoami(fresh_key).await, 503);
     // A cached key is served only while the change feed is fresh; it may be
     // admitted for a moment, then 503 — never a 401, never forever.
     let outcome = eventually(Duration::from_secs(30), || async {
-        match whoami(&app, used_key).await {
+        match app.whoami(used_key).await {
             200 => {
                 admitted.set(admitted.get() + 1);
                 None
@@ -97,8 +86,8 @@ async fn a_database_outage_admits_no_one_loses_no_use_and_heals_by_itself() {
         answers(&app, "/ready", 200).await,
         "readiness must recover without a restart"
     );
-    assert_eq!(whoami(&app, fresh_key).await, 200);
-    assert_eq!(whoami(&app, used_key).await, 200);
+    assert_eq!(app.whoami(fresh_key).await, 200);
+    assert_eq!(app.whoami(used_key).await, 200);
     admitted.set(admitted.get() + 1);
     // Uses counted during the outage were kept and written after it.
     let counted = eventually(Duration::from_secs(30), || async {
@@ -125,7 +114,7 @@ async fn sigterm_under_load_counts_every_admitted_request() {
         created["id"].as_str().unwrap().to_owned(),
         created["key"].as_str().unwrap().to_owned(),
     );
-    assert_eq!(whoami(&app, &key).await, 200);
+    assert_eq!(app.whoami(&key).await, 200);
 
     // Eight clients call without pause until the server stops answering.
     let (started_tx, mut started_rx) = tokio::sync::mpsc::channel::<()>(8);
@@ -189,10 +178,10 @@ async fn no_key_jwt_hash_or_secret_ever_reaches_the_log() {
     );
     let other = app.new_key(&token, &json!({ "name": "other" })).await;
     // Use the key well and badly, manage it, and fail at the management API.
-    assert_eq!(whoami(&app, key).await, 200);
+    assert_eq!(app.whoami(key).await, 200);
     let mut wrong = key.to_owned();
     wrong.replace_range(20..21, if &key[20..21] == "a" { "b" } else { "a" });
-    assert_eq!(whoami(&app, &wrong).await, 401);
+    assert_eq!(app.whoami(&wrong).await, 401);
     let revoke_other = app
         .mcp(
             key,
@@ -203,11 +192,11 @@ async fn no_key_jwt_hash_or_secret_ever_reaches_the_log() {
     assert_eq!(revoke_other.status(), 200);
     app.patch_permissions(&token, id, &json!({ "ip_whitelist": ["10.0.0.1"] }))
         .await;
-    assert_eq!(whoami(&app, key).await, 403);
+    assert_eq!(app.whoami(key).await, 403);
     assert_eq!(app.list_keys(key, "").await.status(), 401);
     assert_eq!(app.list_keys("not-a-jwt", "").await.status(), 401);
     app.revoke(&token, id).await;
-    assert_eq!(whoami(&app, key).await, 401);
+    assert_eq!(app.whoami(key).await, 401);
 
     let logs = app.logs().join("\n");
     assert!(

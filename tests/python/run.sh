@@ -11,22 +11,12 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-venv="$repo/.venv"
-python="${PYTHON:-python3}"
 
 if [[ "${COLA_E2E_BUILD:-0}" == "1" ]]; then
     (cd "$repo" && cargo build -p cola-api)
 fi
-export COLA_BIN="${COLA_BIN:-$repo/target/debug/cola-api}"
-if [[ ! -x "$COLA_BIN" ]]; then
-    echo "run.sh: $COLA_BIN not found; run \`cargo build -p cola-api\` (or set COLA_BIN)" >&2
-    exit 2
-fi
-
-if [[ ! -x "$venv/bin/python" ]]; then
-    "$python" -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+# shellcheck source=../venv.sh
+source "$repo/tests/venv.sh"
 
 cd "$here"
 set +e

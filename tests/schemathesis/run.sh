@@ -15,19 +15,9 @@ set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
-venv="$repo/.venv"
-python="${PYTHON:-python3}"
 
-export COLA_BIN="${COLA_BIN:-$repo/target/debug/cola-api}"
-if [[ ! -x "$COLA_BIN" ]]; then
-    echo "run.sh: $COLA_BIN not found; run \`cargo build -p cola-api\` (or set COLA_BIN)" >&2
-    exit 2
-fi
-
-if [[ ! -x "$venv/bin/python" ]]; then
-    "$python" -m venv "$venv"
-fi
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$here/requirements.txt"
+# shellcheck source=../venv.sh
+source "$repo/tests/venv.sh"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/cola-schemathesis.XXXXXX")"
 server=""

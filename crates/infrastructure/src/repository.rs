@@ -12,7 +12,7 @@ use cola_domain::{
     ApiKeyId, ApiKeyPermissions, DomainEvent, EffectiveStatus, EventKind, IpWhitelist,
     KeyDescription, KeyName, KeyPrefix, KeyUsage, McpApiKey, NewKey, Revocation, TenantId, UserId,
 };
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr,
     EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, SqlErr,
@@ -41,6 +41,46 @@ impl SeaOrmApiKeyRepository {
 
 /// Connection trouble is `Unavailable` (a 503 that heals by itself); anything
 /// else is a bug or a corrupt database.
+/// Rows per usage statement: 4 bind values each keeps a statement far below
+/// SQLite's and PostgreSQL's limits on bind values.
+const USAGE_ROWS_PER_STATEMENT: usize = 500;
+
+/// One `UPDATE … FROM (VALUES …)` for a whole batch of usage deltas:
+/// `usage_count + n` and a monotonic `last_used_at`, so concurrent flushes
+/// from several instances never lose an increment or move time backwards.
+/// Both engines accept this form (SQLite since 3.33); only the placeholders
+/// differ.
+fn add_usage_statement(backend: DbBackend, chunk: &[UsageDelta]) -> Statement {
+    let mut values = Vec::with_capacity(chunk.len() * 4);
+    let mut rows = Vec::with_capacity(chunk.len());
+    for delta in chunk {
+        let first = values.len();
+        let placeholders: Vec<String> = (first + 1..=first + 4)
+            .map(|n| match backend {
+                DbBackend::Postgres => format!("${n}"),
+                _ => "?".to_owned(),
+            })
+            .collect();
+        rows.push(format!("({})", placeholders.join(", ")));
+        values.push(delta.tenant_id.as_uuid().into());
+        values.push(delta.key_id.as_uuid().into());
+        values.push(i64::try_from(delta.count).unwrap_or(i64::MAX).into());
+        values.push(delta.last_used_at.into());
+    }
+    let sql = format!(
+        "WITH delta (tenant_id, key_id, uses, used_at) AS (VALUES {rows}) \
+         UPDATE api_keys SET \
+           usage_count = api_keys.usage_count + delta.uses, \
+           last_used_at = CASE \
+             WHEN api_keys.last_used_at IS NULL OR api_keys.last_used_at < delta.used_at \
+             THEN delta.used_at ELSE api_keys.last_used_at END \
+         FROM delta \
+         WHERE api_keys.tenant_id = delta.tenant_id AND api_keys.id = delta.key_id",
+        rows = rows.join(", ")
+    );
+    Statement::from_sql_and_values(backend, sql, values)
+}
+
 fn db_error(error: DbErr) -> RepositoryError {
     let unavailable = match &error {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
@@ -392,28 +432,10 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
     }
 
     async fn add_usage(&self, batch: &[UsageDelta]) -> Result<(), RepositoryError> {
+        let backend = self.database.backend();
         let txn = self.database.connection().begin().await.map_err(db_error)?;
-        for delta in batch {
-            let count = i64::try_from(delta.count).unwrap_or(i64::MAX);
-            // `usage_count + n` and a monotonic `last_used_at`: concurrent
-            // flushes from several instances never lose an increment.
-            let later = Condition::any()
-                .add(api_key::Column::LastUsedAt.is_null())
-                .add(api_key::Column::LastUsedAt.lt(delta.last_used_at));
-            api_key::Entity::update_many()
-                .col_expr(
-                    api_key::Column::UsageCount,
-                    Expr::col(api_key::Column::UsageCount).add(count),
-                )
-                .col_expr(
-                    api_key::Column::LastUsedAt,
-                    Expr::case(later, Expr::value(delta.last_used_at))
-                        .finally(Expr::col(api_key::Column::LastUsedAt))
-                        .into(),
-                )
-                .filter(api_key::Column::TenantId.eq(delta.tenant_id.as_uuid()))
-                .filter(api_key::Column::Id.eq(delta.key_id.as_uuid()))
-                .exec(&txn)
+        for chunk in batch.chunks(USAGE_ROWS_PER_STATEMENT) {
+            txn.execute_raw(add_usage_statement(backend, chunk))
                 .await
                 .map_err(db_error)?;
         }

@@ -152,6 +152,7 @@ on_both_databases!(
     a_change_applies_only_to_an_active_key_with_its_event,
     the_credential_lookup_finds_the_hash_by_prefix,
     concurrent_usage_batches_add_up_exactly,
+    one_usage_batch_updates_each_key_in_its_own_tenant_only,
 );
 
 async fn a_stored_key_reads_back_equal_and_only_in_its_tenant(f: Fixture) {
@@ -450,4 +451,45 @@ async fn concurrent_usage_batches_add_up_exactly(f: Fixture) {
         (stored.usage().count, stored.usage().last_used_at),
         (37, Some(base + Duration::seconds(8)))
     );
+}
+
+async fn one_usage_batch_updates_each_key_in_its_own_tenant_only(f: Fixture) {
+    let base = now();
+    let mut keys = Vec::new();
+    for (i, name) in ["first", "second", "third"].into_iter().enumerate() {
+        let (tenant, owner) = tenant();
+        let (key, event, secret) = new_key(tenant, owner, name, base + Duration::days(1));
+        f.repository
+            .insert(&key, &f.hasher.hash(&secret).await.unwrap(), &event, 10)
+            .await
+            .unwrap();
+        keys.push((tenant, key, u64::try_from(i).unwrap() + 1));
+    }
+    let (stranger, _) = tenant();
+    let mut batch: Vec<UsageDelta> = keys
+        .iter()
+        .map(|(tenant, key, uses)| UsageDelta {
+            tenant_id: *tenant,
+            key_id: key.id(),
+            count: *uses,
+            last_used_at: base,
+        })
+        .collect();
+    // A delta naming a key under another tenant touches nothing.
+    batch.push(UsageDelta {
+        tenant_id: stranger,
+        key_id: keys[0].1.id(),
+        count: 100,
+        last_used_at: base + Duration::seconds(60),
+    });
+    f.repository.add_usage(&batch).await.unwrap();
+    for (tenant, key, uses) in &keys {
+        let stored = f.repository.find(*tenant, key.id()).await.unwrap().unwrap();
+        assert_eq!(
+            (stored.usage().count, stored.usage().last_used_at),
+            (*uses, Some(base)),
+            "key {}",
+            key.name()
+        );
+    }
 }

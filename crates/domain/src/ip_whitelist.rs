@@ -62,10 +62,25 @@ impl IpWhitelist {
 
 fn parse_entry(entry: &str) -> Option<IpNet> {
     let entry = entry.trim();
-    if let Ok(net) = entry.parse::<IpNet>() {
-        return Some(net.trunc());
+    let net = match entry.parse::<IpNet>() {
+        Ok(net) => net.trunc(),
+        Err(_) => IpNet::from(entry.parse::<IpAddr>().ok()?),
+    };
+    Some(as_ipv4_if_mapped(net))
+}
+
+/// An entry inside `::ffff:0:0/96` (IPv4-mapped IPv6) is stored as the IPv4
+/// network it denotes: `allows` checks mapped peers as IPv4, so the entry
+/// as written could never match anyone.
+fn as_ipv4_if_mapped(net: IpNet) -> IpNet {
+    if let IpNet::V6(v6) = net
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.addr().to_ipv4_mapped()
+        && let Ok(mapped) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+    {
+        return IpNet::V4(mapped);
     }
-    entry.parse::<IpAddr>().ok().map(IpNet::from)
+    net
 }
 
 #[cfg(test)]
@@ -101,6 +116,15 @@ mod tests {
         assert!(list.allows(ip("10.200.0.1")));
         assert!(!list.allows(ip("11.0.0.1")));
         assert!(!list.allows(ip("::1")));
+    }
+
+    #[test]
+    fn an_ipv4_mapped_entry_is_stored_and_checked_as_ipv4() {
+        let list = IpWhitelist::parse(&["::ffff:127.0.0.1", "::ffff:10.0.0.0/104"]).expect("valid");
+        assert_eq!(list.to_strings(), ["127.0.0.1/32", "10.0.0.0/8"]);
+        assert!(list.allows(ip("127.0.0.1")));
+        assert!(list.allows(ip("::ffff:10.9.8.7")));
+        assert!(!list.allows(ip("11.0.0.1")));
     }
 
     #[test]

@@ -435,6 +435,25 @@ pub fn sign(secret: &str, claims: &Value) -> String {
 /// Polls `check` until it returns `Some`, for at most `deadline`. For
 /// outcomes that become true at a moment the test does not control (a flush,
 /// an expiry); never a substitute for a response the test can wait on.
+/// A well-formed key (right length, base62, valid checksum as the contract
+/// defines it) with the same prefix as `key` and a different secret part: it
+/// passes the format check and fails only at verification.
+#[must_use]
+pub fn same_prefix_wrong_secret(key: &str) -> String {
+    const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let body = &key[..35];
+    let last = body.as_bytes()[34];
+    let replacement = if last == b'a' { 'b' } else { 'a' };
+    let body = format!("{}{replacement}", &body[..34]);
+    let mut value = crc32fast::hash(body.as_bytes());
+    let mut digits = [b'0'; 6];
+    for digit in digits.iter_mut().rev() {
+        *digit = BASE62[(value % 62) as usize];
+        value /= 62;
+    }
+    format!("{body}{}", String::from_utf8_lossy(&digits))
+}
+
 pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cola_domain::{ApiKeyId, ApiKeySecret, EffectiveStatus};
+use cola_domain::{ApiKeyId, ApiKeySecret, EffectiveStatus, TenantId};
 use hmac::{Hmac, Mac};
 use rand::TryRngCore;
 use rand::rngs::OsRng;
@@ -63,13 +63,38 @@ impl AuthFailure {
     }
 }
 
+/// A refusal and, when the presented key's prefix named a stored key, the
+/// tenant that key belongs to (for the log line of the decision; the HTTP
+/// answer never reveals it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub reason: AuthFailure,
+    pub tenant: Option<TenantId>,
+}
+
+impl Refusal {
+    fn of(reason: AuthFailure) -> Self {
+        Self {
+            reason,
+            tenant: None,
+        }
+    }
+
+    fn in_tenant(reason: AuthFailure, tenant: TenantId) -> Self {
+        Self {
+            reason,
+            tenant: Some(tenant),
+        }
+    }
+}
+
 type Fingerprint = [u8; 32];
 
 /// One verification in progress, shared by the requests that wait for it.
 struct Flight {
     /// The cache epoch when it started; a later eviction makes it stale.
     epoch: u64,
-    outcome: tokio::sync::OnceCell<Result<McpPrincipal, AuthFailure>>,
+    outcome: tokio::sync::OnceCell<Result<McpPrincipal, Refusal>>,
 }
 
 /// Admitted keys by a keyed hash of the presented secret (never the secret
@@ -78,7 +103,7 @@ pub struct VerifiedKeyCache {
     hmac_key: [u8; 32],
     admitted: moka::sync::Cache<Fingerprint, McpPrincipal>,
     fingerprint_of: moka::sync::Cache<ApiKeyId, Fingerprint>,
-    refused: moka::sync::Cache<Fingerprint, AuthFailure>,
+    refused: moka::sync::Cache<Fingerprint, Refusal>,
     /// Bumped by every eviction. A verification that started before an
     /// eviction must not re-insert what the eviction removed.
     epoch: AtomicU64,
@@ -280,6 +305,7 @@ impl KeyAuthenticator {
         self.authenticate_with_path(presented, client)
             .await
             .map(|(principal, _)| principal)
+            .map_err(|refusal| refusal.reason)
     }
 
     /// As [`Self::authenticate`], also telling whether the cache answered.
@@ -287,9 +313,10 @@ impl KeyAuthenticator {
         &self,
         presented: Option<&str>,
         client: IpAddr,
-    ) -> Result<(McpPrincipal, AuthPath), AuthFailure> {
-        let presented = presented.ok_or(AuthFailure::Missing)?;
-        let secret = ApiKeySecret::parse(presented).map_err(|_| AuthFailure::Malformed)?;
+    ) -> Result<(McpPrincipal, AuthPath), Refusal> {
+        let presented = presented.ok_or(Refusal::of(AuthFailure::Missing))?;
+        let secret =
+            ApiKeySecret::parse(presented).map_err(|_| Refusal::of(AuthFailure::Malformed))?;
         let fingerprint = self.cache.fingerprint(&secret);
 
         let (principal, path) = if let Some(principal) = self.cache.admitted(&fingerprint) {
@@ -308,10 +335,10 @@ impl KeyAuthenticator {
         let now = self.clock.now();
         let key = principal.key();
         if now >= key.expires_at {
-            return Err(AuthFailure::Expired);
+            return Err(Refusal::in_tenant(AuthFailure::Expired, key.tenant_id));
         }
         if !key.ip_whitelist.allows(client) {
-            return Err(AuthFailure::IpDenied);
+            return Err(Refusal::in_tenant(AuthFailure::IpDenied, key.tenant_id));
         }
         self.usage.record(key.tenant_id, key.key_id, now);
         Ok((principal, path))
@@ -327,7 +354,7 @@ impl KeyAuthenticator {
         &self,
         fingerprint: Fingerprint,
         secret: &ApiKeySecret,
-    ) -> Result<McpPrincipal, AuthFailure> {
+    ) -> Result<McpPrincipal, Refusal> {
         let flight = {
             let epoch = self.cache.epoch.load(Ordering::Acquire);
             let mut flights = self.cache.lock_flights();
@@ -361,46 +388,51 @@ impl KeyAuthenticator {
             Ok(principal) => self
                 .cache
                 .admit(fingerprint, principal.clone(), flight.epoch),
-            Err(failure) if failure.is_bad_credential() => {
-                self.cache.refused.insert(fingerprint, *failure);
+            Err(refusal) if refusal.reason.is_bad_credential() => {
+                self.cache.refused.insert(fingerprint, *refusal);
             }
             Err(_) => {}
         }
         outcome
     }
 
-    async fn verify(&self, secret: &ApiKeySecret) -> Result<McpPrincipal, AuthFailure> {
+    async fn verify(&self, secret: &ApiKeySecret) -> Result<McpPrincipal, Refusal> {
+        let unavailable = Refusal::of(AuthFailure::Unavailable);
         let stored = self
             .repository
             .find_credential(&secret.prefix())
             .await
-            .map_err(|error| match error {
-                RepositoryError::Unavailable(_) => AuthFailure::Unavailable,
-                other => {
-                    tracing::error!(error = %other, "key lookup failed");
-                    AuthFailure::Unavailable
+            .map_err(|error| {
+                if !matches!(error, RepositoryError::Unavailable(_)) {
+                    tracing::error!(%error, "key lookup failed");
                 }
+                unavailable
             })?;
         let Some(stored) = stored else {
             self.hasher
                 .verify_dummy(secret)
                 .await
-                .map_err(verify_failure)?;
-            return Err(AuthFailure::Unknown);
+                .map_err(|error| Refusal::of(verify_failure(error)))?;
+            return Err(Refusal::of(AuthFailure::Unknown));
         };
+        let tenant = stored.key.tenant_id();
         if !self
             .hasher
             .verify(secret, &stored.hash)
             .await
-            .map_err(verify_failure)?
+            .map_err(|error| Refusal::in_tenant(verify_failure(error), tenant))?
         {
-            return Err(AuthFailure::WrongSecret);
+            return Err(Refusal::in_tenant(AuthFailure::WrongSecret, tenant));
         }
         let key = stored.key;
         match key.status_at(self.clock.now()) {
             EffectiveStatus::Active => {}
-            EffectiveStatus::Revoked => return Err(AuthFailure::Revoked),
-            EffectiveStatus::Expired => return Err(AuthFailure::Expired),
+            EffectiveStatus::Revoked => {
+                return Err(Refusal::in_tenant(AuthFailure::Revoked, tenant));
+            }
+            EffectiveStatus::Expired => {
+                return Err(Refusal::in_tenant(AuthFailure::Expired, tenant));
+            }
         }
         Ok(McpPrincipal::new(AdmittedKey {
             key_id: key.id(),

@@ -11,7 +11,7 @@ mod service;
 mod usage;
 
 pub use auth::{
-    AuthFailure, AuthPath, FEED_FRESHNESS, KeyAuthenticator, VerifiedKeyCache,
+    AuthFailure, AuthPath, FEED_FRESHNESS, KeyAuthenticator, Refusal, VerifiedKeyCache,
     follow_access_changes,
 };
 pub use dto::{

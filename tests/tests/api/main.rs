@@ -9,6 +9,7 @@ mod http;
 mod instances;
 mod lifecycle;
 mod listing;
+mod logging;
 mod metrics;
 mod openapi;
 mod resilience;

@@ -44,6 +44,15 @@ fn credential(headers: &HeaderMap) -> Option<&str> {
     })
 }
 
+/// The prefix of a presented credential, for the log. The prefix is public;
+/// it is logged only when the credential is a well-formed key, so junk (which
+/// might be some other secret pasted by mistake) never reaches the log.
+fn logged_prefix(presented: Option<&str>) -> Option<String> {
+    presented
+        .and_then(|text| cola_domain::ApiKeySecret::parse(text).ok())
+        .map(|secret| secret.prefix().to_string())
+}
+
 fn origin_allowed(gate: &McpGate, origin: &HeaderValue) -> bool {
     origin
         .to_str()
@@ -124,7 +133,13 @@ pub async fn authenticate(
         return refuse(request, invalid_credential());
     };
     if let Err(wait) = gate.limiter.check(client) {
-        tracing::info!(%client, outcome = "rate_limited", "mcp authentication");
+        tracing::info!(
+            %client,
+            key_prefix = logged_prefix(credential(request.headers())).as_deref().unwrap_or("-"),
+            tenant = "-",
+            outcome = "rate_limited",
+            "mcp authentication"
+        );
         gate.metrics.auth_outcome("rate_limited");
         return refuse(
             request,
@@ -149,28 +164,41 @@ pub async fn authenticate(
             gate.metrics.verification(path_label, started);
             gate.metrics.auth_outcome("admitted");
             let key = principal.key();
-            tracing::debug!(
-                key_prefix = %key.prefix,
-                tenant = %key.tenant_id,
-                %client,
-                outcome = "admitted",
-                cached = path == AuthPath::Hot,
-                "mcp authentication"
-            );
+            // The decision is made when the key is verified; a cache hit
+            // repeats it, so it is logged at debug to keep the hot path
+            // quiet (every use is still counted, in metrics and usage).
+            if path == AuthPath::Hot {
+                tracing::debug!(
+                    key_prefix = %key.prefix,
+                    tenant = %key.tenant_id,
+                    %client,
+                    outcome = "admitted",
+                    cached = true,
+                    "mcp authentication"
+                );
+            } else {
+                tracing::info!(
+                    key_prefix = %key.prefix,
+                    tenant = %key.tenant_id,
+                    %client,
+                    outcome = "admitted",
+                    cached = false,
+                    "mcp authentication"
+                );
+            }
             request.extensions_mut().insert(principal);
             next.call(request)
                 .await
                 .map(ServiceResponse::map_into_left_body)
         }
-        Err(failure) => {
-            // The prefix is public; it is logged only when the credential is a
-            // well-formed key, so junk never reaches the log.
-            let key_prefix = presented
-                .and_then(|text| cola_domain::ApiKeySecret::parse(text).ok())
-                .map(|secret| secret.prefix().to_string());
+        Err(refused) => {
+            let failure = refused.reason;
+            let key_prefix = logged_prefix(presented);
+            let tenant = refused.tenant.map(|tenant| tenant.to_string());
             tracing::info!(
                 %client,
                 key_prefix = key_prefix.as_deref().unwrap_or("-"),
+                tenant = tenant.as_deref().unwrap_or("-"),
                 outcome = failure.as_str(),
                 "mcp authentication"
             );

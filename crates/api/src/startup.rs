@@ -148,6 +148,7 @@ impl Application {
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(crate::metrics::record))
+                .wrap(from_fn(crate::telemetry::echo_request_id))
                 .wrap(TracingLogger::default())
                 .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
                 .app_data(keys.clone())
@@ -155,15 +156,17 @@ impl Application {
                 .app_data(gate.clone())
                 .app_data(mcp_server.clone())
                 .app_data(metrics.clone())
-                .service(routes::get_only("/metrics", crate::metrics::scrape))
+                // Routes are tried in this order, so the busiest come first,
+                // before the key routes whose `{id}` patterns need a regex.
+                .configure(mcp::configure)
                 .service(routes::get_only("/health", routes::health::health))
                 .service(routes::get_only("/ready", routes::health::ready))
+                .service(routes::get_only("/metrics", crate::metrics::scrape))
                 .service(routes::get_only(
                     "/api/openapi.json",
                     crate::openapi::document,
                 ))
                 .configure(routes::keys::configure)
-                .configure(mcp::configure)
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())

@@ -12,10 +12,12 @@ use crate::json::{MAX_BODY_BYTES, is_json, read_body};
 use crate::mcp::protocol::{self, Era};
 use crate::mcp::server::{Call, McpServer, Outcome};
 
-/// A JSON-RPC answer and the HTTP status it travels with.
-struct Reply {
-    status: StatusCode,
-    body: Option<Value>,
+/// A JSON-RPC answer (already serialised) and the HTTP status it travels
+/// with.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Option<Vec<u8>>,
 }
 
 impl Reply {
@@ -26,6 +28,25 @@ impl Reply {
         }
     }
 
+    fn ok<T: serde::Serialize>(id: &Value, result: &T) -> Self {
+        match serde_json::to_vec(&protocol::result_response(id, result)) {
+            Ok(body) => Self {
+                status: StatusCode::OK,
+                body: Some(body),
+            },
+            Err(error) => {
+                tracing::error!(%error, "an MCP result could not be serialised");
+                Self::error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    id,
+                    protocol::INTERNAL_ERROR,
+                    "Internal error",
+                    None,
+                )
+            }
+        }
+    }
+
     fn error(
         status: StatusCode,
         id: &Value,
@@ -33,18 +54,17 @@ impl Reply {
         message: &str,
         data: Option<Value>,
     ) -> Self {
+        let response = protocol::error_response(id, code, message, data);
         Self {
             status,
-            body: Some(protocol::error_response(id, code, message, data)),
+            body: Some(serde_json::to_vec(&response).unwrap_or_default()),
         }
     }
 
     fn into_response(self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
         match self.body {
-            Some(body) => response
-                .content_type("application/json")
-                .body(serde_json::to_vec(&body).unwrap_or_default()),
+            Some(body) => response.content_type("application/json").body(body),
             None => response.finish(),
         }
     }
@@ -99,73 +119,137 @@ pub async fn post(
         .into_response()
 }
 
+/// A request that passed every check of the envelope, ready to dispatch.
+#[derive(Debug)]
+pub struct Request {
+    pub era: Era,
+    /// A string or an integer.
+    pub id: Value,
+    pub method: String,
+    /// Always an object.
+    pub params: Value,
+}
+
+/// What a well-formed message asks for.
+#[derive(Debug)]
+pub enum Message {
+    Request(Request),
+    /// A notification, or a response from the client: acknowledged with 202
+    /// and nothing else.
+    Acknowledge,
+}
+
 async fn handle(
     server: &McpServer,
     principal: &McpPrincipal,
     headers: &HeaderMap,
     body: &[u8],
 ) -> Reply {
+    let request = match read_message(headers, body) {
+        Ok(Message::Request(request)) => request,
+        Ok(Message::Acknowledge) => return Reply::accepted(),
+        Err(reply) => return reply,
+    };
+    let Request {
+        era,
+        id,
+        method,
+        params,
+    } = request;
+    let call = Call {
+        era,
+        method: &method,
+        params: &params,
+        principal,
+    };
+    match server.dispatch(call).await {
+        Outcome::Result(result) => Reply::ok(&id, &result),
+        Outcome::Error {
+            code,
+            message,
+            data,
+        } => {
+            let status = match (era, code) {
+                (Era::Stateless, protocol::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
+                _ => StatusCode::OK,
+            };
+            Reply::error(status, &id, code, &message, data)
+        }
+    }
+}
+
+/// Reads one JSON-RPC message and checks its envelope: JSON, one object,
+/// `jsonrpc: "2.0"`, a method, object params, an id of the right type, the
+/// era from its metadata and, in the stateless era, the headers that must
+/// repeat the body. Pure (no I/O, no state), so it is fuzzed on its own.
+///
+/// # Errors
+/// The reply to send when the message is refused: a JSON-RPC error with
+/// status 400 (or 202 never; only [`Message::Acknowledge`] gets that).
+pub fn read_message(headers: &HeaderMap, body: &[u8]) -> Result<Message, Reply> {
     let Ok(message) = serde_json::from_slice::<Value>(body) else {
-        return Reply::error(
+        return Err(Reply::error(
             StatusCode::BAD_REQUEST,
             &Value::Null,
             protocol::PARSE_ERROR,
             "Parse error",
             None,
-        );
+        ));
     };
-    let Value::Object(message) = message else {
+    let Value::Object(mut message) = message else {
         let text = if message.is_array() {
             "batches are not supported; send one message per request"
         } else {
             "a message is a JSON object"
         };
-        return Reply::error(
+        return Err(Reply::error(
             StatusCode::BAD_REQUEST,
             &Value::Null,
             protocol::INVALID_REQUEST,
             text,
             None,
-        );
+        ));
     };
-    let id = message.get("id").cloned();
-    let id_for_errors = id
-        .clone()
-        .filter(|id| id.is_string() || id.is_number())
-        .unwrap_or(Value::Null);
+    // Taken out, not copied: the message is not needed whole again.
+    let id = message.remove("id");
+    let params = message.remove("params");
+    // Errors echo the id only when it is one a request may have: a float
+    // would not survive the round trip exactly (found by fuzzing), and any
+    // other type is not an id at all.
+    let id_for_errors = id.clone().filter(is_valid_id).unwrap_or(Value::Null);
     if message.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-        return Reply::error(
+        return Err(Reply::error(
             StatusCode::BAD_REQUEST,
             &id_for_errors,
             protocol::INVALID_REQUEST,
             "jsonrpc must be \"2.0\"",
             None,
-        );
+        ));
     }
     let Some(method) = message.get("method").and_then(Value::as_str) else {
         // A response from the client: nothing to answer.
         if id.is_some() && (message.contains_key("result") || message.contains_key("error")) {
-            return Reply::accepted();
+            return Ok(Message::Acknowledge);
         }
-        return Reply::error(
+        return Err(Reply::error(
             StatusCode::BAD_REQUEST,
             &id_for_errors,
             protocol::INVALID_REQUEST,
             "a request needs a method",
             None,
-        );
+        ));
     };
-    let params = match message.get("params") {
-        None | Some(Value::Null) => json!({}),
-        Some(params @ Value::Object(_)) => params.clone(),
+    let params = match params {
+        None | Some(Value::Null) => Value::Object(serde_json::Map::new()),
+        Some(params @ Value::Object(_)) => params,
         Some(_) => {
-            return Reply::error(
+            return Err(Reply::error(
                 StatusCode::BAD_REQUEST,
                 &id_for_errors,
                 protocol::INVALID_REQUEST,
                 "params must be an object",
                 None,
-            );
+            ));
         }
     };
 
@@ -186,13 +270,13 @@ async fn handle(
         && let Some(version) = header_version
         && !protocol::LEGACY_VERSIONS.contains(&version)
     {
-        return Reply::error(
+        return Err(Reply::error(
             StatusCode::BAD_REQUEST,
             &id_for_errors,
             protocol::INVALID_REQUEST,
             &format!("unsupported MCP-Protocol-Version `{version}`"),
             Some(json!({ "supported": protocol::LEGACY_VERSIONS })),
-        );
+        ));
     }
     if era == Era::Stateless
         && let Err(reply) = check_stateless(
@@ -204,46 +288,34 @@ async fn handle(
             &id_for_errors,
         )
     {
-        return reply;
+        return Err(reply);
     }
 
     // A notification (no id) is acknowledged and has no answer.
     let Some(id) = id else {
-        return Reply::accepted();
+        return Ok(Message::Acknowledge);
     };
-    if !(id.is_string() || id.is_i64() || id.is_u64()) {
-        return Reply::error(
+    if !is_valid_id(&id) {
+        return Err(Reply::error(
             StatusCode::BAD_REQUEST,
             &Value::Null,
             protocol::INVALID_REQUEST,
             "id must be a string or an integer",
             None,
-        );
+        ));
     }
 
-    let call = Call {
+    Ok(Message::Request(Request {
         era,
-        method,
-        params: &params,
-        principal,
-    };
-    match server.dispatch(call).await {
-        Outcome::Result(result) => Reply {
-            status: StatusCode::OK,
-            body: Some(protocol::result_response(&id, result)),
-        },
-        Outcome::Error {
-            code,
-            message,
-            data,
-        } => {
-            let status = match (era, code) {
-                (Era::Stateless, protocol::METHOD_NOT_FOUND) => StatusCode::NOT_FOUND,
-                _ => StatusCode::OK,
-            };
-            Reply::error(status, &id, code, &message, data)
-        }
-    }
+        id,
+        method: method.to_owned(),
+        params,
+    }))
+}
+
+/// A JSON-RPC id this server accepts: a string or an integer.
+fn is_valid_id(id: &Value) -> bool {
+    id.is_string() || id.is_i64() || id.is_u64()
 }
 
 /// The stateless era's rules: the version in `_meta` is one we speak and
@@ -330,4 +402,153 @@ fn check_stateless(
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Checks what every refusal must be: a 4xx carrying one JSON-RPC error
+    /// object whose id is null or the message's own (string or integer) id.
+    fn assert_well_formed_refusal(reply: &Reply, sent: Option<&Value>) {
+        assert!(reply.status.is_client_error(), "{:?}", reply.status);
+        let body: Value =
+            serde_json::from_slice(reply.body.as_deref().expect("a body")).expect("a JSON body");
+        assert_eq!(body["jsonrpc"], "2.0");
+        assert!(body["error"]["code"].is_i64());
+        assert!(body["error"]["message"].is_string());
+        let id = &body["id"];
+        assert!(
+            id.is_null() || sent == Some(id),
+            "refusal id {id} for message id {sent:?}"
+        );
+    }
+
+    fn headers(pairs: &[(&'static str, String)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                map.insert(HeaderName::from_static(name), value);
+            }
+        }
+        map
+    }
+
+    /// Loosely shaped messages: the envelope's fields present or not, of
+    /// the right type or not, so most inputs get past the JSON parser.
+    fn message() -> impl Strategy<Value = Value> {
+        let scalar = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(|f| json!(f)),
+            Just(json!(1.111_111_111_111_111_1e23)),
+            "[a-z/_0-9.-]{0,12}".prop_map(Value::from),
+        ];
+        let value = scalar.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+                prop::collection::btree_map("[a-z_/.]{1,8}", inner, 0..3)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        });
+        let method = prop_oneof![
+            Just(json!("tools/call")),
+            Just(json!("tools/list")),
+            Just(json!("initialize")),
+            Just(json!("resources/read")),
+            value.clone(),
+        ];
+        let meta = prop_oneof![
+            Just(json!({
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}
+            })),
+            value.clone(),
+        ];
+        (
+            prop::option::of(prop_oneof![Just(json!("2.0")), value.clone()]),
+            prop::option::of(value.clone()),
+            prop::option::of(method),
+            prop::option::of((prop::option::of(meta), value.clone())),
+            prop::option::of(value),
+        )
+            .prop_map(|(jsonrpc, id, method, params, result)| {
+                let mut message = serde_json::Map::new();
+                let mut put = |name: &str, field: Option<Value>| {
+                    if let Some(field) = field {
+                        message.insert(name.to_owned(), field);
+                    }
+                };
+                put("jsonrpc", jsonrpc);
+                put("id", id);
+                put("method", method);
+                put(
+                    "params",
+                    params.map(|(meta, mut params)| {
+                        if let (Some(meta), Value::Object(fields)) = (meta, &mut params) {
+                            fields.insert("_meta".into(), meta);
+                        }
+                        params
+                    }),
+                );
+                put("result", result);
+                Value::Object(message)
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn any_bytes_are_refused_or_read_never_a_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
+            match read_message(&HeaderMap::new(), &body) {
+                Ok(Message::Request(request)) => prop_assert!(request.params.is_object()),
+                Ok(Message::Acknowledge) => {}
+                Err(reply) => assert_well_formed_refusal(&reply, None),
+            }
+        }
+
+        #[test]
+        fn a_message_is_read_only_when_its_envelope_is_right(
+            message in message(),
+            version in prop::option::of(prop_oneof![
+                Just("2025-11-25".to_owned()),
+                Just("2026-07-28".to_owned()),
+                "[0-9-]{0,10}",
+            ]),
+            method_header in prop::option::of("[a-z/]{0,12}"),
+        ) {
+            let mut pairs = Vec::new();
+            if let Some(version) = version {
+                pairs.push(("mcp-protocol-version", version));
+            }
+            if let Some(method) = method_header {
+                pairs.push(("mcp-method", method));
+            }
+            let body = serde_json::to_vec(&message).expect("serialises");
+            let sent_id = message.get("id").filter(|id| is_valid_id(id));
+            match read_message(&headers(&pairs), &body) {
+                Ok(Message::Request(request)) => {
+                    prop_assert_eq!(message.get("jsonrpc"), Some(&json!("2.0")));
+                    prop_assert_eq!(message.get("method").and_then(Value::as_str), Some(request.method.as_str()));
+                    prop_assert!(request.id.is_string() || request.id.is_i64() || request.id.is_u64());
+                    prop_assert_eq!(Some(&request.id), message.get("id"));
+                    prop_assert!(request.params.is_object());
+                }
+                Ok(Message::Acknowledge) => {
+                    prop_assert_eq!(message.get("jsonrpc"), Some(&json!("2.0")));
+                    let notification = message.get("method").is_some_and(Value::is_string)
+                        && message.get("id").is_none();
+                    let response = message.get("method").is_none_or(|m| !m.is_string())
+                        && message.get("id").is_some()
+                        && message.get("result").is_some();
+                    prop_assert!(notification || response, "{message}");
+                }
+                Err(reply) => assert_well_formed_refusal(&reply, sent_id),
+            }
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! authentication.
 
 mod gate;
-mod handler;
+pub mod handler;
 pub mod protocol;
 mod server;
 mod tools;

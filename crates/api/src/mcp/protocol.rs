@@ -1,6 +1,7 @@
 //! MCP and JSON-RPC wire constants and message shapes, in one place so the
 //! next protocol version is one file to change.
 
+use serde::Serialize;
 use serde_json::{Value, json};
 
 /// Versions of the handshake era (`initialize` first).
@@ -42,9 +43,41 @@ pub enum Era {
     Stateless,
 }
 
+/// `resultType` of a result that is the whole answer (2026-07-28).
+pub const RESULT_COMPLETE: &str = "complete";
+
+/// Who answers: `serverInfo` in handshake results, `_meta` in stateless ones.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ServerInfo {
+    name: &'static str,
+    title: &'static str,
+    version: &'static str,
+}
+
+pub const SERVER_INFO: ServerInfo = ServerInfo {
+    name: "cola",
+    title: "Cola API keys",
+    version: env!("CARGO_PKG_VERSION"),
+};
+
+/// The `_meta` every 2026-07-28 result carries.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct ServerMeta {
+    #[serde(rename = "io.modelcontextprotocol/serverInfo")]
+    server_info: ServerInfo,
+}
+
+impl Default for ServerMeta {
+    fn default() -> Self {
+        Self {
+            server_info: SERVER_INFO,
+        }
+    }
+}
+
 #[must_use]
 pub fn server_info() -> Value {
-    json!({ "name": "cola", "title": "Cola API keys", "version": env!("CARGO_PKG_VERSION") })
+    json!(SERVER_INFO)
 }
 
 #[must_use]
@@ -73,9 +106,21 @@ pub fn error_response(id: &Value, code: i64, message: &str, data: Option<Value>)
     json!({ "jsonrpc": "2.0", "id": id, "error": error_object(code, message, data) })
 }
 
+/// A JSON-RPC success response around any serialisable result.
+#[derive(Debug, Serialize)]
+pub struct ResultResponse<'a, T> {
+    jsonrpc: &'static str,
+    id: &'a Value,
+    result: &'a T,
+}
+
 #[must_use]
-pub fn result_response(id: &Value, result: Value) -> Value {
-    json!({ "jsonrpc": "2.0", "id": id, "result": result })
+pub fn result_response<'a, T: Serialize>(id: &'a Value, result: &'a T) -> ResultResponse<'a, T> {
+    ResultResponse {
+        jsonrpc: "2.0",
+        id,
+        result,
+    }
 }
 
 /// Decodes an `Mcp-Name` value: leading/trailing whitespace is ignored and

@@ -9,7 +9,7 @@ use cola_domain::ApiKeyId;
 use serde_json::{Map, Value, json};
 
 use crate::mcp::protocol::{self, Era};
-use crate::mcp::tools::{self, Tool};
+use crate::mcp::tools::{self, Tool, ToolResult};
 
 const KEY_URI_PREFIX: &str = "cola://keys/";
 /// Keys shown as resources: the owner's keys, newest first, at most this many.
@@ -23,9 +23,26 @@ pub struct Call<'a> {
     pub principal: &'a McpPrincipal,
 }
 
+/// A successful result: a JSON tree, or a tool's result, which is written
+/// straight from its parts (the hot path: `tools/call`).
+#[derive(Debug)]
+pub enum Payload {
+    Json(Value),
+    Tool(ToolResult),
+}
+
+impl serde::Serialize for Payload {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Json(value) => value.serialize(serializer),
+            Self::Tool(result) => result.serialize(serializer),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub enum Outcome {
-    Result(Value),
+    Result(Payload),
     Error {
         code: i64,
         message: String,
@@ -34,6 +51,10 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    fn json(value: Value) -> Self {
+        Self::Result(Payload::Json(value))
+    }
+
     fn error(code: i64, message: impl Into<String>) -> Self {
         Self::Error {
             code,
@@ -57,24 +78,25 @@ impl McpServer {
     pub async fn dispatch(&self, call: Call<'_>) -> Outcome {
         let era = call.era;
         let outcome = match (era, call.method) {
-            (Era::Handshake, "initialize") => Outcome::Result(initialize(call.params)),
-            (Era::Handshake, "ping") => Outcome::Result(json!({})),
-            (_, "server/discover") => Outcome::Result(discover()),
-            (_, "tools/list") => {
-                Outcome::Result(json!({ "tools": tools::visible(call.principal) }))
-            }
+            (Era::Handshake, "initialize") => Outcome::json(initialize(call.params)),
+            (Era::Handshake, "ping") => Outcome::json(json!({})),
+            (_, "server/discover") => Outcome::json(discover()),
+            (_, "tools/list") => Outcome::json(json!({ "tools": tools::visible(call.principal) })),
             (_, "tools/call") => self.call_tool(&call).await,
             (_, "resources/list") => self.list_resources(call.principal).await,
             (_, "resources/read") => self.read_resource(&call).await,
-            (_, "resources/templates/list") => Outcome::Result(json!({ "resourceTemplates": [] })),
+            (_, "resources/templates/list") => Outcome::json(json!({ "resourceTemplates": [] })),
             (_, method) => Outcome::error(
                 protocol::METHOD_NOT_FOUND,
                 format!("Method not found: {method}"),
             ),
         };
         match (era, outcome) {
-            (Era::Stateless, Outcome::Result(result)) => {
-                Outcome::Result(stateless_result(call.method, result))
+            (Era::Stateless, Outcome::Result(Payload::Json(result))) => {
+                Outcome::json(stateless_result(call.method, result))
+            }
+            (Era::Stateless, Outcome::Result(Payload::Tool(result))) => {
+                Outcome::Result(Payload::Tool(result.stateless()))
             }
             (_, outcome) => outcome,
         }
@@ -89,9 +111,10 @@ impl McpServer {
         let Some(tool) = Tool::find(name).filter(|tool| tool.allowed(call.principal)) else {
             return Outcome::error(protocol::INVALID_PARAMS, format!("Unknown tool: {name}"));
         };
+        let no_arguments = Map::new();
         let arguments = match call.params.get("arguments") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(arguments)) => arguments.clone(),
+            None | Some(Value::Null) => &no_arguments,
+            Some(Value::Object(arguments)) => arguments,
             Some(_) => {
                 return Outcome::error(
                     protocol::INVALID_PARAMS,
@@ -99,7 +122,9 @@ impl McpServer {
                 );
             }
         };
-        Outcome::Result(tool.run(&self.keys, call.principal, &arguments).await)
+        Outcome::Result(Payload::Tool(
+            tool.run(&self.keys, call.principal, arguments).await,
+        ))
     }
 
     async fn list_resources(&self, principal: &McpPrincipal) -> Outcome {
@@ -123,7 +148,7 @@ impl McpServer {
                         })
                     })
                     .collect();
-                Outcome::Result(json!({ "resources": resources }))
+                Outcome::json(json!({ "resources": resources }))
             }
             Err(error) => internal(&error),
         }
@@ -154,7 +179,7 @@ impl McpServer {
             return not_found();
         };
         match self.keys.get(call.principal.as_owner(), id).await {
-            Ok(key) => Outcome::Result(json!({
+            Ok(key) => Outcome::json(json!({
                 "contents": [{
                     "uri": uri,
                     "mimeType": "application/json",
@@ -202,7 +227,7 @@ fn discover() -> Value {
 /// permission change applies at once, so they are private and not reused.
 fn stateless_result(method: &str, mut result: Value) -> Value {
     if let Value::Object(fields) = &mut result {
-        fields.insert("resultType".into(), json!("complete"));
+        fields.insert("resultType".into(), json!(protocol::RESULT_COMPLETE));
         let meta = fields.entry("_meta").or_insert_with(|| json!({}));
         if let Value::Object(meta) = meta {
             meta.insert(protocol::META_SERVER_INFO.into(), protocol::server_info());

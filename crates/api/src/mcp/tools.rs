@@ -1,8 +1,13 @@
 //! The built-in tools. What each needs from a key is declared here, and the
 //! one check of it (`Tool::allowed`) serves listing and calling alike.
 
+use chrono::{DateTime, Utc};
 use cola_application::{ApiKeyService, AppError, ListKeysQuery, McpPrincipal};
-use cola_domain::{Access, ApiKeyId};
+use cola_domain::{Access, ApiKeyId, ApiKeyPermissions, KeyPrefix, TenantId, UserId};
+use serde::Serialize;
+
+use crate::mcp::protocol;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value, json};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,24 +129,79 @@ impl Tool {
         keys: &ApiKeyService,
         principal: &McpPrincipal,
         arguments: &Map<String, Value>,
-    ) -> Value {
+    ) -> ToolResult {
         let outcome = match self {
-            Self::WhoAmI => Ok(whoami(principal)),
+            Self::WhoAmI => structured(&WhoAmI::of(principal)),
             Self::ListApiKeys => list(keys, principal, arguments).await,
             Self::RevokeApiKey => revoke(keys, principal, arguments).await,
         };
-        match outcome {
-            Ok(structured) => json!({
-                "content": [{ "type": "text", "text": structured.to_string() }],
-                "structuredContent": structured,
-                "isError": false
-            }),
-            Err(message) => json!({
-                "content": [{ "type": "text", "text": message }],
-                "isError": true
-            }),
+        ToolResult {
+            outcome,
+            stateless: false,
         }
     }
+}
+
+/// A `tools/call` result. Structured output is serialised once: the same
+/// JSON text is the text content (for clients that read only that) and,
+/// embedded as-is, the `structuredContent`. A failure is the message, with
+/// `isError: true`.
+#[derive(Debug)]
+pub struct ToolResult {
+    outcome: Result<Box<RawValue>, String>,
+    /// Whether to add what every 2026-07-28 result carries.
+    stateless: bool,
+}
+
+impl ToolResult {
+    #[must_use]
+    pub fn stateless(self) -> Self {
+        Self {
+            stateless: true,
+            ..self
+        }
+    }
+}
+
+impl Serialize for ToolResult {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Text<'a> {
+            r#type: &'static str,
+            text: &'a str,
+        }
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Wire<'a> {
+            content: [Text<'a>; 1],
+            #[serde(skip_serializing_if = "Option::is_none")]
+            structured_content: Option<&'a RawValue>,
+            is_error: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            result_type: Option<&'static str>,
+            #[serde(rename = "_meta", skip_serializing_if = "Option::is_none")]
+            meta: Option<protocol::ServerMeta>,
+        }
+        let (text, structured_content, is_error) = match &self.outcome {
+            Ok(raw) => (raw.get(), Some(&**raw), false),
+            Err(message) => (message.as_str(), None, true),
+        };
+        Wire {
+            content: [Text {
+                r#type: "text",
+                text,
+            }],
+            structured_content,
+            is_error,
+            result_type: self.stateless.then_some(protocol::RESULT_COMPLETE),
+            meta: self.stateless.then(protocol::ServerMeta::default),
+        }
+        .serialize(serializer)
+    }
+}
+
+fn structured<T: Serialize>(value: &T) -> Result<Box<RawValue>, String> {
+    serde_json::value::to_raw_value(value).map_err(|_| "the operation failed".to_owned())
 }
 
 /// The definitions of the tools `principal` may use, in a stable order.
@@ -152,16 +212,29 @@ pub fn visible(principal: &McpPrincipal) -> Vec<Value> {
         .collect()
 }
 
-fn whoami(principal: &McpPrincipal) -> Value {
-    let key = principal.key();
-    json!({
-        "tenant_id": key.tenant_id,
-        "user_id": key.owner,
-        "key_id": key.key_id,
-        "key_prefix": key.prefix,
-        "permissions": key.permissions,
-        "expires_at": key.expires_at,
-    })
+/// What `whoami` answers: the acting identity and what the key may do.
+#[derive(Serialize)]
+struct WhoAmI<'a> {
+    tenant_id: TenantId,
+    user_id: UserId,
+    key_id: ApiKeyId,
+    key_prefix: &'a KeyPrefix,
+    permissions: &'a ApiKeyPermissions,
+    expires_at: DateTime<Utc>,
+}
+
+impl<'a> WhoAmI<'a> {
+    fn of(principal: &'a McpPrincipal) -> Self {
+        let key = principal.key();
+        Self {
+            tenant_id: key.tenant_id,
+            user_id: key.owner,
+            key_id: key.key_id,
+            key_prefix: &key.prefix,
+            permissions: &key.permissions,
+            expires_at: key.expires_at,
+        }
+    }
 }
 
 fn text_argument(arguments: &Map<String, Value>, name: &str) -> Result<Option<String>, String> {
@@ -191,7 +264,7 @@ async fn list(
     keys: &ApiKeyService,
     principal: &McpPrincipal,
     arguments: &Map<String, Value>,
-) -> Result<Value, String> {
+) -> Result<Box<RawValue>, String> {
     if let Some(unknown) = arguments
         .keys()
         .find(|k| !matches!(k.as_str(), "status" | "limit" | "cursor"))
@@ -207,14 +280,14 @@ async fn list(
         .list(principal.as_owner(), query)
         .await
         .map_err(|e| describe(&e))?;
-    serde_json::to_value(page).map_err(|_| "the operation failed".to_owned())
+    structured(&page)
 }
 
 async fn revoke(
     keys: &ApiKeyService,
     principal: &McpPrincipal,
     arguments: &Map<String, Value>,
-) -> Result<Value, String> {
+) -> Result<Box<RawValue>, String> {
     if let Some(unknown) = arguments.keys().find(|k| k.as_str() != "id") {
         return Err(format!("`{unknown}` is not an argument of revoke_api_key"));
     }
@@ -227,5 +300,5 @@ async fn revoke(
     keys.revoke(principal.as_owner(), id)
         .await
         .map_err(|e| describe(&e))?;
-    Ok(json!({ "id": id, "revoked": true }))
+    structured(&json!({ "id": id, "revoked": true }))
 }

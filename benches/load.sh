@@ -169,18 +169,27 @@ grep -q "$KEY_ID" <<<"$(whoami)" || { echo "whoami did not answer with the key: 
 
 # ---- helpers ----
 declare -A R
+CLK_TCK=$(getconf CLK_TCK)
+# CPU time (user + system) the server has used so far, in clock ticks.
+server_ticks() { awk '{ print $14 + $15 }' "/proc/$SERVER_PID/stat"; }
 run_wrk() { # label mode path
-    local out
+    local out t0 t1
+    t0=$(server_ticks)
     out=$(WRK_MODE=$2 wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --timeout 5s \
         -s "$REPO/benches/wrk.lua" "$BASE$3" | grep '^RESULT')
+    t1=$(server_ticks)
     local field
     for field in $out; do
         [ "$field" = RESULT ] && continue
         R[$1.${field%%=*}]=${field#*=}
     done
-    printf '%-22s %9s req/s  p50 %7s ms  p99 %7s ms  max %7s ms  requests %8s  errors %s\n' \
+    # Server CPU per request: what the server itself spends, apart from the
+    # load generator that shares the machine.
+    R[$1.cpu_us]=$(awk -v t=$((t1 - t0)) -v hz="$CLK_TCK" -v n="${R[$1.requests]}" \
+        'BEGIN { printf "%.1f", t / hz * 1e6 / n }')
+    printf '%-22s %9s req/s  p50 %7s ms  p99 %7s ms  max %7s ms  requests %8s  server CPU %5s us/req  errors %s\n' \
         "$1" "${R[$1.rps]}" "$(ms "${R[$1.p50_us]}")" "$(ms "${R[$1.p99_us]}")" \
-        "$(ms "${R[$1.max_us]}")" "${R[$1.requests]}" "${R[$1.errors]}"
+        "$(ms "${R[$1.max_us]}")" "${R[$1.requests]}" "${R[$1.cpu_us]}" "${R[$1.errors]}"
 }
 ms() { awk -v us="$1" 'BEGIN { printf "%.3f", us / 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a / b }'; }
@@ -218,16 +227,21 @@ pg_writes() {
 
 # measure LABEL_SUFFIX: rounds of (a) then (b); fills R and the medians.
 measure() {
-    local suffix=$1 r health=() mcp=()
+    local suffix=$1 r health=() mcp=() health_cpu=() mcp_cpu=()
     for r in $(seq "$ROUNDS"); do
         run_wrk "health$suffix#$r" get /health
         run_wrk "mcp$suffix#$r" mcp /mcp
         health+=("${R[health$suffix#$r.rps]}")
         mcp+=("${R[mcp$suffix#$r.rps]}")
-        echo "  ratio mcp/health round $r: $(ratio "${R[mcp$suffix#$r.rps]}" "${R[health$suffix#$r.rps]}")"
+        health_cpu+=("${R[health$suffix#$r.cpu_us]}")
+        mcp_cpu+=("${R[mcp$suffix#$r.cpu_us]}")
+        echo "  ratio mcp/health round $r: $(ratio "${R[mcp$suffix#$r.rps]}" "${R[health$suffix#$r.rps]}")" \
+            "(server CPU per request, health/mcp: $(ratio "${R[health$suffix#$r.cpu_us]}" "${R[mcp$suffix#$r.cpu_us]}"))"
     done
     R[health$suffix.rps]=$(echo "${health[*]}" | median)
     R[mcp$suffix.rps]=$(echo "${mcp[*]}" | median)
+    R[health$suffix.cpu_us]=$(echo "${health_cpu[*]}" | median)
+    R[mcp$suffix.cpu_us]=$(echo "${mcp_cpu[*]}" | median)
 }
 
 echo "# cola-api load benchmark: $BACKEND, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, rounds $ROUNDS"
@@ -308,6 +322,7 @@ echo
 echo "## summary (medians over $ROUNDS round(s))"
 SUMMARY_RATIO=$(ratio "${R[mcp.rps]}" "${R[health.rps]}")
 echo "health rps ${R[health.rps]}, mcp whoami rps ${R[mcp.rps]}, ratio $SUMMARY_RATIO (target >= 0.80)"
+echo "server CPU per request: health ${R[health.cpu_us]} us, mcp whoami ${R[mcp.cpu_us]} us, ratio $(ratio "${R[health.cpu_us]}" "${R[mcp.cpu_us]}")"
 echo "mcp whoami p99 round 1: $(ms "${R[mcp#1.p99_us]}") ms (target < 2 ms)"
 echo "cold p50 ${COLD_P50} ms vs bare argon2id p50 ${ARGON2_P50} ms: $(ratio "$COLD_P50" "$ARGON2_P50")x (target <= 1.5x)"
 if [ "$BULK_KEYS" -gt 0 ]; then

@@ -433,8 +433,13 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
 
     async fn add_usage(&self, batch: &[UsageDelta]) -> Result<(), RepositoryError> {
         let backend = self.database.backend();
+        // In key order, so that two instances flushing overlapping batches
+        // tend to lock rows in the same order rather than deadlock (a batch
+        // that loses a deadlock anyway is put back and written next time).
+        let mut sorted = batch.to_vec();
+        sorted.sort_unstable_by_key(|delta| (delta.tenant_id.as_uuid(), delta.key_id.as_uuid()));
         let txn = self.database.connection().begin().await.map_err(db_error)?;
-        for chunk in batch.chunks(USAGE_ROWS_PER_STATEMENT) {
+        for chunk in sorted.chunks(USAGE_ROWS_PER_STATEMENT) {
             txn.execute_raw(add_usage_statement(backend, chunk))
                 .await
                 .map_err(db_error)?;

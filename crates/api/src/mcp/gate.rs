@@ -167,24 +167,23 @@ pub async fn authenticate(
             // The decision is made when the key is verified; a cache hit
             // repeats it, so it is logged at debug to keep the hot path
             // quiet (every use is still counted, in metrics and usage).
+            // A level must be a constant, hence the macro.
+            macro_rules! log_admitted {
+                ($level:ident) => {
+                    tracing::$level!(
+                        key_prefix = %key.prefix,
+                        tenant = %key.tenant_id,
+                        %client,
+                        outcome = "admitted",
+                        cached = path == AuthPath::Hot,
+                        "mcp authentication"
+                    )
+                };
+            }
             if path == AuthPath::Hot {
-                tracing::debug!(
-                    key_prefix = %key.prefix,
-                    tenant = %key.tenant_id,
-                    %client,
-                    outcome = "admitted",
-                    cached = true,
-                    "mcp authentication"
-                );
+                log_admitted!(debug);
             } else {
-                tracing::info!(
-                    key_prefix = %key.prefix,
-                    tenant = %key.tenant_id,
-                    %client,
-                    outcome = "admitted",
-                    cached = false,
-                    "mcp authentication"
-                );
+                log_admitted!(info);
             }
             request.extensions_mut().insert(principal);
             next.call(request)

@@ -77,6 +77,21 @@ pub enum BodyFailures {
     NotJson(ProblemDetails),
 }
 
+/// The failures of a change to an existing key (documentation only).
+#[derive(Debug, IntoResponses)]
+#[allow(dead_code)]
+pub enum ChangeFailures {
+    /// Invalid input; `errors` names every bad field
+    #[response(status = 400, content_type = "application/problem+json")]
+    Invalid(ProblemDetails),
+    /// No such key (or not yours)
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(ProblemDetails),
+    /// The key is revoked
+    #[response(status = 409, content_type = "application/problem+json")]
+    Revoked(ProblemDetails),
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthStatus {
     /// `ok` (liveness) or `ready` (readiness).

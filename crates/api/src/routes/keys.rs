@@ -134,9 +134,7 @@ pub(crate) async fn get(
     request_body(content = UpdateMetadataRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The updated key", body = cola_application::KeyView),
-        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 404, description = "No such key (or not yours)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 409, description = "The key is revoked", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::openapi::ChangeFailures,
         crate::openapi::BodyFailures,
         crate::openapi::ManagementFailures,
     ),
@@ -166,9 +164,7 @@ pub(crate) async fn update_metadata(
     request_body(content = UpdatePermissionsRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The updated key", body = cola_application::KeyView),
-        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 404, description = "No such key (or not yours)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 409, description = "The key is revoked", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::openapi::ChangeFailures,
         crate::openapi::BodyFailures,
         crate::openapi::ManagementFailures,
     ),

@@ -226,7 +226,7 @@ pub fn read_message(headers: &HeaderMap, body: &[u8]) -> Result<Message, Reply> 
             None,
         ));
     }
-    let Some(method) = message.get("method").and_then(Value::as_str) else {
+    let Some(Value::String(method)) = message.remove("method") else {
         // A response from the client: nothing to answer.
         if id.is_some() && (message.contains_key("result") || message.contains_key("error")) {
             return Ok(Message::Acknowledge);
@@ -281,7 +281,7 @@ pub fn read_message(headers: &HeaderMap, body: &[u8]) -> Result<Message, Reply> 
     if era == Era::Stateless
         && let Err(reply) = check_stateless(
             headers,
-            method,
+            &method,
             &params,
             meta_version,
             header_version,
@@ -308,7 +308,7 @@ pub fn read_message(headers: &HeaderMap, body: &[u8]) -> Result<Message, Reply> 
     Ok(Message::Request(Request {
         era,
         id,
-        method: method.to_owned(),
+        method,
         params,
     }))
 }

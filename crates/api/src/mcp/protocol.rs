@@ -146,6 +146,14 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_typed_server_meta_matches_the_meta_key_and_server_info() {
+        // `ServerMeta` names its key in a serde attribute; it must be the
+        // same key and value the JSON results get.
+        let meta = serde_json::to_value(ServerMeta::default()).expect("serialises");
+        assert_eq!(meta, json!({ META_SERVER_INFO: server_info() }));
+    }
+
+    #[test]
     fn a_plain_header_value_is_trimmed() {
         assert_eq!(decode_header_value("  whoami\t").as_deref(), Some("whoami"));
     }

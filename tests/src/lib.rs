@@ -555,3 +555,27 @@ impl Drop for Forwarder {
         self.cut();
     }
 }
+
+/// A well-formed key nobody issued: `cola_`, 30 random base62 characters and
+/// their checksum as the contract defines it. It passes the format check and
+/// fails only at verification (unknown prefix).
+#[must_use]
+pub fn unknown_well_formed_key() -> String {
+    const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    let random: Vec<u8> = [Uuid::new_v4(), Uuid::new_v4()]
+        .iter()
+        .flat_map(|id| id.into_bytes())
+        .collect();
+    let body: String = random[..30]
+        .iter()
+        .map(|byte| BASE62[usize::from(*byte) % 62] as char)
+        .collect();
+    let body = format!("cola_{body}");
+    let mut checksum = crc32fast::hash(body.as_bytes());
+    let mut digits = [b'0'; 6];
+    for digit in digits.iter_mut().rev() {
+        *digit = BASE62[(checksum % 62) as usize];
+        checksum /= 62;
+    }
+    format!("{body}{}", String::from_utf8_lossy(&digits))
+}

@@ -204,11 +204,13 @@ impl Caller {
             (Some(verifier), Some(token)) => verifier.verify(token),
         };
         outcome.map(Caller).map_err(|reason| {
-            if let Some(client) = client {
-                auth.limiter.record_failure(client);
-            }
             tracing::info!(reason, "management request refused");
-            Problem::unauthorized("a valid management JWT is required")
+            // Failures are numbered atomically: one past the limit is
+            // answered 429 even if it passed the check above concurrently.
+            match client.map(|client| auth.limiter.record_failure(client)) {
+                Some(Err(wait)) => Problem::too_many_requests(wait),
+                _ => Problem::unauthorized("a valid management JWT is required"),
+            }
         })
     }
 }

@@ -29,6 +29,7 @@ pub struct Metrics {
     verification: HistogramVec,
     usage_pending: IntGauge,
     cache_entries: IntGauge,
+    verifications_in_progress: IntGauge,
     pool: IntGaugeVec,
     sources: Sources,
 }
@@ -88,6 +89,10 @@ impl Metrics {
         )?;
         let cache_entries =
             IntGauge::new("cola_auth_cache_entries", "Keys in the verified-key cache")?;
+        let verifications_in_progress = IntGauge::new(
+            "cola_key_verifications_in_progress",
+            "Key verifications (database and argon2) under way; concurrent ones of one key count once",
+        )?;
         let pool = IntGaugeVec::new(
             Opts::new(
                 "cola_db_pool_connections",
@@ -101,6 +106,7 @@ impl Metrics {
         registry.register(Box::new(verification.clone()))?;
         registry.register(Box::new(usage_pending.clone()))?;
         registry.register(Box::new(cache_entries.clone()))?;
+        registry.register(Box::new(verifications_in_progress.clone()))?;
         registry.register(Box::new(pool.clone()))?;
         Ok(Self {
             registry,
@@ -110,6 +116,7 @@ impl Metrics {
             verification,
             usage_pending,
             cache_entries,
+            verifications_in_progress,
             pool,
             sources: Sources {
                 usage,
@@ -136,6 +143,8 @@ impl Metrics {
         self.usage_pending.set(usage);
         self.cache_entries
             .set(i64::try_from(self.sources.cache.len()).unwrap_or(i64::MAX));
+        self.verifications_in_progress
+            .set(i64::try_from(self.sources.cache.verifications_in_progress()).unwrap_or(i64::MAX));
         let (size, idle) = self.sources.database.pool_state();
         self.pool.with_label_values(&["idle"]).set(i64::from(idle));
         self.pool

@@ -17,6 +17,12 @@ struct Window {
     failures: AtomicU32,
 }
 
+impl Window {
+    fn seconds_left(&self) -> u64 {
+        WINDOW.saturating_sub(self.started.elapsed()).as_secs() + 1
+    }
+}
+
 pub struct FailureLimiter {
     limit: u32,
     windows: moka::sync::Cache<IpAddr, Arc<Window>>,
@@ -72,21 +78,30 @@ impl FailureLimiter {
     pub fn check(&self, addr: IpAddr) -> Result<(), u64> {
         match self.windows.get(&bucket(addr)) {
             Some(window) if window.failures.load(Ordering::Acquire) >= self.limit => {
-                let left = WINDOW.saturating_sub(window.started.elapsed());
-                Err(left.as_secs() + 1)
+                Err(window.seconds_left())
             }
             _ => Ok(()),
         }
     }
 
-    pub fn record_failure(&self, addr: IpAddr) {
+    /// Counts one failed attempt from `addr`. `Err(seconds)` when the
+    /// attempt was past the limit and must be answered "too many" rather
+    /// than as a failure: concurrent attempts are numbered atomically, so at
+    /// most `limit` of them in a window are ever answered as failures, however
+    /// many were checked at the same moment.
+    pub fn record_failure(&self, addr: IpAddr) -> Result<(), u64> {
         let window = self.windows.get_with(bucket(addr), || {
             Arc::new(Window {
                 started: Instant::now(),
                 failures: AtomicU32::new(0),
             })
         });
-        window.failures.fetch_add(1, Ordering::AcqRel);
+        let earlier = window.failures.fetch_add(1, Ordering::AcqRel);
+        if earlier >= self.limit {
+            Err(window.seconds_left())
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -103,7 +118,7 @@ mod tests {
         );
         for _ in 0..3 {
             assert!(limiter.check(a).is_ok());
-            limiter.record_failure(a);
+            assert!(limiter.record_failure(a).is_ok());
         }
         let wait = limiter.check(a).expect_err("blocked");
         assert!((1..=60).contains(&wait));
@@ -111,10 +126,35 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_failures_past_the_limit_are_answered_too_many() {
+        let limiter = Arc::new(FailureLimiter::new(20));
+        let client: IpAddr = "192.0.2.9".parse().expect("ip");
+        // 150 attempts checked at once, all before any failure is counted.
+        assert!((0..150).all(|_| limiter.check(client).is_ok()));
+        let answered_as_failures = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..6)
+                .map(|_| {
+                    let limiter = Arc::clone(&limiter);
+                    scope.spawn(move || {
+                        (0..25)
+                            .filter(|_| limiter.record_failure(client).is_ok())
+                            .count()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|worker| worker.join().expect("worker"))
+                .sum::<usize>()
+        });
+        assert_eq!(answered_as_failures, 20);
+    }
+
+    #[test]
     fn a_flood_of_distinct_addresses_stays_within_the_memory_bound() {
         let limiter = FailureLimiter::with_capacity(20, 1_000);
         for i in 0..20_000u32 {
-            limiter.record_failure(IpAddr::V4(i.into()));
+            let _ = limiter.record_failure(IpAddr::V4(i.into()));
         }
         assert!(limiter.tracked() <= 1_000, "tracked {}", limiter.tracked());
         // The bound costs forgetting, never blocking a fresh address.
@@ -124,7 +164,7 @@ mod tests {
     #[test]
     fn addresses_of_one_ipv6_64_share_a_window() {
         let limiter = FailureLimiter::new(1);
-        limiter.record_failure("2001:db8::1".parse().expect("ip"));
+        let _ = limiter.record_failure("2001:db8::1".parse().expect("ip"));
         assert!(
             limiter
                 .check("2001:db8::ffff".parse().expect("ip"))

@@ -189,7 +189,6 @@ impl Application {
         tokio::spawn(follow_access_changes(
             Arc::clone(&repository),
             cache,
-            clock,
             stopped,
         ));
 

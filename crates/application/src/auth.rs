@@ -1,17 +1,18 @@
 //! Key verification for the MCP endpoint: format and checksum first, then the
 //! verified-key cache, then the database and one argon2id verification.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cola_domain::{ApiKeyId, ApiKeySecret, EffectiveStatus, TenantId};
+use cola_domain::{ApiKeySecret, EffectiveStatus, KeyPrefix, TenantId};
 use hmac::{Hmac, Mac};
 use rand::TryRngCore;
 use rand::rngs::OsRng;
 use sha2::Sha256;
+use subtle::ConstantTimeEq;
 
 use crate::ports::{ApiKeyRepository, Clock, HashError, RepositoryError, SecretHasher};
 use crate::principal::{AdmittedKey, McpPrincipal};
@@ -90,27 +91,113 @@ impl Refusal {
 
 type Fingerprint = [u8; 32];
 
+/// A verified key as the cache remembers it. The cache is keyed by the key's
+/// prefix, the same identity that revocation and the change feed name, so
+/// forgetting a key is exact however full the cache is; the fingerprint of
+/// the secret that was verified is compared on every lookup.
+#[derive(Clone)]
+struct Remembered {
+    fingerprint: Fingerprint,
+    principal: McpPrincipal,
+}
+
 /// One verification in progress, shared by the requests that wait for it.
 struct Flight {
-    /// The cache epoch when it started; a later eviction makes it stale.
-    epoch: u64,
+    /// The cache generation when it started: a key forgotten after that
+    /// makes its reading stale.
+    generation: u64,
     outcome: tokio::sync::OnceCell<Result<McpPrincipal, Refusal>>,
 }
 
-/// Admitted keys by a keyed hash of the presented secret (never the secret
-/// itself), plus a short negative cache of credentials that can never work.
+/// What keeps a verification that read the database before a change from
+/// putting the old reading back: every forget bumps the generation and, while
+/// older verifications still run, leaves a mark naming the key it forgot.
+/// A verification is stale only if *its* key (or everything) was forgotten
+/// since it started, so one tenant's churn never disables another tenant's
+/// caching.
+#[derive(Default)]
+struct Invalidations {
+    generation: u64,
+    /// Prefix → generation of its last forget, kept only while a
+    /// verification older than that forget runs.
+    forgotten: HashMap<KeyPrefix, u64>,
+    /// Generation of the last `forget_all`.
+    all_forgotten_at: u64,
+    /// Verifications in progress by fingerprint, for sharing.
+    flights: HashMap<Fingerprint, Arc<Flight>>,
+    /// How many waiters run a verification of each starting generation: the
+    /// oldest bounds which marks can still matter.
+    running: BTreeMap<u64, usize>,
+}
+
+/// Past this many marks the oldest are pruned; past `MAX_FORGOTTEN_MARKS`
+/// they are folded into one "everything changed" mark, so a flood of changes
+/// costs caching for a moment, never unbounded memory.
+const PRUNE_FORGOTTEN_MARKS: usize = 1_024;
+const MAX_FORGOTTEN_MARKS: usize = 100_000;
+
+impl Invalidations {
+    fn changed_since(&self, prefix: &KeyPrefix, generation: u64) -> bool {
+        self.all_forgotten_at > generation
+            || self
+                .forgotten
+                .get(prefix)
+                .is_some_and(|forgotten| *forgotten > generation)
+    }
+
+    fn forget(&mut self, prefix: &KeyPrefix) {
+        self.generation += 1;
+        if !self.running.is_empty() {
+            self.forgotten.insert(prefix.clone(), self.generation);
+            self.prune();
+        }
+    }
+
+    fn forget_all(&mut self) {
+        self.generation += 1;
+        self.all_forgotten_at = self.generation;
+        self.forgotten.clear();
+    }
+
+    fn start(&mut self, generation: u64) {
+        *self.running.entry(generation).or_default() += 1;
+    }
+
+    fn finish(&mut self, generation: u64) {
+        if let Some(count) = self.running.get_mut(&generation) {
+            *count -= 1;
+            if *count == 0 {
+                self.running.remove(&generation);
+            }
+        }
+        self.prune();
+    }
+
+    fn prune(&mut self) {
+        let Some((&oldest, _)) = self.running.first_key_value() else {
+            self.forgotten.clear();
+            return;
+        };
+        if self.forgotten.len() > PRUNE_FORGOTTEN_MARKS {
+            self.forgotten.retain(|_, forgotten| *forgotten > oldest);
+        }
+        if self.forgotten.len() > MAX_FORGOTTEN_MARKS {
+            self.all_forgotten_at = self.generation;
+            self.forgotten.clear();
+        }
+    }
+}
+
+/// Admitted keys by prefix (never the secret itself: entries hold a keyed
+/// hash of it), plus a short negative cache of credentials that can never
+/// work.
 pub struct VerifiedKeyCache {
     hmac_key: [u8; 32],
-    admitted: moka::sync::Cache<Fingerprint, McpPrincipal>,
-    fingerprint_of: moka::sync::Cache<ApiKeyId, Fingerprint>,
+    admitted: moka::sync::Cache<KeyPrefix, Remembered>,
     refused: moka::sync::Cache<Fingerprint, Refusal>,
-    /// Bumped by every eviction. A verification that started before an
-    /// eviction must not re-insert what the eviction removed.
-    epoch: AtomicU64,
-    /// Serialises "check the epoch, then insert" against "bump, then evict".
-    guard: Mutex<()>,
-    /// Verifications in progress, by fingerprint (only while they run).
-    flights: Mutex<HashMap<Fingerprint, Arc<Flight>>>,
+    /// Serialises "check for a change, then insert" against "mark, then
+    /// evict", and holds the verifications in progress.
+    state: Mutex<Invalidations>,
     /// Admissions are served from memory only until this instant (ms since
     /// `started`): the change feed pushes it forward after every successful
     /// read, so an instance that cannot see other instances' changes stops
@@ -134,16 +221,21 @@ const REFUSED_TTL: Duration = Duration::from_secs(60);
 pub const FEED_FRESHNESS: Duration = Duration::from_millis(1500);
 /// How often the change feed is read.
 pub const FEED_INTERVAL: Duration = Duration::from_millis(250);
-/// How far back each read looks, to cover events committed out of id order
-/// (clock skew between instances, long transactions).
-const FEED_LOOKBACK: Duration = Duration::from_secs(10);
+/// How long an event id read from the feed is remembered: longer than the
+/// repository's look-back window, so no event evicts twice.
+const SEEN_EVENTS_KEPT: Duration = Duration::from_secs(30);
 
 impl VerifiedKeyCache {
     /// A cache whose entries live `ttl`; `Duration::ZERO` disables it.
     pub fn new(ttl: Duration) -> Result<Self, rand::rand_core::OsError> {
+        Self::with_capacity(ttl, MAX_CACHED_KEYS)
+    }
+
+    /// As [`Self::new`], remembering at most `capacity` admitted keys.
+    pub fn with_capacity(ttl: Duration, capacity: u64) -> Result<Self, rand::rand_core::OsError> {
         let mut hmac_key = [0u8; 32];
         OsRng.try_fill_bytes(&mut hmac_key)?;
-        let capacity = if ttl.is_zero() { 0 } else { MAX_CACHED_KEYS };
+        let capacity = if ttl.is_zero() { 0 } else { capacity };
         let ttl = ttl.max(Duration::from_millis(1));
         Ok(Self {
             hmac_key,
@@ -151,17 +243,11 @@ impl VerifiedKeyCache {
                 .max_capacity(capacity)
                 .time_to_live(ttl)
                 .build(),
-            fingerprint_of: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(ttl)
-                .build(),
             refused: moka::sync::Cache::builder()
                 .max_capacity(MAX_CACHED_KEYS)
                 .time_to_live(REFUSED_TTL)
                 .build(),
-            epoch: AtomicU64::new(0),
-            guard: Mutex::new(()),
-            flights: Mutex::new(HashMap::new()),
+            state: Mutex::new(Invalidations::default()),
             fresh_until_ms: AtomicU64::new(0),
             started: Instant::now(),
         })
@@ -174,38 +260,50 @@ impl VerifiedKeyCache {
         mac.finalize().into_bytes().into()
     }
 
-    fn admitted(&self, fingerprint: &Fingerprint) -> Option<McpPrincipal> {
+    fn admitted(&self, prefix: &KeyPrefix, fingerprint: &Fingerprint) -> Option<McpPrincipal> {
         if !self.is_fresh() {
             return None;
         }
-        self.admitted.get(fingerprint)
+        let remembered = self.admitted.get(prefix)?;
+        // A right prefix with a wrong secret is a miss, verified (and
+        // refused) the slow way.
+        bool::from(remembered.fingerprint.ct_eq(fingerprint)).then_some(remembered.principal)
     }
 
-    fn admit(&self, fingerprint: Fingerprint, principal: McpPrincipal, epoch_seen: u64) {
-        let _guard = self.lock();
-        if self.epoch.load(Ordering::Acquire) == epoch_seen {
-            self.fingerprint_of
-                .insert(principal.key().key_id, fingerprint);
-            self.admitted.insert(fingerprint, principal);
+    fn admit(&self, fingerprint: Fingerprint, principal: McpPrincipal, generation: u64) {
+        let state = self.lock();
+        let prefix = &principal.key().prefix;
+        if !state.changed_since(prefix, generation) {
+            self.admitted.insert(
+                prefix.clone(),
+                Remembered {
+                    fingerprint,
+                    principal,
+                },
+            );
         }
     }
 
     /// Forgets a key (after revocation or a permission change), so the next
-    /// request is verified against the database.
-    pub fn forget_key(&self, key_id: ApiKeyId) {
-        let _guard = self.lock();
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        if let Some(fingerprint) = self.fingerprint_of.remove(&key_id) {
-            self.admitted.invalidate(&fingerprint);
-        }
+    /// request is verified against the database, and no verification that
+    /// started before this call can put it back.
+    pub fn forget_key(&self, prefix: &KeyPrefix) {
+        let mut state = self.lock();
+        state.forget(prefix);
+        self.admitted.invalidate(prefix);
     }
 
     /// Forgets every admitted key.
     pub fn forget_all(&self) {
-        let _guard = self.lock();
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        let mut state = self.lock();
+        state.forget_all();
         self.admitted.invalidate_all();
-        self.fingerprint_of.invalidate_all();
+    }
+
+    /// Verifications in progress (shared ones counted once).
+    #[must_use]
+    pub fn verifications_in_progress(&self) -> usize {
+        self.lock().flights.len()
     }
 
     fn elapsed_ms(&self) -> u64 {
@@ -241,16 +339,34 @@ impl VerifiedKeyCache {
         self.len() == 0
     }
 
-    fn lock_flights(&self) -> std::sync::MutexGuard<'_, HashMap<Fingerprint, Arc<Flight>>> {
-        self.flights
+    fn lock(&self) -> std::sync::MutexGuard<'_, Invalidations> {
+        self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
+}
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        self.guard
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// One waiter of a verification. Dropping it — when the verification ends,
+/// or when the request waiting for it is cancelled (a client that resets
+/// its connection) — takes the verification out of the shared state, so
+/// nothing is left behind either way.
+struct Waiter<'a> {
+    cache: &'a VerifiedKeyCache,
+    fingerprint: Fingerprint,
+    flight: Arc<Flight>,
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut state = self.cache.lock();
+        if state
+            .flights
+            .get(&self.fingerprint)
+            .is_some_and(|current| Arc::ptr_eq(current, &self.flight))
+        {
+            state.flights.remove(&self.fingerprint);
+        }
+        state.finish(self.flight.generation);
     }
 }
 
@@ -318,14 +434,16 @@ impl KeyAuthenticator {
         let secret =
             ApiKeySecret::parse(presented).map_err(|_| Refusal::of(AuthFailure::Malformed))?;
         let fingerprint = self.cache.fingerprint(&secret);
+        let prefix = secret.prefix();
 
-        let (principal, path) = if let Some(principal) = self.cache.admitted(&fingerprint) {
+        let (principal, path) = if let Some(principal) = self.cache.admitted(&prefix, &fingerprint)
+        {
             (principal, AuthPath::Hot)
         } else if let Some(failure) = self.cache.refused.get(&fingerprint) {
             return Err(failure);
         } else {
             (
-                self.verify_once(fingerprint, &secret).await?,
+                self.verify_once(fingerprint, &secret, &prefix).await?,
                 AuthPath::Cold,
             )
         };
@@ -347,52 +465,54 @@ impl KeyAuthenticator {
     /// Verifies `secret`, sharing one verification among concurrent
     /// requests presenting the same key: a burst of first uses costs one
     /// database lookup and one argon2 run, not one per request. A request
-    /// joins a verification only if no eviction happened since it started,
-    /// so nobody is admitted on a reading older than a revocation they could
-    /// have seen.
+    /// joins a verification only if its key was not forgotten since that
+    /// verification started, so nobody is admitted on a reading older than a
+    /// change they could have seen.
     async fn verify_once(
         &self,
         fingerprint: Fingerprint,
         secret: &ApiKeySecret,
+        prefix: &KeyPrefix,
     ) -> Result<McpPrincipal, Refusal> {
-        let flight = {
-            let epoch = self.cache.epoch.load(Ordering::Acquire);
-            let mut flights = self.cache.lock_flights();
-            match flights.get(&fingerprint) {
-                Some(flight) if flight.epoch == epoch => Arc::clone(flight),
+        let waiter = {
+            let mut state = self.cache.lock();
+            let flight = match state.flights.get(&fingerprint) {
+                Some(flight) if !state.changed_since(prefix, flight.generation) => {
+                    Arc::clone(flight)
+                }
                 _ => {
                     let flight = Arc::new(Flight {
-                        epoch,
+                        generation: state.generation,
                         outcome: tokio::sync::OnceCell::new(),
                     });
-                    flights.insert(fingerprint, Arc::clone(&flight));
+                    state.flights.insert(fingerprint, Arc::clone(&flight));
                     flight
                 }
+            };
+            state.start(flight.generation);
+            Waiter {
+                cache: &self.cache,
+                fingerprint,
+                flight,
             }
         };
-        let outcome = flight
+        let outcome = waiter
+            .flight
             .outcome
             .get_or_init(|| self.verify(secret))
             .await
             .clone();
-        {
-            let mut flights = self.cache.lock_flights();
-            if flights
-                .get(&fingerprint)
-                .is_some_and(|current| Arc::ptr_eq(current, &flight))
-            {
-                flights.remove(&fingerprint);
-            }
-        }
         match &outcome {
-            Ok(principal) => self
-                .cache
-                .admit(fingerprint, principal.clone(), flight.epoch),
+            Ok(principal) => {
+                self.cache
+                    .admit(fingerprint, principal.clone(), waiter.flight.generation);
+            }
             Err(refusal) if refusal.reason.is_bad_credential() => {
                 self.cache.refused.insert(fingerprint, *refusal);
             }
             Err(_) => {}
         }
+        drop(waiter);
         outcome
     }
 
@@ -462,10 +582,11 @@ fn verify_failure(error: HashError) -> AuthFailure {
 pub async fn follow_access_changes(
     repository: Arc<dyn ApiKeyRepository>,
     cache: Arc<VerifiedKeyCache>,
-    clock: Arc<dyn Clock>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let mut seen: std::collections::HashMap<uuid::Uuid, Instant> = std::collections::HashMap::new();
+    // Each read returns the changes of the repository's look-back window, so
+    // the same event comes back for a while: each one evicts once.
+    let mut seen: HashMap<uuid::Uuid, Instant> = HashMap::new();
     let mut ticker = tokio::time::interval(FEED_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -474,20 +595,349 @@ pub async fn follow_access_changes(
             _ = stop.changed() => return,
         }
         let read_started = Instant::now();
-        let since = clock.now() - chrono::Duration::from_std(FEED_LOOKBACK).unwrap_or_default();
-        match repository.access_changes_since(since).await {
+        match repository.recent_access_changes().await {
             Ok(changes) => {
-                for (event_id, key_id) in changes {
-                    if seen.insert(event_id, read_started).is_none() {
-                        cache.forget_key(key_id);
+                for change in changes {
+                    if seen.insert(change.event_id, read_started).is_none() {
+                        cache.forget_key(&change.key_prefix);
                     }
                 }
-                seen.retain(|_, at| at.elapsed() < FEED_LOOKBACK * 2);
+                seen.retain(|_, at| at.elapsed() < SEEN_EVENTS_KEPT);
                 cache.feed_caught_up(read_started);
             }
             Err(error) => {
                 tracing::warn!(%error, "cannot read the change feed; cached admissions expire");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The cache's own logic, with in-memory fakes of the ports: which
+    //! readings it keeps, which it drops, and what a cancelled request
+    //! leaves behind.
+
+    use std::net::Ipv4Addr;
+
+    use async_trait::async_trait;
+    use chrono::Utc;
+    use cola_domain::{
+        ApiKeyId, ApiKeyPermissions, DomainEvent, IpWhitelist, KeyName, KeyUsage, McpApiKey,
+        NewKey, Revocation, UserId,
+    };
+    use rand::SeedableRng;
+    use rand::rngs::StdRng;
+    use tokio::sync::{Semaphore, mpsc};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::ports::{
+        AccessChange, KeyListFilter, RecordedEvent, SecretHash, StoredCredential, SystemClock,
+        UsageDelta,
+    };
+
+    /// Keys by prefix; revocation edits the stored copy, as a write would.
+    #[derive(Default)]
+    struct MemoryRepository {
+        keys: Mutex<HashMap<KeyPrefix, McpApiKey>>,
+    }
+
+    impl MemoryRepository {
+        fn add(&self, key: McpApiKey) {
+            self.keys
+                .lock()
+                .expect("keys")
+                .insert(key.prefix().clone(), key);
+        }
+
+        fn revoke(&self, prefix: &KeyPrefix) {
+            let mut keys = self.keys.lock().expect("keys");
+            let key = keys.get_mut(prefix).expect("stored key");
+            let _ = key.revoke(key.owner(), Utc::now());
+        }
+    }
+
+    #[async_trait]
+    impl ApiKeyRepository for MemoryRepository {
+        async fn insert(
+            &self,
+            _: &McpApiKey,
+            _: &SecretHash,
+            _: &DomainEvent,
+            _: u32,
+        ) -> Result<(), RepositoryError> {
+            Ok(())
+        }
+        async fn find(
+            &self,
+            _: TenantId,
+            _: ApiKeyId,
+        ) -> Result<Option<McpApiKey>, RepositoryError> {
+            Ok(None)
+        }
+        async fn list(
+            &self,
+            _: TenantId,
+            _: &KeyListFilter,
+        ) -> Result<Vec<McpApiKey>, RepositoryError> {
+            Ok(Vec::new())
+        }
+        async fn apply_change(
+            &self,
+            _: &McpApiKey,
+            _: &DomainEvent,
+        ) -> Result<bool, RepositoryError> {
+            Ok(false)
+        }
+        async fn events(
+            &self,
+            _: TenantId,
+            _: ApiKeyId,
+        ) -> Result<Vec<RecordedEvent>, RepositoryError> {
+            Ok(Vec::new())
+        }
+        async fn find_credential(
+            &self,
+            prefix: &KeyPrefix,
+        ) -> Result<Option<StoredCredential>, RepositoryError> {
+            Ok(self
+                .keys
+                .lock()
+                .expect("keys")
+                .get(prefix)
+                .map(|key| StoredCredential {
+                    key: key.clone(),
+                    hash: SecretHash::new(format!("fake:{}", key.prefix())),
+                }))
+        }
+        async fn recent_access_changes(&self) -> Result<Vec<AccessChange>, RepositoryError> {
+            Ok(Vec::new())
+        }
+        async fn add_usage(&self, _: &[UsageDelta]) -> Result<(), RepositoryError> {
+            Ok(())
+        }
+        async fn ping(&self) -> Result<(), RepositoryError> {
+            Ok(())
+        }
+    }
+
+    /// Accepts a secret whose prefix matches the stored "hash". While
+    /// `held`, each verification announces itself on `entered` and waits
+    /// for a permit of `gate`.
+    struct FakeHasher {
+        held: bool,
+        gate: Semaphore,
+        entered: mpsc::UnboundedSender<()>,
+    }
+
+    #[async_trait]
+    impl SecretHasher for FakeHasher {
+        async fn hash(&self, secret: &ApiKeySecret) -> Result<SecretHash, HashError> {
+            Ok(SecretHash::new(format!("fake:{}", secret.prefix())))
+        }
+        async fn verify(
+            &self,
+            secret: &ApiKeySecret,
+            hash: &SecretHash,
+        ) -> Result<bool, HashError> {
+            if self.held {
+                let _ = self.entered.send(());
+                self.gate
+                    .acquire()
+                    .await
+                    .map_err(|e| HashError::Failed(e.to_string()))?
+                    .forget();
+            }
+            Ok(hash.as_str() == format!("fake:{}", secret.prefix()))
+        }
+        async fn verify_dummy(&self, _: &ApiKeySecret) -> Result<(), HashError> {
+            Ok(())
+        }
+    }
+
+    struct Harness {
+        repository: Arc<MemoryRepository>,
+        hasher: Arc<FakeHasher>,
+        cache: Arc<VerifiedKeyCache>,
+        authenticator: Arc<KeyAuthenticator>,
+        entered: mpsc::UnboundedReceiver<()>,
+        rng: StdRng,
+    }
+
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    impl Harness {
+        fn new(held: bool) -> Self {
+            let (entered_tx, entered) = mpsc::unbounded_channel();
+            let repository = Arc::new(MemoryRepository::default());
+            let hasher = Arc::new(FakeHasher {
+                held,
+                gate: Semaphore::new(0),
+                entered: entered_tx,
+            });
+            let cache = Arc::new(VerifiedKeyCache::new(Duration::from_secs(3600)).expect("cache"));
+            let authenticator = Arc::new(KeyAuthenticator::new(
+                Arc::clone(&repository) as Arc<dyn ApiKeyRepository>,
+                Arc::clone(&hasher) as Arc<dyn SecretHasher>,
+                Arc::new(SystemClock),
+                Arc::clone(&cache),
+                Arc::new(UsageRecorder::new()),
+            ));
+            cache.feed_caught_up(Instant::now());
+            Self {
+                repository,
+                hasher,
+                cache,
+                authenticator,
+                entered,
+                rng: StdRng::seed_from_u64(7),
+            }
+        }
+
+        /// Stores a new active key; returns its secret.
+        fn key(&mut self) -> ApiKeySecret {
+            let Ok(secret) = ApiKeySecret::generate(&mut self.rng);
+            let now = Utc::now();
+            self.repository.add(McpApiKey::restore(
+                NewKey {
+                    id: ApiKeyId::from_uuid(Uuid::now_v7()),
+                    tenant_id: TenantId::from_uuid(Uuid::from_u128(1)),
+                    owner: UserId::from_uuid(Uuid::from_u128(2)),
+                    name: KeyName::parse("test").expect("name"),
+                    description: None,
+                    prefix: secret.prefix(),
+                    permissions: ApiKeyPermissions::default(),
+                    ip_whitelist: IpWhitelist::parse::<&str>(&[]).expect("any address"),
+                    expires_at: now + chrono::Duration::days(30),
+                },
+                now,
+                None::<Revocation>,
+                KeyUsage::default(),
+            ));
+            secret
+        }
+
+        async fn path(&self, secret: &ApiKeySecret) -> Result<AuthPath, AuthFailure> {
+            self.authenticator
+                .authenticate_with_path(Some(secret.expose()), CLIENT)
+                .await
+                .map(|(_, path)| path)
+                .map_err(|refusal| refusal.reason)
+        }
+
+        /// Starts a verification of `secret` that waits in the hasher.
+        async fn start_held(
+            &mut self,
+            secret: &ApiKeySecret,
+        ) -> tokio::task::JoinHandle<Result<AuthPath, AuthFailure>> {
+            let authenticator = Arc::clone(&self.authenticator);
+            let presented = secret.expose().to_owned();
+            let task = tokio::spawn(async move {
+                authenticator
+                    .authenticate_with_path(Some(&presented), CLIENT)
+                    .await
+                    .map(|(_, path)| path)
+                    .map_err(|refusal| refusal.reason)
+            });
+            self.entered.recv().await.expect("verification started");
+            task
+        }
+    }
+
+    #[tokio::test]
+    async fn revocation_is_exact_with_more_keys_verified_than_the_cache_holds() {
+        let mut harness = Harness::new(false);
+        let others = 150_000;
+        for n in 0..others {
+            let secret = harness.key();
+            assert!(harness.path(&secret).await.is_ok());
+            if n % 10_000 == 0 {
+                // Keep the change feed "fresh", as the follower would.
+                harness.cache.feed_caught_up(Instant::now());
+            }
+        }
+        harness.cache.feed_caught_up(Instant::now());
+        let target = harness.key();
+        let mut became_hot = false;
+        for _ in 0..20 {
+            if harness.path(&target).await == Ok(AuthPath::Hot) {
+                became_hot = true;
+                break;
+            }
+        }
+        assert!(became_hot, "the key must be served from the cache first");
+
+        harness.repository.revoke(&target.prefix());
+        harness.cache.forget_key(&target.prefix());
+        assert_eq!(harness.path(&target).await, Err(AuthFailure::Revoked));
+    }
+
+    #[tokio::test]
+    async fn a_change_to_another_key_during_a_verification_keeps_it_cacheable() {
+        let mut harness = Harness::new(true);
+        let (verified, churned) = (harness.key(), harness.key());
+        let first = harness.start_held(&verified).await;
+        harness.cache.forget_key(&churned.prefix());
+        harness.hasher.gate.add_permits(1);
+        assert_eq!(first.await.expect("join"), Ok(AuthPath::Cold));
+        assert_eq!(harness.path(&verified).await, Ok(AuthPath::Hot));
+    }
+
+    #[tokio::test]
+    async fn a_change_to_the_key_during_its_verification_keeps_that_reading_out() {
+        let mut harness = Harness::new(true);
+        let secret = harness.key();
+        let first = harness.start_held(&secret).await;
+        harness.cache.forget_key(&secret.prefix());
+        harness.hasher.gate.add_permits(1);
+        assert_eq!(first.await.expect("join"), Ok(AuthPath::Cold));
+        // Not served from memory: verified again (and held again).
+        let second = harness.start_held(&secret).await;
+        harness.hasher.gate.add_permits(1);
+        assert_eq!(second.await.expect("join"), Ok(AuthPath::Cold));
+    }
+
+    #[tokio::test]
+    async fn a_request_that_joins_after_a_change_does_not_share_the_older_verification() {
+        let mut harness = Harness::new(true);
+        let secret = harness.key();
+        let older = harness.start_held(&secret).await;
+        harness.repository.revoke(&secret.prefix());
+        harness.cache.forget_key(&secret.prefix());
+        // The newer request starts its own verification, which reads the
+        // revocation, rather than waiting for the older one's admission.
+        let newer = harness.start_held(&secret).await;
+        harness.hasher.gate.add_permits(2);
+        assert_eq!(newer.await.expect("join"), Err(AuthFailure::Revoked));
+        let _ = older.await.expect("join");
+        assert_eq!(harness.path(&secret).await, Err(AuthFailure::Revoked));
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_verification_leaves_nothing_behind() {
+        let mut harness = Harness::new(true);
+        let secret = harness.key();
+        let abandoned = harness.start_held(&secret).await;
+        assert_eq!(harness.cache.verifications_in_progress(), 1);
+        abandoned.abort();
+        assert!(abandoned.await.expect_err("cancelled").is_cancelled());
+        assert_eq!(harness.cache.verifications_in_progress(), 0);
+        assert!(harness.cache.lock().running.is_empty());
+    }
+
+    #[tokio::test]
+    async fn marks_of_forgotten_keys_are_dropped_once_no_older_verification_runs() {
+        let mut harness = Harness::new(true);
+        let secret = harness.key();
+        let running = harness.start_held(&secret).await;
+        for _ in 0..10 {
+            let other = harness.key();
+            harness.cache.forget_key(&other.prefix());
+        }
+        assert_eq!(harness.cache.lock().forgotten.len(), 10);
+        harness.hasher.gate.add_permits(1);
+        let _ = running.await.expect("join");
+        assert!(harness.cache.lock().forgotten.is_empty());
     }
 }

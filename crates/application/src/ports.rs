@@ -72,6 +72,14 @@ pub struct RecordedEvent {
     pub data: Value,
 }
 
+/// A revocation or permission change, as the change feed reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessChange {
+    pub event_id: Uuid,
+    pub key_id: ApiKeyId,
+    pub key_prefix: KeyPrefix,
+}
+
 /// Keyset pagination position: the id of the last key of the previous page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor(pub ApiKeyId);
@@ -145,13 +153,10 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         prefix: &KeyPrefix,
     ) -> Result<Option<StoredCredential>, RepositoryError>;
 
-    /// Revocations and permission changes recorded since about `since`, by
-    /// any instance and of any tenant, as (event id, key id): the feed that
-    /// keeps every instance's verified-key cache honest. May repeat events.
-    async fn access_changes_since(
-        &self,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<(Uuid, ApiKeyId)>, RepositoryError>;
+    /// Revocations and permission changes recorded recently, by any
+    /// instance and of any tenant: the feed that keeps every instance's
+    /// verified-key cache honest. May repeat events.
+    async fn recent_access_changes(&self) -> Result<Vec<AccessChange>, RepositoryError>;
 
     /// Adds a batch of usage, one increment per key (`count = count + n`), so
     /// concurrent writers never lose an increment.

@@ -187,7 +187,7 @@ impl ApiKeyService {
         let changed = event.is_some();
         self.persist(&key, event).await?;
         if changed {
-            self.cache.forget_key(key.id());
+            self.cache.forget_key(key.prefix());
         }
         Ok(KeyView::of(&key, now))
     }
@@ -202,7 +202,7 @@ impl ApiKeyService {
             self.repository.apply_change(&key, &event).await?;
             tracing::info!(key_prefix = %key.prefix(), "key revoked");
         }
-        self.cache.forget_key(key.id());
+        self.cache.forget_key(key.prefix());
         Ok(())
     }
 

@@ -5,8 +5,8 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_application::{
-    ApiKeyRepository, KeyListFilter, RecordedEvent, RepositoryError, SecretHash, StoredCredential,
-    UsageDelta,
+    AccessChange, ApiKeyRepository, KeyListFilter, RecordedEvent, RepositoryError, SecretHash,
+    StoredCredential, UsageDelta,
 };
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, DomainEvent, EffectiveStatus, EventKind, IpWhitelist,
@@ -26,6 +26,9 @@ use crate::entity::{api_key, api_key_event};
 
 const ACTIVE: &str = "active";
 const REVOKED: &str = "revoked";
+/// How far back each read of the change feed looks, to cover events
+/// committed out of id order.
+const FEED_LOOKBACK_SECS: i64 = 10;
 
 #[derive(Debug, Clone)]
 pub struct SeaOrmApiKeyRepository {
@@ -404,12 +407,10 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
         }))
     }
 
-    async fn access_changes_since(
-        &self,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<(Uuid, ApiKeyId)>, RepositoryError> {
-        // Event ids are UUIDv7: the smallest id of `since`'s millisecond is a
-        // lower bound the primary key can seek to.
+    async fn recent_access_changes(&self) -> Result<Vec<AccessChange>, RepositoryError> {
+        // Event ids are UUIDv7: the smallest id of the floor's millisecond is
+        // a lower bound the primary key can seek to.
+        let since = Utc::now() - chrono::Duration::seconds(FEED_LOOKBACK_SECS);
         let millis = u64::try_from(since.timestamp_millis()).unwrap_or(0);
         let floor = uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid();
         let rows = api_key_event::Entity::find()
@@ -425,10 +426,32 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
             .all(self.database.connection())
             .await
             .map_err(db_error)?;
-        Ok(rows
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let prefixes: std::collections::HashMap<Uuid, String> = api_key::Entity::find()
+            .select_only()
+            .column(api_key::Column::Id)
+            .column(api_key::Column::KeyPrefix)
+            .filter(api_key::Column::Id.is_in(rows.iter().map(|(_, key)| *key)))
+            .into_tuple::<(Uuid, String)>()
+            .all(self.database.connection())
+            .await
+            .map_err(db_error)?
             .into_iter()
-            .map(|(event, key)| (event, ApiKeyId::from_uuid(key)))
-            .collect())
+            .collect();
+        rows.into_iter()
+            .filter_map(|(event_id, key_id)| {
+                prefixes.get(&key_id).map(|prefix| {
+                    Ok(AccessChange {
+                        event_id,
+                        key_id: ApiKeyId::from_uuid(key_id),
+                        key_prefix: KeyPrefix::parse(prefix)
+                            .map_err(|_| corrupt("a stored key prefix"))?,
+                    })
+                })
+            })
+            .collect()
     }
 
     async fn add_usage(&self, batch: &[UsageDelta]) -> Result<(), RepositoryError> {

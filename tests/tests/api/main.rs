@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)]
 
+mod abuse;
 mod auth;
 mod cli;
 mod http;

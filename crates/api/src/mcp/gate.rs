@@ -2,15 +2,18 @@
 //! authentication. Only an admitted request reaches the MCP handler, carrying
 //! its `McpPrincipal`; anything unexpected fails closed.
 
+use std::future::Future;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::task::Poll;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
-use actix_web::http::{Method, StatusCode};
+use actix_web::http::{ConnectionType, Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse, web};
-use cola_application::{AuthFailure, AuthPath, KeyAuthenticator};
+use cola_application::{AuthFailure, AuthPath, KeyAuthenticator, McpPrincipal};
 
 use crate::client_ip::ClientIpResolver;
 use crate::mcp::protocol;
@@ -62,11 +65,17 @@ fn origin_allowed(gate: &McpGate, origin: &HeaderValue) -> bool {
 }
 
 /// A refusal: a JSON-RPC error body (which MCP clients surface as-is) with
-/// the status the situation calls for.
+/// the status the situation calls for. The connection is closed after it,
+/// whichever refusal and however fast: the request's body is never read, and
+/// a refused client gets no connection to send its next attempt on.
 fn refusal(status: StatusCode, code: i64, message: &str) -> HttpResponse {
-    HttpResponse::build(status)
+    let mut response = HttpResponse::build(status)
         .content_type("application/json")
-        .body(protocol::error_response(&serde_json::Value::Null, code, message, None).to_string())
+        .body(protocol::error_response(&serde_json::Value::Null, code, message, None).to_string());
+    response
+        .head_mut()
+        .set_connection_type(ConnectionType::Close);
+    response
 }
 
 /// The one answer for every bad credential, byte for byte, so a caller
@@ -82,6 +91,15 @@ fn invalid_credential() -> HttpResponse {
         HeaderValue::from_static("Bearer realm=\"cola\", error=\"invalid_token\""),
     );
     response
+}
+
+fn too_many_failures(seconds: u64) -> HttpResponse {
+    retry_later(
+        StatusCode::TOO_MANY_REQUESTS,
+        protocol::RATE_LIMITED,
+        "too many failed attempts from this address",
+        seconds,
+    )
 }
 
 fn retry_later(status: StatusCode, code: i64, message: &str, seconds: u64) -> HttpResponse {
@@ -141,24 +159,83 @@ pub async fn authenticate(
             "mcp authentication"
         );
         gate.metrics.auth_outcome("rate_limited");
-        return refuse(
-            request,
-            retry_later(
-                StatusCode::TOO_MANY_REQUESTS,
-                protocol::RATE_LIMITED,
-                "too many failed attempts from this address",
-                wait,
-            ),
-        );
+        return refuse(request, too_many_failures(wait));
     }
 
-    let presented = credential(request.headers());
+    let presented = credential(request.headers()).map(str::to_owned);
+    let decision = to_completion(decide(gate.clone(), presented, client)).await;
+    match decision {
+        Some(Decision::Admitted(principal)) => {
+            request.extensions_mut().insert(principal);
+            next.call(request)
+                .await
+                .map(ServiceResponse::map_into_left_body)
+        }
+        Some(Decision::BadCredential) => refuse(request, invalid_credential()),
+        Some(Decision::TooMany(wait)) => refuse(request, too_many_failures(wait)),
+        Some(Decision::IpDenied) => refuse(
+            request,
+            refusal(
+                StatusCode::FORBIDDEN,
+                protocol::FORBIDDEN,
+                "this key may not be used from this address",
+            ),
+        ),
+        Some(Decision::Saturated) => refuse(
+            request,
+            retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                protocol::UNAVAILABLE,
+                "key verification is at capacity; try again shortly",
+                1,
+            ),
+        ),
+        Some(Decision::Unavailable) | None => refuse(
+            request,
+            retry_later(
+                StatusCode::SERVICE_UNAVAILABLE,
+                protocol::UNAVAILABLE,
+                "the key cannot be verified right now; try again shortly",
+                1,
+            ),
+        ),
+    }
+}
+
+/// How an authentication attempt ended.
+enum Decision {
+    Admitted(McpPrincipal),
+    BadCredential,
+    /// A failure past the address's limit: answered 429 after `.0` seconds.
+    TooMany(u64),
+    IpDenied,
+    Saturated,
+    Unavailable,
+}
+
+/// Runs `attempt` to its end even if the request is abandoned. It is polled
+/// once here, so a cached key is decided at once without a task of its own;
+/// a verification that has to wait (database, argon2) is handed to a local
+/// task, so a client that resets its connection mid-way still has its
+/// attempt counted against its address, logged and measured. `None` only if
+/// that task died, which the caller refuses.
+async fn to_completion<T: 'static>(attempt: impl Future<Output = T> + 'static) -> Option<T> {
+    let mut attempt = Box::pin(attempt);
+    match std::future::poll_fn(|cx| Poll::Ready(attempt.as_mut().poll(cx))).await {
+        Poll::Ready(decision) => Some(decision),
+        Poll::Pending => actix_web::rt::spawn(attempt).await.ok(),
+    }
+}
+
+/// Verifies the presented key and records the decision: one log line, the
+/// metrics, and a failure against the client's address for a bad credential.
+async fn decide(gate: web::Data<McpGate>, presented: Option<String>, client: IpAddr) -> Decision {
     let started = std::time::Instant::now();
-    match gate
+    let outcome = gate
         .authenticator
-        .authenticate_with_path(presented, client)
-        .await
-    {
+        .authenticate_with_path(presented.as_deref(), client)
+        .await;
+    match outcome {
         Ok((principal, path)) => {
             let path_label = if path == AuthPath::Hot { "hot" } else { "cold" };
             gate.metrics.verification(path_label, started);
@@ -185,47 +262,34 @@ pub async fn authenticate(
             } else {
                 log_admitted!(info);
             }
-            request.extensions_mut().insert(principal);
-            next.call(request)
-                .await
-                .map(ServiceResponse::map_into_left_body)
+            Decision::Admitted(principal)
         }
         Err(refused) => {
             let failure = refused.reason;
-            let key_prefix = logged_prefix(presented);
+            let decision = match failure {
+                AuthFailure::IpDenied => Decision::IpDenied,
+                AuthFailure::Saturated => Decision::Saturated,
+                AuthFailure::Unavailable => Decision::Unavailable,
+                _ => match gate.limiter.record_failure(client) {
+                    Ok(()) => Decision::BadCredential,
+                    Err(wait) => Decision::TooMany(wait),
+                },
+            };
+            let outcome = match decision {
+                Decision::TooMany(_) => "rate_limited",
+                _ => failure.as_str(),
+            };
+            let key_prefix = logged_prefix(presented.as_deref());
             let tenant = refused.tenant.map(|tenant| tenant.to_string());
             tracing::info!(
                 %client,
                 key_prefix = key_prefix.as_deref().unwrap_or("-"),
                 tenant = tenant.as_deref().unwrap_or("-"),
-                outcome = failure.as_str(),
+                outcome,
                 "mcp authentication"
             );
-            gate.metrics.auth_outcome(failure.as_str());
-            let response = match failure {
-                AuthFailure::IpDenied => refusal(
-                    StatusCode::FORBIDDEN,
-                    protocol::FORBIDDEN,
-                    "this key may not be used from this address",
-                ),
-                AuthFailure::Saturated => retry_later(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    protocol::UNAVAILABLE,
-                    "key verification is at capacity; try again shortly",
-                    1,
-                ),
-                AuthFailure::Unavailable => retry_later(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    protocol::UNAVAILABLE,
-                    "the key cannot be verified right now; try again shortly",
-                    1,
-                ),
-                _ => {
-                    gate.limiter.record_failure(client);
-                    invalid_credential()
-                }
-            };
-            refuse(request, response)
+            gate.metrics.auth_outcome(outcome);
+            decision
         }
     }
 }

@@ -1,7 +1,7 @@
 //! `ToolName::parse`, `ResourcePattern::parse` and `ApiKeyPermissions::new`
-//! on arbitrary lists, and `allows_tool` / `allows_resource` on arbitrary
-//! probes, checked against a reference model written from the documented
-//! rules:
+//! on arbitrary lists, and `may_use_tool` / `may_read_resource` of its scope on
+//! arbitrary probes, checked against a reference model written from the
+//! documented rules:
 //!
 //! - a tool name is 1 to 128 characters of `A-Z a-z 0-9 _ - .`;
 //! - a resource pattern is 1 to 2048 characters without whitespace or control
@@ -16,7 +16,7 @@
 #![no_main]
 
 use arbitrary::Arbitrary;
-use cola_domain::{Access, ApiKeyPermissions, PermissionsError, ResourcePattern, ToolName};
+use cola_domain::{ApiKeyPermissions, PermissionsError, ResourcePattern, Surface, ToolName};
 use libfuzzer_sys::fuzz_target;
 
 #[derive(Arbitrary, Debug)]
@@ -136,8 +136,8 @@ fuzz_target!(|input: Input| {
 
     assert_eq!(permissions.read(), input.read);
     assert_eq!(permissions.write(), input.write);
-    assert_eq!(permissions.grants(Access::Read), input.read);
-    assert_eq!(permissions.grants(Access::Write), input.write);
+    assert_eq!(permissions.read(), input.read);
+    assert_eq!(permissions.write(), input.write);
     let tools = input.tools.as_ref().map(|l| dedup(l));
     let resources = input.resources.as_ref().map(|l| dedup(l));
     assert_eq!(
@@ -153,16 +153,19 @@ fuzz_target!(|input: Input| {
         resources
     );
 
+    let scope = permissions
+        .scope_on(Surface::Cola)
+        .expect("Cola's own endpoint is always reachable");
     for name in &tool_probes {
-        for (access, granted) in [(Access::Read, input.read), (Access::Write, input.write)] {
+        for (read_only, granted) in [(true, input.read), (false, input.write)] {
             let expected = granted
                 && tools
                     .as_ref()
                     .is_none_or(|list| list.iter().any(|tool| tool == name));
             assert_eq!(
-                permissions.allows_tool(name, access),
+                scope.may_use_tool(name, read_only),
                 expected,
-                "allows_tool({name:?}, {access:?}) with {permissions:?}"
+                "may_use_tool({name:?}, read_only: {read_only}) with {permissions:?}"
             );
         }
     }
@@ -172,9 +175,9 @@ fuzz_target!(|input: Input| {
                 .as_ref()
                 .is_none_or(|list| list.iter().any(|pattern| reference_matches(pattern, uri)));
         assert_eq!(
-            permissions.allows_resource(uri),
+            scope.may_read_resource(uri),
             expected,
-            "allows_resource({uri:?}) with {permissions:?}"
+            "may_read_resource({uri:?}) with {permissions:?}"
         );
     }
 });

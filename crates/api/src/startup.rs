@@ -9,8 +9,8 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use cola_application::{
-    ApiKeyRepository, ApiKeyService, Clock, KeyAuthenticator, KeyPolicy, SecretHasher, SystemClock,
-    UsageRecorder, VerifiedKeyCache, follow_access_changes,
+    ApiKeyRepository, ApiKeyService, Clock, KeyAuthenticator, KeyPolicy, McpService, SecretHasher,
+    SystemClock, UsageRecorder, VerifiedKeyCache, follow_access_changes,
 };
 use cola_domain::ExpiryPolicy;
 use cola_infrastructure::{Argon2Hasher, Database, HasherSettings, SeaOrmApiKeyRepository};
@@ -131,7 +131,8 @@ impl Application {
             client_ip,
             allowed_origins: settings.allowed_origins.clone(),
         });
-        let mcp_server = web::Data::new(McpServer::new(Arc::clone(&keys)));
+        let mcp_server =
+            web::Data::new(McpServer::new(Arc::new(McpService::new(Arc::clone(&keys)))));
         let keys = web::Data::from(keys);
 
         let listener =

@@ -5,6 +5,7 @@
 mod auth;
 mod dto;
 mod error;
+mod mcp;
 mod ports;
 mod principal;
 mod service;
@@ -19,6 +20,10 @@ pub use dto::{
     PermissionsInput, UpdateMetadataRequest, UpdatePermissionsRequest, schema,
 };
 pub use error::{AppError, FieldErrors};
+pub use mcp::{
+    BuiltinTool, KEY_URI_PREFIX, KeyResource, McpService, ReadResourceError, RevokedView,
+    ToolFailure, ToolOutput, UnknownTool, WhoAmIView,
+};
 pub use ports::{
     AccessChange, ApiKeyRepository, Clock, Cursor, HashError, KeyListFilter, RecordedEvent,
     RepositoryError, SecretHash, SecretHasher, StoredCredential, SystemClock, UsageDelta,

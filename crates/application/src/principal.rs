@@ -57,9 +57,11 @@ impl McpPrincipal {
     }
 
     /// The key's owner as a member: what an MCP request may do is what its
-    /// owner could do through the REST API, never more.
+    /// owner could do through the REST API, never more — and only once the
+    /// key's scope allowed it, which is why this is not public: the MCP use
+    /// cases (`crate::mcp`) are the one way from a key to its owner's data.
     #[must_use]
-    pub fn as_owner(&self) -> Principal {
+    pub(crate) fn as_owner(&self) -> Principal {
         Principal {
             tenant_id: self.0.tenant_id,
             user_id: self.0.owner,

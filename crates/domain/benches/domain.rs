@@ -6,7 +6,7 @@
 
 use std::hint::black_box;
 
-use cola_domain::{Access, ApiKeyPermissions, ApiKeySecret};
+use cola_domain::{ApiKeyPermissions, ApiKeySecret, Surface};
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::rngs::OsRng;
 
@@ -38,22 +38,25 @@ fn permissions(c: &mut Criterion) {
     let permissions = ApiKeyPermissions::new(true, true, Some(tools), Some(resources)).unwrap();
     let unrestricted = ApiKeyPermissions::default();
 
-    let mut group = c.benchmark_group("api_key_permissions");
-    group.bench_function("allows_tool/allow_list_last_of_10", |b| {
-        b.iter(|| permissions.allows_tool(black_box("tool_9"), Access::Read));
+    let scoped = permissions.scope_on(Surface::Cola).unwrap();
+    let everything = unrestricted.scope_on(Surface::Cola).unwrap();
+
+    let mut group = c.benchmark_group("key_scope");
+    group.bench_function("may_use_tool/allow_list_last_of_10", |b| {
+        b.iter(|| scoped.may_use_tool(black_box("tool_9"), true));
     });
-    group.bench_function("allows_tool/allow_list_absent", |b| {
-        b.iter(|| permissions.allows_tool(black_box("whoami"), Access::Read));
+    group.bench_function("may_use_tool/allow_list_absent", |b| {
+        b.iter(|| scoped.may_use_tool(black_box("whoami"), true));
     });
-    group.bench_function("allows_tool/no_list", |b| {
-        b.iter(|| unrestricted.allows_tool(black_box("whoami"), Access::Read));
+    group.bench_function("may_use_tool/no_list", |b| {
+        b.iter(|| everything.may_use_tool(black_box("whoami"), true));
     });
-    group.bench_function("allows_resource/prefix_match_last_of_10", |b| {
-        b.iter(|| permissions.allows_resource(black_box("cola://project-9/docs/readme.md")));
+    group.bench_function("may_read_resource/prefix_match_last_of_10", |b| {
+        b.iter(|| scoped.may_read_resource(black_box("cola://project-9/docs/readme.md")));
     });
-    group.bench_function("allows_resource/allow_list_absent", |b| {
+    group.bench_function("may_read_resource/allow_list_absent", |b| {
         b.iter(|| {
-            permissions.allows_resource(black_box(
+            scoped.may_read_resource(black_box(
                 "cola://keys/0195f0c2-0000-7000-8000-ffffffffffff",
             ))
         });

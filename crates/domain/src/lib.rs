@@ -11,6 +11,7 @@ mod ip_whitelist;
 mod key;
 mod name;
 mod permissions;
+mod scope;
 mod secret;
 mod status;
 
@@ -21,7 +22,8 @@ pub use ip_whitelist::{IpWhitelist, IpWhitelistError, MAX_IP_WHITELIST_ENTRIES};
 pub use key::{KeyError, KeyUsage, McpApiKey, NewKey, Revocation};
 pub use name::{KeyDescription, KeyName, NameError};
 pub use permissions::{
-    Access, ApiKeyPermissions, MAX_ALLOWED_ENTRIES, PermissionsError, ResourcePattern, ToolName,
+    ApiKeyPermissions, MAX_ALLOWED_ENTRIES, PermissionsError, ResourcePattern, ToolName,
 };
+pub use scope::{Surface, SurfaceScope};
 pub use secret::{ApiKeySecret, KEY_LENGTH, KEY_PREFIX_LENGTH, KeyFormatError, KeyPrefix};
 pub use status::{ApiKeyStatus, EffectiveStatus};

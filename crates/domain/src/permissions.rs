@@ -26,13 +26,6 @@ pub enum PermissionsError {
     InvalidResourcePattern { index: usize },
 }
 
-/// What an operation needs from a key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Read,
-    Write,
-}
-
 /// A tool name as MCP defines it (1..=128 of `[A-Za-z0-9_.-]`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
@@ -182,34 +175,6 @@ impl ApiKeyPermissions {
     pub fn allowed_resources(&self) -> Option<&[ResourcePattern]> {
         self.allowed_resources.as_deref()
     }
-
-    #[must_use]
-    pub fn grants(&self, access: Access) -> bool {
-        match access {
-            Access::Read => self.read,
-            Access::Write => self.write,
-        }
-    }
-
-    /// Whether a tool that needs `access` and is called `name` may be used.
-    #[must_use]
-    pub fn allows_tool(&self, name: &str, access: Access) -> bool {
-        self.grants(access)
-            && self
-                .allowed_tools
-                .as_ref()
-                .is_none_or(|tools| tools.iter().any(|tool| tool.as_str() == name))
-    }
-
-    /// Whether the resource at `uri` may be read.
-    #[must_use]
-    pub fn allows_resource(&self, uri: &str) -> bool {
-        self.read
-            && self
-                .allowed_resources
-                .as_ref()
-                .is_none_or(|patterns| patterns.iter().any(|pattern| pattern.matches(uri)))
-    }
 }
 
 fn parse_list<T: PartialEq>(
@@ -260,26 +225,6 @@ mod tests {
     }
 
     #[test]
-    fn a_tool_needing_write_is_refused_to_a_read_only_key() {
-        let read_only = perms(true, false, None, None);
-        assert!(read_only.allows_tool("whoami", Access::Read));
-        assert!(!read_only.allows_tool("revoke_api_key", Access::Write));
-    }
-
-    #[test]
-    fn an_empty_tool_list_allows_no_tool() {
-        let none = perms(true, true, Some(&[]), None);
-        assert!(!none.allows_tool("whoami", Access::Read));
-    }
-
-    #[test]
-    fn a_tool_list_allows_only_the_tools_it_names() {
-        let only_whoami = perms(true, true, Some(&["whoami"]), None);
-        assert!(only_whoami.allows_tool("whoami", Access::Read));
-        assert!(!only_whoami.allows_tool("list_api_keys", Access::Read));
-    }
-
-    #[test]
     fn a_trailing_star_matches_a_prefix_and_nothing_else_does() {
         let pattern = ResourcePattern::parse("cola://keys/*").expect("valid");
         assert!(pattern.matches("cola://keys/abc"));
@@ -295,12 +240,6 @@ mod tests {
         assert!(ResourcePattern::parse("cola://x**").is_none());
         assert!(ResourcePattern::parse("cola:// x").is_none());
         assert!(ResourcePattern::parse("").is_none());
-    }
-
-    #[test]
-    fn reading_a_resource_needs_the_read_flag() {
-        let write_only = perms(false, true, None, None);
-        assert!(!write_only.allows_resource("cola://keys/1"));
     }
 
     #[test]

@@ -43,6 +43,16 @@ pub enum Era {
     Stateless,
 }
 
+/// The error code of an unknown resource (or one the key may not read):
+/// `-32002` in the handshake era, invalid params in 2026-07-28.
+#[must_use]
+pub fn resource_not_found_code(era: Era) -> i64 {
+    match era {
+        Era::Handshake => RESOURCE_NOT_FOUND,
+        Era::Stateless => INVALID_PARAMS,
+    }
+}
+
 /// `resultType` of a result that is the whole answer (2026-07-28).
 pub const RESULT_COMPLETE: &str = "complete";
 

@@ -1,19 +1,14 @@
-//! The MCP methods Cola serves, for both eras. Every call acts as the key's
-//! owner through the same `ApiKeyService` as the REST API, and sees only
-//! what the key may use.
+//! The MCP methods Cola serves, for both eras. Each method that names a
+//! tool or a resource goes to `McpService`, which checks the key's scope and
+//! acts as the key's owner; this module only speaks the protocol.
 
 use std::sync::Arc;
 
-use cola_application::{ApiKeyService, AppError, ListKeysQuery, McpPrincipal};
-use cola_domain::ApiKeyId;
+use cola_application::{AppError, McpPrincipal, McpService, ReadResourceError, UnknownTool};
 use serde_json::{Map, Value, json};
 
 use crate::mcp::protocol::{self, Era};
-use crate::mcp::tools::{self, Tool, ToolResult};
-
-const KEY_URI_PREFIX: &str = "cola://keys/";
-/// Keys shown as resources: the owner's keys, newest first, at most this many.
-const MAX_LISTED_RESOURCES: u64 = 100;
+use crate::mcp::tools::{self, ToolResult};
 
 #[derive(Debug)]
 pub struct Call<'a> {
@@ -66,13 +61,13 @@ impl Outcome {
 
 #[derive(Debug)]
 pub struct McpServer {
-    keys: Arc<ApiKeyService>,
+    service: Arc<McpService>,
 }
 
 impl McpServer {
     #[must_use]
-    pub fn new(keys: Arc<ApiKeyService>) -> Self {
-        Self { keys }
+    pub fn new(service: Arc<McpService>) -> Self {
+        Self { service }
     }
 
     pub async fn dispatch(&self, call: Call<'_>) -> Outcome {
@@ -81,7 +76,15 @@ impl McpServer {
             (Era::Handshake, "initialize") => Outcome::json(initialize(call.params)),
             (Era::Handshake, "ping") => Outcome::json(json!({})),
             (_, "server/discover") => Outcome::json(discover()),
-            (_, "tools/list") => Outcome::json(json!({ "tools": tools::visible(call.principal) })),
+            (_, "tools/list") => {
+                let visible: Vec<Value> = self
+                    .service
+                    .tools(call.principal)
+                    .into_iter()
+                    .map(tools::definition)
+                    .collect();
+                Outcome::json(json!({ "tools": visible }))
+            }
             (_, "tools/call") => self.call_tool(&call).await,
             (_, "resources/list") => self.list_resources(call.principal).await,
             (_, "resources/read") => self.read_resource(&call).await,
@@ -106,11 +109,6 @@ impl McpServer {
         let Some(name) = call.params.get("name").and_then(Value::as_str) else {
             return Outcome::error(protocol::INVALID_PARAMS, "params.name is required");
         };
-        // A tool the key may not use answers exactly as one that does not
-        // exist, and runs nothing.
-        let Some(tool) = Tool::find(name).filter(|tool| tool.allowed(call.principal)) else {
-            return Outcome::error(protocol::INVALID_PARAMS, format!("Unknown tool: {name}"));
-        };
         let no_arguments = Map::new();
         let arguments = match call.params.get("arguments") {
             None | Some(Value::Null) => &no_arguments,
@@ -122,26 +120,29 @@ impl McpServer {
                 );
             }
         };
-        Outcome::Result(Payload::Tool(
-            tool.run(&self.keys, call.principal, arguments).await,
-        ))
+        // A tool the key may not use answers exactly as one that does not
+        // exist, and runs nothing.
+        match self
+            .service
+            .call_tool(call.principal, name, arguments)
+            .await
+        {
+            Ok(outcome) => Outcome::Result(Payload::Tool(ToolResult::of(outcome))),
+            Err(UnknownTool) => {
+                Outcome::error(protocol::INVALID_PARAMS, format!("Unknown tool: {name}"))
+            }
+        }
     }
 
     async fn list_resources(&self, principal: &McpPrincipal) -> Outcome {
-        let query = ListKeysQuery {
-            limit: Some(MAX_LISTED_RESOURCES.to_string()),
-            ..ListKeysQuery::default()
-        };
-        match self.keys.list(principal.as_owner(), query).await {
-            Ok(page) => {
-                let resources: Vec<Value> = page
-                    .items
+        match self.service.resources(principal).await {
+            Ok(listed) => {
+                let resources: Vec<Value> = listed
                     .iter()
-                    .map(|key| (format!("{KEY_URI_PREFIX}{}", key.id), key))
-                    .filter(|(uri, _)| principal.key().permissions.allows_resource(uri))
-                    .map(|(uri, key)| {
+                    .map(|resource| {
+                        let key = &resource.key;
                         json!({
-                            "uri": uri,
+                            "uri": resource.uri,
                             "name": key.name,
                             "description": format!("{} key {} ({})", key.status.as_str(), key.key_prefix, key.name),
                             "mimeType": "application/json",
@@ -158,27 +159,7 @@ impl McpServer {
         let Some(uri) = call.params.get("uri").and_then(Value::as_str) else {
             return Outcome::error(protocol::INVALID_PARAMS, "params.uri is required");
         };
-        let not_found = || {
-            let code = match call.era {
-                Era::Handshake => protocol::RESOURCE_NOT_FOUND,
-                Era::Stateless => protocol::INVALID_PARAMS,
-            };
-            Outcome::Error {
-                code,
-                message: "Resource not found".into(),
-                data: Some(json!({ "uri": uri })),
-            }
-        };
-        if !call.principal.key().permissions.allows_resource(uri) {
-            return not_found();
-        }
-        let Some(id) = uri
-            .strip_prefix(KEY_URI_PREFIX)
-            .and_then(|id| id.parse::<ApiKeyId>().ok())
-        else {
-            return not_found();
-        };
-        match self.keys.get(call.principal.as_owner(), id).await {
+        match self.service.read_resource(call.principal, uri).await {
             Ok(key) => Outcome::json(json!({
                 "contents": [{
                     "uri": uri,
@@ -186,8 +167,12 @@ impl McpServer {
                     "text": serde_json::to_string(&key).unwrap_or_default(),
                 }]
             })),
-            Err(AppError::NotFound) => not_found(),
-            Err(error) => internal(&error),
+            Err(ReadResourceError::NotFound) => Outcome::Error {
+                code: protocol::resource_not_found_code(call.era),
+                message: "Resource not found".into(),
+                data: Some(json!({ "uri": uri })),
+            },
+            Err(ReadResourceError::Failed(error)) => internal(&error),
         }
     }
 }

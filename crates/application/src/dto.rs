@@ -10,8 +10,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use cola_domain::{
-    ApiKeyId, ApiKeyPermissions, EffectiveStatus, ExpiryRequest, IpWhitelist, KeyDescription,
-    KeyName, McpApiKey,
+    ApiKeyId, ApiKeyPermissions, ApiKeySecret, EffectiveStatus, ExpiryRequest, IpWhitelist,
+    KeyDescription, KeyName, McpApiKey,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -460,8 +460,18 @@ impl KeyView {
 pub struct CreatedKeyView {
     #[serde(flatten)]
     pub view: KeyView,
-    /// The full key. Shown here and nowhere else, ever.
-    pub key: String,
+    /// The full key. Shown here and nowhere else, ever. Held as the secret
+    /// type (redacted `Debug`) and exposed only by serialisation.
+    #[serde(serialize_with = "expose_secret")]
+    #[schema(value_type = String)]
+    pub key: ApiKeySecret,
+}
+
+fn expose_secret<S: serde::Serializer>(
+    secret: &ApiKeySecret,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(secret.expose())
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -565,6 +575,35 @@ mod tests {
 
     fn fields(errors: &FieldErrors) -> Vec<&str> {
         errors.fields().keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn a_created_key_shows_its_secret_when_serialised_and_never_in_debug() {
+        let secret = ApiKeySecret::generate(&mut rand::rngs::OsRng).expect("OS randomness");
+        let now = chrono::Utc::now();
+        let key = McpApiKey::restore(
+            cola_domain::NewKey {
+                id: ApiKeyId::from_uuid(uuid::Uuid::now_v7()),
+                tenant_id: cola_domain::TenantId::from_uuid(uuid::Uuid::now_v7()),
+                owner: cola_domain::UserId::from_uuid(uuid::Uuid::now_v7()),
+                name: KeyName::parse("n").expect("name"),
+                description: None,
+                prefix: secret.prefix(),
+                permissions: ApiKeyPermissions::default(),
+                ip_whitelist: IpWhitelist::default(),
+                expires_at: now + chrono::Duration::days(1),
+            },
+            now,
+            None,
+            cola_domain::KeyUsage::default(),
+        );
+        let created = CreatedKeyView {
+            view: KeyView::of(&key, now),
+            key: secret.clone(),
+        };
+        assert!(!format!("{created:?}").contains(secret.expose()));
+        let json = serde_json::to_value(&created).expect("json");
+        assert_eq!(json["key"], secret.expose());
     }
 
     #[test]

@@ -106,7 +106,7 @@ impl ApiKeyService {
                     tracing::info!(key_prefix = %key.prefix(), key_id = %key.id(), "key created");
                     return Ok(CreatedKeyView {
                         view: KeyView::of(&key, now),
-                        key: secret.expose().to_owned(),
+                        key: secret,
                     });
                 }
                 Err(RepositoryError::PrefixTaken) => {}

@@ -8,7 +8,9 @@ use std::fmt;
 
 use rand::TryCryptoRng;
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 use thiserror::Error;
+use zeroize::Zeroizing;
 
 const SCHEME: &str = "cola_";
 const RANDOM_LENGTH: usize = 30;
@@ -36,9 +38,18 @@ pub enum KeyFormatError {
 
 /// A full API key. Only ever held in memory: hashed for storage and shown to
 /// its owner once. `Debug` is redacted and there is no `Display`, so it cannot
-/// end up in a log line by accident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ApiKeySecret(String);
+/// end up in a log line by accident; equality takes the same time wherever two
+/// keys differ; the memory is wiped when the value is dropped.
+#[derive(Clone)]
+pub struct ApiKeySecret(Zeroizing<String>);
+
+impl PartialEq for ApiKeySecret {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl Eq for ApiKeySecret {}
 
 impl ApiKeySecret {
     /// Generates a new key from a cryptographically secure generator (the
@@ -62,7 +73,7 @@ impl ApiKeySecret {
         }
         let checksum = checksum(key.as_bytes());
         key.push_str(&checksum);
-        Ok(Self(key))
+        Ok(Self(Zeroizing::new(key)))
     }
 
     /// Checks the format and checksum of a presented key. Cheap and free of
@@ -81,7 +92,7 @@ impl ApiKeySecret {
         if checksum(body.as_bytes()) != given {
             return Err(KeyFormatError::ChecksumMismatch);
         }
-        Ok(Self(candidate.to_owned()))
+        Ok(Self(Zeroizing::new(candidate.to_owned())))
     }
 
     /// Whether a string looks like a Cola key at all (scheme only). Used to

@@ -64,13 +64,15 @@ impl AuthFailure {
     }
 }
 
-/// A refusal and, when the presented key's prefix named a stored key, the
-/// tenant that key belongs to (for the log line of the decision; the HTTP
-/// answer never reveals it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A refusal, for the log line of the decision (the HTTP answer never
+/// reveals any of it): the presented key's public prefix when the key was
+/// well-formed (so junk, which may be some other secret pasted by mistake,
+/// never reaches the log), and the tenant when that prefix named a stored key.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub reason: AuthFailure,
     pub tenant: Option<TenantId>,
+    pub prefix: Option<KeyPrefix>,
 }
 
 impl Refusal {
@@ -78,6 +80,7 @@ impl Refusal {
         Self {
             reason,
             tenant: None,
+            prefix: None,
         }
     }
 
@@ -85,7 +88,13 @@ impl Refusal {
         Self {
             reason,
             tenant: Some(tenant),
+            prefix: None,
         }
+    }
+
+    fn of_key(mut self, prefix: &KeyPrefix) -> Self {
+        self.prefix = Some(prefix.clone());
+        self
     }
 }
 
@@ -433,17 +442,26 @@ impl KeyAuthenticator {
         let presented = presented.ok_or(Refusal::of(AuthFailure::Missing))?;
         let secret =
             ApiKeySecret::parse(presented).map_err(|_| Refusal::of(AuthFailure::Malformed))?;
-        let fingerprint = self.cache.fingerprint(&secret);
         let prefix = secret.prefix();
+        self.admit(&secret, &prefix, client)
+            .await
+            .map_err(|refusal| refusal.of_key(&prefix))
+    }
 
-        let (principal, path) = if let Some(principal) = self.cache.admitted(&prefix, &fingerprint)
-        {
+    async fn admit(
+        &self,
+        secret: &ApiKeySecret,
+        prefix: &KeyPrefix,
+        client: IpAddr,
+    ) -> Result<(McpPrincipal, AuthPath), Refusal> {
+        let fingerprint = self.cache.fingerprint(secret);
+        let (principal, path) = if let Some(principal) = self.cache.admitted(prefix, &fingerprint) {
             (principal, AuthPath::Hot)
         } else if let Some(failure) = self.cache.refused.get(&fingerprint) {
             return Err(failure);
         } else {
             (
-                self.verify_once(fingerprint, &secret, &prefix).await?,
+                self.verify_once(fingerprint, secret, prefix).await?,
                 AuthPath::Cold,
             )
         };
@@ -508,7 +526,7 @@ impl KeyAuthenticator {
                     .admit(fingerprint, principal.clone(), waiter.flight.generation);
             }
             Err(refusal) if refusal.reason.is_bad_credential() => {
-                self.cache.refused.insert(fingerprint, *refusal);
+                self.cache.refused.insert(fingerprint, refusal.clone());
             }
             Err(_) => {}
         }

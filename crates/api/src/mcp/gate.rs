@@ -14,6 +14,7 @@ use actix_web::http::{ConnectionType, Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse, web};
 use cola_application::{AuthFailure, AuthPath, KeyAuthenticator, McpPrincipal};
+use cola_domain::KeyPrefix;
 
 use crate::client_ip::ClientIpResolver;
 use crate::mcp::protocol;
@@ -47,9 +48,11 @@ fn credential(headers: &HeaderMap) -> Option<&str> {
     })
 }
 
-/// The prefix of a presented credential, for the log. The prefix is public;
-/// it is logged only when the credential is a well-formed key, so junk (which
-/// might be some other secret pasted by mistake) never reaches the log.
+/// The prefix of a presented credential, for the log line of a request
+/// refused before its key is verified (the only parse such a request gets).
+/// The prefix is public; it is logged only when the credential is a
+/// well-formed key, so junk (which might be some other secret pasted by
+/// mistake) never reaches the log.
 fn logged_prefix(presented: Option<&str>) -> Option<String> {
     presented
         .and_then(|text| cola_domain::ApiKeySecret::parse(text).ok())
@@ -279,11 +282,10 @@ async fn decide(gate: web::Data<McpGate>, presented: Option<String>, client: IpA
                 Decision::TooMany(_) => "rate_limited",
                 _ => failure.as_str(),
             };
-            let key_prefix = logged_prefix(presented.as_deref());
             let tenant = refused.tenant.map(|tenant| tenant.to_string());
             tracing::info!(
                 %client,
-                key_prefix = key_prefix.as_deref().unwrap_or("-"),
+                key_prefix = refused.prefix.as_ref().map_or("-", KeyPrefix::as_str),
                 tenant = tenant.as_deref().unwrap_or("-"),
                 outcome,
                 "mcp authentication"

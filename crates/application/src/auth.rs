@@ -641,8 +641,8 @@ mod tests {
     use async_trait::async_trait;
     use chrono::Utc;
     use cola_domain::{
-        ApiKeyId, ApiKeyPermissions, DomainEvent, IpWhitelist, KeyName, KeyUsage, McpApiKey,
-        NewKey, Revocation, UserId,
+        ApiKeyId, ApiKeyPermissions, IpWhitelist, KeyName, KeyUsage, McpApiKey, NewKey, Revocation,
+        UserId,
     };
     use rand::SeedableRng;
     use rand::rngs::StdRng;
@@ -650,95 +650,8 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::ports::{
-        AccessChange, KeyListFilter, RecordedEvent, SecretHash, StoredCredential, SystemClock,
-        UsageDelta,
-    };
-
-    /// Keys by prefix; revocation edits the stored copy, as a write would.
-    #[derive(Default)]
-    struct MemoryRepository {
-        keys: Mutex<HashMap<KeyPrefix, McpApiKey>>,
-    }
-
-    impl MemoryRepository {
-        fn add(&self, key: McpApiKey) {
-            self.keys
-                .lock()
-                .expect("keys")
-                .insert(key.prefix().clone(), key);
-        }
-
-        fn revoke(&self, prefix: &KeyPrefix) {
-            let mut keys = self.keys.lock().expect("keys");
-            let key = keys.get_mut(prefix).expect("stored key");
-            let _ = key.revoke(key.owner(), Utc::now());
-        }
-    }
-
-    #[async_trait]
-    impl ApiKeyRepository for MemoryRepository {
-        async fn insert(
-            &self,
-            _: &McpApiKey,
-            _: &SecretHash,
-            _: &DomainEvent,
-            _: u32,
-        ) -> Result<(), RepositoryError> {
-            Ok(())
-        }
-        async fn find(
-            &self,
-            _: TenantId,
-            _: ApiKeyId,
-        ) -> Result<Option<McpApiKey>, RepositoryError> {
-            Ok(None)
-        }
-        async fn list(
-            &self,
-            _: TenantId,
-            _: &KeyListFilter,
-        ) -> Result<Vec<McpApiKey>, RepositoryError> {
-            Ok(Vec::new())
-        }
-        async fn apply_change(
-            &self,
-            _: &McpApiKey,
-            _: &DomainEvent,
-        ) -> Result<bool, RepositoryError> {
-            Ok(false)
-        }
-        async fn events(
-            &self,
-            _: TenantId,
-            _: ApiKeyId,
-        ) -> Result<Vec<RecordedEvent>, RepositoryError> {
-            Ok(Vec::new())
-        }
-        async fn find_credential(
-            &self,
-            prefix: &KeyPrefix,
-        ) -> Result<Option<StoredCredential>, RepositoryError> {
-            Ok(self
-                .keys
-                .lock()
-                .expect("keys")
-                .get(prefix)
-                .map(|key| StoredCredential {
-                    key: key.clone(),
-                    hash: SecretHash::new(format!("fake:{}", key.prefix())),
-                }))
-        }
-        async fn recent_access_changes(&self) -> Result<Vec<AccessChange>, RepositoryError> {
-            Ok(Vec::new())
-        }
-        async fn add_usage(&self, _: &[UsageDelta]) -> Result<(), RepositoryError> {
-            Ok(())
-        }
-        async fn ping(&self) -> Result<(), RepositoryError> {
-            Ok(())
-        }
-    }
+    use crate::fakes::MemoryRepository;
+    use crate::ports::{SecretHash, SystemClock};
 
     /// Accepts a secret whose prefix matches the stored "hash". While
     /// `held`, each verification announces itself on `entered` and waits
@@ -930,6 +843,52 @@ mod tests {
         assert_eq!(newer.await.expect("join"), Err(AuthFailure::Revoked));
         let _ = older.await.expect("join");
         assert_eq!(harness.path(&secret).await, Err(AuthFailure::Revoked));
+    }
+
+    #[tokio::test]
+    async fn concurrent_first_uses_share_one_verification() {
+        let mut harness = Harness::new(true);
+        let secret = harness.key();
+        let first = harness.start_held(&secret).await;
+        let others: Vec<_> = (0..5)
+            .map(|_| {
+                let authenticator = Arc::clone(&harness.authenticator);
+                let presented = secret.expose().to_owned();
+                tokio::spawn(async move {
+                    authenticator
+                        .authenticate_with_path(Some(&presented), CLIENT)
+                        .await
+                        .map(|(_, path)| path)
+                        .map_err(|refusal| refusal.reason)
+                })
+            })
+            .collect();
+        // One permit: a second verification would wait forever.
+        harness.hasher.gate.add_permits(1);
+        assert_eq!(first.await.expect("join"), Ok(AuthPath::Cold));
+        for other in others {
+            assert!(other.await.expect("join").is_ok());
+        }
+        assert!(
+            harness.entered.try_recv().is_err(),
+            "verified more than once"
+        );
+    }
+
+    #[tokio::test]
+    async fn nothing_is_served_from_memory_once_the_change_feed_is_stale() {
+        let mut harness = Harness::new(false);
+        let secret = harness.key();
+        assert_eq!(harness.path(&secret).await, Ok(AuthPath::Cold));
+        assert_eq!(harness.path(&secret).await, Ok(AuthPath::Hot));
+        // The feed last caught up longer ago than it may be trusted.
+        harness.cache.fresh_until_ms.store(0, Ordering::Release);
+        assert_eq!(harness.path(&secret).await, Ok(AuthPath::Cold));
+        // Catching up after the gap forgets everything remembered before it
+        // (a change made during the gap may have been missed).
+        harness.cache.feed_caught_up(Instant::now());
+        assert_eq!(harness.path(&secret).await, Ok(AuthPath::Cold));
+        assert_eq!(harness.path(&secret).await, Ok(AuthPath::Hot));
     }
 
     #[tokio::test]

@@ -5,6 +5,8 @@
 mod auth;
 mod dto;
 mod error;
+#[cfg(test)]
+mod fakes;
 mod mcp;
 mod ports;
 mod principal;

@@ -77,3 +77,74 @@ impl UsageRecorder {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::Duration;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::fakes::MemoryRepository;
+
+    fn ids(n: u128) -> (TenantId, ApiKeyId) {
+        (
+            TenantId::from_uuid(Uuid::from_u128(1)),
+            ApiKeyId::from_uuid(Uuid::from_u128(n)),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_flush_writes_one_delta_per_key_with_the_latest_use() {
+        let recorder = UsageRecorder::new();
+        let repository = MemoryRepository::default();
+        let now = Utc::now();
+        let ((tenant, a), (_, b)) = (ids(10), ids(11));
+        recorder.record(tenant, a, now);
+        recorder.record(tenant, a, now - Duration::seconds(5));
+        recorder.record(tenant, b, now);
+        assert_eq!(recorder.pending(), 3);
+        assert_eq!(recorder.flush(&repository).await.expect("flush"), 2);
+        assert_eq!(recorder.pending(), 0);
+        let batches = repository.usage_batches.lock().expect("batches");
+        let delta_a = batches[0]
+            .iter()
+            .find(|delta| delta.key_id == a)
+            .expect("a");
+        assert_eq!((delta_a.count, delta_a.last_used_at), (2, now));
+    }
+
+    #[tokio::test]
+    async fn a_failed_flush_loses_nothing_and_merges_with_later_uses() {
+        let recorder = UsageRecorder::new();
+        let repository = MemoryRepository::default();
+        let now = Utc::now();
+        let (tenant, key) = ids(10);
+        recorder.record(tenant, key, now);
+        recorder.record(tenant, key, now);
+        *repository.failing_usage_writes.lock().expect("failing") = 1;
+        assert!(recorder.flush(&repository).await.is_err());
+        let later = now + Duration::seconds(1);
+        recorder.record(tenant, key, later);
+        assert_eq!(recorder.pending(), 3);
+        assert_eq!(recorder.flush(&repository).await.expect("flush"), 1);
+        let batches = repository.usage_batches.lock().expect("batches");
+        assert_eq!(batches.len(), 1);
+        assert_eq!(
+            (batches[0][0].count, batches[0][0].last_used_at),
+            (3, later)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_empty_recorder_writes_nothing() {
+        let repository = MemoryRepository::default();
+        assert_eq!(
+            UsageRecorder::new()
+                .flush(&repository)
+                .await
+                .expect("flush"),
+            0
+        );
+        assert!(repository.usage_batches.lock().expect("batches").is_empty());
+    }
+}

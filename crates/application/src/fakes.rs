@@ -1,0 +1,105 @@
+//! In-memory fakes of the ports, for unit tests of the application's own
+//! logic. Repository behaviour itself is tested against real SQLite and
+//! PostgreSQL in the infrastructure crate, never against these.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use cola_domain::{ApiKeyId, DomainEvent, KeyPrefix, McpApiKey, TenantId};
+
+use crate::ports::{
+    AccessChange, ApiKeyRepository, KeyListFilter, RecordedEvent, RepositoryError, SecretHash,
+    StoredCredential, UsageDelta,
+};
+
+/// Keys by prefix; revocation edits the stored copy, as a write would.
+#[derive(Default)]
+pub(crate) struct MemoryRepository {
+    keys: Mutex<HashMap<KeyPrefix, McpApiKey>>,
+    /// Every usage batch written, in order.
+    pub(crate) usage_batches: Mutex<Vec<Vec<UsageDelta>>>,
+    /// How many of the next usage writes fail (the database is away).
+    pub(crate) failing_usage_writes: Mutex<u32>,
+}
+
+impl MemoryRepository {
+    pub(crate) fn add(&self, key: McpApiKey) {
+        self.keys
+            .lock()
+            .expect("keys")
+            .insert(key.prefix().clone(), key);
+    }
+
+    pub(crate) fn revoke(&self, prefix: &KeyPrefix) {
+        let mut keys = self.keys.lock().expect("keys");
+        let key = keys.get_mut(prefix).expect("stored key");
+        let _ = key.revoke(key.owner(), Utc::now());
+    }
+}
+
+#[async_trait]
+impl ApiKeyRepository for MemoryRepository {
+    async fn insert(
+        &self,
+        _: &McpApiKey,
+        _: &SecretHash,
+        _: &DomainEvent,
+        _: u32,
+    ) -> Result<(), RepositoryError> {
+        Ok(())
+    }
+    async fn find(&self, _: TenantId, _: ApiKeyId) -> Result<Option<McpApiKey>, RepositoryError> {
+        Ok(None)
+    }
+    async fn list(
+        &self,
+        _: TenantId,
+        _: &KeyListFilter,
+    ) -> Result<Vec<McpApiKey>, RepositoryError> {
+        Ok(Vec::new())
+    }
+    async fn apply_change(&self, _: &McpApiKey, _: &DomainEvent) -> Result<bool, RepositoryError> {
+        Ok(false)
+    }
+    async fn events(
+        &self,
+        _: TenantId,
+        _: ApiKeyId,
+    ) -> Result<Vec<RecordedEvent>, RepositoryError> {
+        Ok(Vec::new())
+    }
+    async fn find_credential(
+        &self,
+        prefix: &KeyPrefix,
+    ) -> Result<Option<StoredCredential>, RepositoryError> {
+        Ok(self
+            .keys
+            .lock()
+            .expect("keys")
+            .get(prefix)
+            .map(|key| StoredCredential {
+                key: key.clone(),
+                hash: SecretHash::new(format!("fake:{}", key.prefix())),
+            }))
+    }
+    async fn recent_access_changes(&self) -> Result<Vec<AccessChange>, RepositoryError> {
+        Ok(Vec::new())
+    }
+    async fn add_usage(&self, batch: &[UsageDelta]) -> Result<(), RepositoryError> {
+        let mut failing = self.failing_usage_writes.lock().expect("failing");
+        if *failing > 0 {
+            *failing -= 1;
+            return Err(RepositoryError::Unavailable("the database is away".into()));
+        }
+        self.usage_batches
+            .lock()
+            .expect("batches")
+            .push(batch.to_vec());
+        Ok(())
+    }
+    async fn ping(&self) -> Result<(), RepositoryError> {
+        Ok(())
+    }
+}

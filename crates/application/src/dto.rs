@@ -1,22 +1,21 @@
-//! Request and response shapes of the use cases, with their validation.
+//! Request and response shapes of the use cases, and the one conversion of
+//! each request into a typed command.
 //!
-//! Every rule lives once, in the domain's parsers; validation here runs them
-//! over every field and collects each failure under the field's path, so one
-//! 400 names every bad field.
-
-use std::borrow::Cow;
+//! Every rule lives once, in the domain's parsers. A conversion parses each
+//! field exactly once into its domain type and collects every failure under
+//! the field's path, so one 400 names every bad field and nothing downstream
+//! parses again (zero2prod's `TryFrom<FormData> for NewSubscriber`).
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use cola_domain::{
-    ApiKeyId, ApiKeyPermissions, ApiKeySecret, EffectiveStatus, ExpiryRequest, IpWhitelist,
-    KeyDescription, KeyName, McpApiKey,
+    ApiKeyId, ApiKeyPermissions, ApiKeySecret, EffectiveStatus, ExpiryPolicy, ExpiryRequest,
+    IpWhitelist, KeyDescription, KeyName, McpApiKey,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
-use validator::{Validate, ValidationError};
 
 use crate::error::FieldErrors;
 use crate::ports::{Cursor, RecordedEvent};
@@ -36,53 +35,14 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
     }
 }
 
-fn invalid(message: impl ToString) -> ValidationError {
-    ValidationError::new("invalid").with_message(Cow::Owned(message.to_string()))
-}
-
-fn check_name(name: &str) -> Result<(), ValidationError> {
-    KeyName::parse(name).map(drop).map_err(invalid)
-}
-
-fn check_description(description: &str) -> Result<(), ValidationError> {
-    KeyDescription::parse(description)
-        .map(drop)
-        .map_err(invalid)
-}
-
-fn check_ip_whitelist(entries: &[String]) -> Result<(), ValidationError> {
-    IpWhitelist::parse(entries).map(drop).map_err(invalid)
-}
-
-fn check_tools(tools: &[String]) -> Result<(), ValidationError> {
-    ApiKeyPermissions::new(true, false, Some(tools.to_vec()), None)
-        .map(drop)
-        .map_err(|errors| invalid(&errors[0].1))
-}
-
-fn check_resources(resources: &[String]) -> Result<(), ValidationError> {
-    ApiKeyPermissions::new(true, false, None, Some(resources.to_vec()))
-        .map(drop)
-        .map_err(|errors| invalid(&errors[0].1))
-}
-
-fn check_access(permissions: &PermissionsInput) -> Result<(), ValidationError> {
-    if permissions.read || permissions.write {
-        Ok(())
-    } else {
-        Err(invalid("a key needs at least one of read or write"))
-    }
-}
-
 const fn default_read() -> bool {
     true
 }
 
 /// The permissions of a key as given in a request. Omitted fields take their
 /// defaults: read only, no allow-lists.
-#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[validate(schema(function = "check_access", skip_on_field_errors = false))]
 pub struct PermissionsInput {
     /// Whether the key may read (list and read resources, call read-only
     /// tools). At least one of `read` and `write` must be true.
@@ -96,54 +56,49 @@ pub struct PermissionsInput {
     /// Tool names the key may call; `null` = every tool the flags allow,
     /// `[]` = none.
     #[serde(default)]
-    #[validate(custom(function = "check_tools"))]
     pub allowed_tools: Option<Vec<String>>,
     /// Resource URIs the key may read; a trailing `*` matches a prefix.
     /// `null` = every resource, `[]` = none.
     #[serde(default)]
-    #[validate(custom(function = "check_resources"))]
     pub allowed_resources: Option<Vec<String>>,
 }
 
 impl PermissionsInput {
-    fn to_domain(&self) -> Result<ApiKeyPermissions, FieldErrors> {
+    /// The domain's permissions, or every failure added to `errors` (under
+    /// `permissions` and `permissions.allowed_*`).
+    fn parse(self, errors: &mut FieldErrors) -> Option<ApiKeyPermissions> {
         ApiKeyPermissions::new(
             self.read,
             self.write,
-            self.allowed_tools.clone(),
-            self.allowed_resources.clone(),
+            self.allowed_tools,
+            self.allowed_resources,
         )
-        .map_err(|errors| {
-            let mut fields = FieldErrors::default();
-            for (field, error) in errors {
-                fields.add(field, error.to_string());
+        .map_err(|found| {
+            for (field, error) in found {
+                errors.add(field, error.to_string());
             }
-            fields
         })
+        .ok()
     }
 }
 
 /// `POST /api/mcp/keys`. Owner and tenant come from the caller, never from
 /// the body: unknown fields (`tenant_id`, `user_id`, `key`, …) are refused.
-#[derive(Debug, Clone, Deserialize, Validate, ToSchema)]
+#[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyRequest {
     /// 1..100 characters after trimming, no control characters.
-    #[validate(custom(function = "check_name"))]
     #[schema(min_length = 1, max_length = 100)]
     pub name: String,
     /// At most 500 characters; empty means none.
     #[serde(default)]
-    #[validate(custom(function = "check_description"))]
     #[schema(max_length = 500)]
     pub description: Option<String>,
     /// Omitted: read only, no allow-lists.
     #[serde(default)]
-    #[validate(nested)]
     pub permissions: Option<PermissionsInput>,
     /// At most 50 IP addresses or CIDRs; omitted or `[]` = any address.
     #[serde(default)]
-    #[validate(custom(function = "check_ip_whitelist"))]
     #[schema(max_items = 50)]
     pub ip_whitelist: Option<Vec<String>>,
     /// Days until the key expires, 1..`COLA_MAX_KEY_TTL_DAYS`. Not together
@@ -156,59 +111,100 @@ pub struct CreateKeyRequest {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
-/// A create request that passed validation, in domain types.
+/// A create request as a typed command: every field parsed, the expiry
+/// resolved against the policy.
 #[derive(Debug)]
-pub(crate) struct ValidCreate {
+pub(crate) struct NewKeyCommand {
     pub name: KeyName,
     pub description: Option<KeyDescription>,
     pub permissions: ApiKeyPermissions,
     pub ip_whitelist: IpWhitelist,
-    pub expiry: ExpiryRequest,
+    pub expires_at: DateTime<Utc>,
 }
 
 impl CreateKeyRequest {
-    pub(crate) fn into_valid(self) -> Result<ValidCreate, FieldErrors> {
+    /// The one conversion of a create body, naming every bad field at once.
+    pub(crate) fn into_command(
+        self,
+        expiry: &ExpiryPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<NewKeyCommand, FieldErrors> {
         let mut errors = FieldErrors::default();
-        if let Err(found) = self.validate() {
-            errors.extend_from_validator("", &found);
-        }
-        let expiry = match (self.expires_in_days, self.expires_at) {
-            (Some(_), Some(_)) => {
-                let message = "give either expires_in_days or expires_at, not both";
-                errors.add("expires_in_days", message);
-                errors.add("expires_at", message);
-                ExpiryRequest::Default
-            }
-            (Some(days), None) => ExpiryRequest::InDays(days),
-            (None, Some(at)) => ExpiryRequest::At(at),
-            (None, None) => ExpiryRequest::Default,
+        let name = KeyName::parse(&self.name)
+            .map_err(|e| errors.add("name", e.to_string()))
+            .ok();
+        let description = parse_description(self.description.as_deref(), &mut errors);
+        let permissions = match self.permissions {
+            Some(given) => given.parse(&mut errors),
+            None => Some(ApiKeyPermissions::default()),
         };
-        if !errors.is_empty() {
-            return Err(errors);
-        }
-        let permissions = match &self.permissions {
-            Some(given) => given.to_domain()?,
-            None => ApiKeyPermissions::default(),
-        };
-        Ok(ValidCreate {
-            name: KeyName::parse(&self.name)
-                .map_err(|e| FieldErrors::single("name", e.to_string()))?,
-            description: parse_description(self.description.as_deref())?,
-            permissions,
-            ip_whitelist: IpWhitelist::parse(self.ip_whitelist.as_deref().unwrap_or_default())
-                .map_err(|e| FieldErrors::single("ip_whitelist", e.to_string()))?,
+        let ip_whitelist = IpWhitelist::parse(self.ip_whitelist.as_deref().unwrap_or_default())
+            .map_err(|e| errors.add("ip_whitelist", e.to_string()))
+            .ok();
+        let expires_at = parse_expiry(
+            self.expires_in_days,
+            self.expires_at,
             expiry,
-        })
+            now,
+            &mut errors,
+        );
+        match (name, description, permissions, ip_whitelist, expires_at) {
+            (
+                Some(name),
+                Some(description),
+                Some(permissions),
+                Some(ip_whitelist),
+                Some(expires_at),
+            ) if errors.is_empty() => Ok(NewKeyCommand {
+                name,
+                description,
+                permissions,
+                ip_whitelist,
+                expires_at,
+            }),
+            _ => Err(errors),
+        }
     }
 }
 
-/// An empty description is no description.
-fn parse_description(given: Option<&str>) -> Result<Option<KeyDescription>, FieldErrors> {
+/// `expires_in_days` or `expires_at` (not both), resolved against the
+/// policy; neither is the policy's default.
+fn parse_expiry(
+    in_days: Option<i64>,
+    at: Option<DateTime<Utc>>,
+    policy: &ExpiryPolicy,
+    now: DateTime<Utc>,
+    errors: &mut FieldErrors,
+) -> Option<DateTime<Utc>> {
+    let (request, field) = match (in_days, at) {
+        (Some(_), Some(_)) => {
+            let message = "give either expires_in_days or expires_at, not both";
+            errors.add("expires_in_days", message);
+            errors.add("expires_at", message);
+            return None;
+        }
+        (Some(days), None) => (ExpiryRequest::InDays(days), "expires_in_days"),
+        (None, Some(at)) => (ExpiryRequest::At(at), "expires_at"),
+        (None, None) => (ExpiryRequest::Default, "expires_in_days"),
+    };
+    policy
+        .resolve(request, now)
+        .map_err(|e| errors.add(field, e.to_string()))
+        .ok()
+}
+
+/// An empty description is no description. `None` when it is invalid (the
+/// failure is in `errors`).
+fn parse_description(
+    given: Option<&str>,
+    errors: &mut FieldErrors,
+) -> Option<Option<KeyDescription>> {
     match given {
-        None | Some("") => Ok(None),
+        None | Some("") => Some(None),
         Some(text) => KeyDescription::parse(text)
             .map(Some)
-            .map_err(|e| FieldErrors::single("description", e.to_string())),
+            .map_err(|e| errors.add("description", e.to_string()))
+            .ok(),
     }
 }
 
@@ -245,9 +241,7 @@ impl UpdateMetadataRequest {
         let description = match self.description {
             Patch::Keep => None,
             Patch::Null => Some(None),
-            Patch::Set(text) => parse_description(Some(&text))
-                .map_err(|e| merge(&mut errors, &e))
-                .ok(),
+            Patch::Set(text) => parse_description(Some(&text), &mut errors),
         };
         if errors.is_empty() {
             Ok((name, description))
@@ -284,14 +278,7 @@ impl UpdatePermissionsRequest {
                 errors.add("permissions", "must not be null");
                 None
             }
-            Patch::Set(given) => {
-                if let Err(found) = given.validate() {
-                    errors.extend_from_validator("permissions", &found);
-                    None
-                } else {
-                    given.to_domain().map_err(|e| merge(&mut errors, &e)).ok()
-                }
-            }
+            Patch::Set(given) => given.parse(&mut errors),
         };
         let ip_whitelist = match self.ip_whitelist {
             Patch::Keep => None,
@@ -307,14 +294,6 @@ impl UpdatePermissionsRequest {
             Ok((permissions, ip_whitelist))
         } else {
             Err(errors)
-        }
-    }
-}
-
-fn merge(into: &mut FieldErrors, from: &FieldErrors) {
-    for (field, messages) in from.fields() {
-        for message in messages {
-            into.add(field.clone(), message.clone());
         }
     }
 }
@@ -567,10 +546,15 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn create(body: serde_json::Value) -> Result<ValidCreate, FieldErrors> {
+    fn now() -> DateTime<Utc> {
+        "2026-12-01T00:00:00Z".parse().expect("instant")
+    }
+
+    fn create(body: serde_json::Value) -> Result<NewKeyCommand, FieldErrors> {
+        let policy = ExpiryPolicy::new(90, 365).expect("policy");
         serde_json::from_value::<CreateKeyRequest>(body)
             .expect("shape")
-            .into_valid()
+            .into_command(&policy, now())
     }
 
     fn fields(errors: &FieldErrors) -> Vec<&str> {
@@ -611,7 +595,7 @@ mod tests {
         let valid = create(json!({ "name": "n" })).expect("valid");
         assert_eq!(valid.permissions, ApiKeyPermissions::default());
         assert_eq!(valid.ip_whitelist, IpWhitelist::default());
-        assert_eq!(valid.expiry, ExpiryRequest::Default);
+        assert_eq!(valid.expires_at, now() + chrono::Duration::days(90));
         assert_eq!(valid.description, None);
     }
 
@@ -650,6 +634,28 @@ mod tests {
                 "permissions.allowed_tools"
             ]
         );
+    }
+
+    #[test]
+    fn name_description_allow_list_and_expiry_are_named_in_one_answer() {
+        let errors = create(json!({
+            "name": "",
+            "description": "d".repeat(501),
+            "ip_whitelist": ["999.1.1.1"],
+            "expires_in_days": 0
+        }))
+        .expect_err("invalid");
+        assert_eq!(
+            fields(&errors),
+            ["description", "expires_in_days", "ip_whitelist", "name"]
+        );
+    }
+
+    #[test]
+    fn an_expiry_beyond_the_maximum_is_named() {
+        let errors = create(json!({ "name": "n", "expires_at": "2030-01-01T00:00:00Z" }))
+            .expect_err("too late");
+        assert_eq!(fields(&errors), ["expires_at"]);
     }
 
     #[test]

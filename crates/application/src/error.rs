@@ -40,40 +40,6 @@ impl FieldErrors {
             Err(AppError::Invalid(self))
         }
     }
-
-    /// Folds `validator`'s nested error tree into dotted field paths.
-    pub fn extend_from_validator(&mut self, prefix: &str, errors: &validator::ValidationErrors) {
-        for (field, kind) in errors.errors() {
-            // `validator` files struct-level (cross-field) errors under
-            // `__all__`; they belong to the struct's own path.
-            let path = if field == "__all__" {
-                prefix.to_owned()
-            } else if prefix.is_empty() {
-                field.to_string()
-            } else {
-                format!("{prefix}.{field}")
-            };
-            match kind {
-                validator::ValidationErrorsKind::Field(list) => {
-                    for error in list {
-                        let message = error
-                            .message
-                            .as_ref()
-                            .map_or_else(|| error.code.to_string(), ToString::to_string);
-                        self.add(path.clone(), message);
-                    }
-                }
-                validator::ValidationErrorsKind::Struct(inner) => {
-                    self.extend_from_validator(&path, inner);
-                }
-                validator::ValidationErrorsKind::List(items) => {
-                    for (index, inner) in items {
-                        self.extend_from_validator(&format!("{path}[{index}]"), inner);
-                    }
-                }
-            }
-        }
-    }
 }
 
 #[derive(Debug, Error)]

@@ -69,19 +69,11 @@ impl ApiKeyService {
         actor: Principal,
         request: CreateKeyRequest,
     ) -> Result<CreatedKeyView, AppError> {
-        let valid = request.into_valid().map_err(AppError::Invalid)?;
         let now = self.clock.now();
-        let expires_at = self
-            .policy
-            .expiry
-            .resolve(valid.expiry, now)
-            .map_err(|error| {
-                let field = match valid.expiry {
-                    cola_domain::ExpiryRequest::At(_) => "expires_at",
-                    _ => "expires_in_days",
-                };
-                AppError::Invalid(crate::FieldErrors::single(field, error.to_string()))
-            })?;
+        let valid = request
+            .into_command(&self.policy.expiry, now)
+            .map_err(AppError::Invalid)?;
+        let expires_at = valid.expires_at;
 
         for _ in 0..PREFIX_ATTEMPTS {
             let secret = generate_secret()?;

@@ -46,6 +46,11 @@ async fn every_bad_field_of_a_create_is_named() {
     let token = app.token(tenant.id, tenant.alice, "member");
     let cases: Vec<(Value, Vec<&str>)> = vec![
         (json!({}), vec!["name"]),
+        (
+            json!({ "name": "", "description": "d".repeat(501),
+                    "ip_whitelist": ["999.1.1.1"], "expires_in_days": 0 }),
+            vec!["description", "expires_in_days", "ip_whitelist", "name"],
+        ),
         (json!({ "name": "" }), vec!["name"]),
         (json!({ "name": "   " }), vec!["name"]),
         (json!({ "name": "x".repeat(101) }), vec!["name"]),

@@ -72,7 +72,7 @@ pub enum BodyFailures {
     /// Body over 64 KiB
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(ProblemDetails),
-    /// Body not `application/json`
+    /// Body not `application/json`, or sent with a `Content-Encoding`
     #[response(status = 415, content_type = "application/problem+json")]
     NotJson(ProblemDetails),
 }

@@ -26,6 +26,7 @@ use crate::mcp::{self, McpGate, McpServer};
 use crate::metrics::Metrics;
 use crate::rate_limit::FailureLimiter;
 use crate::routes;
+use crate::telemetry::RequestSpan;
 
 /// How long in-flight requests may run after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -114,6 +115,8 @@ impl Application {
             );
         }
         let client_ip = ClientIpResolver::new(settings.trusted_proxies.clone());
+        // For the request span's `http.client_ip`.
+        let resolver = web::Data::new(client_ip.clone());
         let limiter = Arc::new(FailureLimiter::new(settings.auth_failure_limit));
         let management = web::Data::new(ManagementAuth {
             verifier,
@@ -149,8 +152,9 @@ impl Application {
             App::new()
                 .wrap(from_fn(crate::metrics::record))
                 .wrap(from_fn(crate::telemetry::echo_request_id))
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+                .app_data(resolver.clone())
                 .app_data(keys.clone())
                 .app_data(management.clone())
                 .app_data(gate.clone())

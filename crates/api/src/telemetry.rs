@@ -127,7 +127,7 @@ impl RootSpanBuilder for RequestSpan {
             .unwrap_or("");
         let client = request
             .app_data::<web::Data<ClientIpResolver>>()
-            .and_then(|resolver| resolver.of_service_request(request))
+            .and_then(|resolver| resolver.address_of(request))
             .map(|client| client.to_string())
             .unwrap_or_default();
         let request_id = request

@@ -51,7 +51,7 @@ fn check_description(description: &str) -> Result<(), ValidationError> {
 }
 
 fn check_ip_whitelist(entries: &[String]) -> Result<(), ValidationError> {
-    IpWhitelist::parse(entries).map(drop).map_err(invalid)
+    IpWhitelist::parse_new(entries).map(drop).map_err(invalid)
 }
 
 fn check_tools(tools: &[String]) -> Result<(), ValidationError> {
@@ -195,7 +195,7 @@ impl CreateKeyRequest {
                 .map_err(|e| FieldErrors::single("name", e.to_string()))?,
             description: parse_description(self.description.as_deref())?,
             permissions,
-            ip_whitelist: IpWhitelist::parse(self.ip_whitelist.as_deref().unwrap_or_default())
+            ip_whitelist: IpWhitelist::parse_new(self.ip_whitelist.as_deref().unwrap_or_default())
                 .map_err(|e| FieldErrors::single("ip_whitelist", e.to_string()))?,
             expiry,
         })
@@ -299,7 +299,7 @@ impl UpdatePermissionsRequest {
                 errors.add("ip_whitelist", "must not be null");
                 None
             }
-            Patch::Set(entries) => IpWhitelist::parse(&entries)
+            Patch::Set(entries) => IpWhitelist::parse_new(&entries)
                 .map_err(|e| errors.add("ip_whitelist", e.to_string()))
                 .ok(),
         };

@@ -5,6 +5,7 @@
 
 mod auth;
 mod cli;
+mod forwarding;
 mod http;
 mod instances;
 mod lifecycle;

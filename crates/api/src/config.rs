@@ -43,7 +43,7 @@ impl fmt::Debug for Secret {
 pub enum JwtKey {
     /// HS256.
     Secret(Secret),
-    /// RS256 or ES256, from a PEM public key.
+    /// RS256, ES256 or ES384 (by the key), from a PEM public key.
     PublicKeyFile(PathBuf),
 }
 

@@ -114,7 +114,7 @@ impl Modify for BearerJwt {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
                     .description(Some(
-                        "A management JWT (HS256 with `COLA_JWT_SECRET` or RS256/ES256 with \
+                        "A management JWT (HS256 with `COLA_JWT_SECRET` or RS256/ES256/ES384 with \
                          `COLA_JWT_PUBLIC_KEY_FILE`) carrying `sub`, `tenant_id`, `role` and `exp`.",
                     ))
                     .build(),

@@ -49,7 +49,8 @@ pub enum ManagementFailures {
         headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"cola\"`"))
     )]
     Unauthorized(ProblemDetails),
-    /// Too many failed authentications from this address
+    /// Too many failed authentications from this address, or (on a write)
+    /// too many changes by this user
     #[response(
         status = 429,
         content_type = "application/problem+json",

@@ -27,6 +27,7 @@ use crate::metrics::Metrics;
 use crate::rate_limit::FailureLimiter;
 use crate::routes;
 use crate::telemetry::RequestSpan;
+use crate::write_limit::WriteLimiter;
 
 /// How long in-flight requests may run after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -123,6 +124,7 @@ impl Application {
         let client_ip = ClientIpResolver::new(settings.trusted_proxies.clone());
         // For the request span's `http.client_ip`.
         let resolver = web::Data::new(client_ip.clone());
+        let write_limiter = web::Data::new(WriteLimiter::new());
         let limiter = Arc::new(FailureLimiter::new(settings.auth_failure_limit));
         let management = web::Data::new(ManagementAuth {
             verifier,
@@ -161,6 +163,7 @@ impl Application {
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
                 .app_data(resolver.clone())
+                .app_data(write_limiter.clone())
                 .app_data(keys.clone())
                 .app_data(management.clone())
                 .app_data(gate.clone())

@@ -16,6 +16,7 @@ mod openapi;
 mod resilience;
 mod tenancy;
 mod validation;
+mod write_limit;
 
 use uuid::Uuid;
 

@@ -288,11 +288,39 @@ impl TestApp {
 
     /// Sends SIGTERM and waits for the process to exit; returns its status.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM")
+    }
+
+    /// Sends SIGINT (what Ctrl-C sends) and waits for the process to exit;
+    /// returns its status.
+    pub fn interrupt(&mut self) -> std::process::ExitStatus {
+        self.signal("INT")
+    }
+
+    /// Sends the signal `name` (`TERM`, `INT`, …) and waits for the process
+    /// to exit.
+    pub fn signal(&mut self, name: &str) -> std::process::ExitStatus {
+        self.send_signal(name);
+        self.wait()
+    }
+
+    /// Sends the signal `name` (`TERM`, `INT`, …) without waiting.
+    pub fn send_signal(&self, name: &str) {
         let _ = Command::new("kill")
-            .arg("-TERM")
+            .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
             .status();
+    }
+
+    /// Waits for the process to exit; returns its status.
+    pub fn wait(&mut self) -> std::process::ExitStatus {
         self.child.wait().expect("wait for cola-api")
+    }
+
+    /// The address the app listens on.
+    #[must_use]
+    pub fn address(&self) -> &str {
+        self.base.trim_start_matches("http://")
     }
 
     /// A management JWT for `user` of `tenant`.

@@ -43,7 +43,7 @@ impl fmt::Debug for Secret {
 pub enum JwtKey {
     /// HS256.
     Secret(Secret),
-    /// RS256 or ES256, from a PEM public key.
+    /// RS256, ES256 or ES384 (by the key), from a PEM public key.
     PublicKeyFile(PathBuf),
 }
 
@@ -377,18 +377,45 @@ pub fn normalise_origin(raw: &str) -> Option<String> {
     Some(format!("{scheme}://{host}"))
 }
 
-/// A database URL without its password.
-fn mask_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let credentials = &url[scheme_end + 3..at];
-            match credentials.split_once(':') {
-                Some((user, _)) => format!("{}{user}:****{}", &url[..scheme_end + 3], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
+/// A database URL without its password, wherever it is written: in the
+/// user info (`postgres://u:pw@h/db`) or in the query, as libpq also takes it
+/// (`postgres://u@h/db?password=pw`, `sslpassword=`). Parameter names are
+/// compared decoded, so `pass%77ord` is masked too. A URL that cannot be
+/// parsed is not shown at all, since where its password is cannot be told.
+fn mask_url(raw: &str) -> String {
+    const MASK: &str = "****";
+    let Ok(mut url) = url::Url::parse(raw) else {
+        let scheme = raw.split_once(':').map_or("", |(scheme, _)| scheme);
+        return format!("{scheme}:… (not shown: unparsable)");
+    };
+    if url.password().is_some() {
+        // Only a URL that cannot have a password refuses one.
+        let _ = url.set_password(Some(MASK));
     }
+    if url.query().is_some() {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if is_secret_parameter(&name) {
+                    MASK.to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
+}
+
+/// Whether a connection parameter holds a secret (`password`,
+/// `sslpassword`, and the like).
+fn is_secret_parameter(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    ["password", "passwd", "secret", "token"]
+        .iter()
+        .any(|word| name.contains(word))
 }
 
 #[cfg(test)]
@@ -485,5 +512,27 @@ mod tests {
         assert!(!shown.contains("0123456789abcdef"));
         assert!(!shown.contains("hunter2"));
         assert!(shown.contains("postgres://cola:****@db/cola"));
+    }
+
+    #[test]
+    fn a_password_in_the_query_string_is_masked() {
+        for (url, shown) in [
+            (
+                "postgres://cola@db/cola?password=hunter2",
+                "postgres://cola@db/cola?password=****",
+            ),
+            (
+                "postgres://cola@db/cola?sslmode=require&PassWord=hunter2&sslpassword=hunter2",
+                "postgres://cola@db/cola?sslmode=require&PassWord=****&sslpassword=****",
+            ),
+            (
+                "postgresql://cola:hunter2@db:5432/cola?pass%77ord=hunter2",
+                "postgresql://cola:****@db:5432/cola?password=****",
+            ),
+            ("sqlite://cola.db?mode=rwc", "sqlite://cola.db?mode=rwc"),
+        ] {
+            assert_eq!(mask_url(url), shown, "{url}");
+        }
+        assert!(!mask_url("postgres://cola:hunter2@[db/cola").contains("hunter2"));
     }
 }

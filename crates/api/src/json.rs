@@ -1,10 +1,11 @@
 //! Request-body and query extraction that names the offending field: a JSON
-//! body must be `application/json`, at most 64 KiB, and deserialize cleanly;
-//! any failure is a problem body with the field's path in `errors`.
+//! body must be `application/json`, not content-encoded, at most 64 KiB, and
+//! deserialize cleanly; any failure is a problem body with the field's path
+//! in `errors`.
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::header::{CONTENT_ENCODING, CONTENT_TYPE};
 use actix_web::{FromRequest, HttpRequest, web};
 use cola_application::FieldErrors;
 use futures_util::future::LocalBoxFuture;
@@ -31,32 +32,79 @@ pub fn is_json(request: &HttpRequest) -> bool {
         .is_some_and(|essence| essence == "application/json" || essence.ends_with("+json"))
 }
 
-/// Reads the body, refusing more than [`MAX_BODY_BYTES`].
+/// Why a request body was not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// More than [`MAX_BODY_BYTES`] on the wire.
+    #[error("the request body is larger than {MAX_BODY_BYTES} bytes")]
+    TooLarge,
+    /// A `Content-Encoding` other than `identity`, named as sent.
+    #[error("Content-Encoding `{0}` is not accepted; send the body uncompressed")]
+    Encoded(String),
+    /// The connection failed or the body was malformed on the wire.
+    #[error("the request body could not be read")]
+    Unreadable,
+}
+
+impl From<BodyError> for Problem {
+    fn from(error: BodyError) -> Self {
+        let detail = error.to_string();
+        match error {
+            BodyError::TooLarge => {
+                Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large", detail)
+            }
+            BodyError::Encoded(_) => Problem::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-content-encoding",
+                detail,
+            ),
+            BodyError::Unreadable => {
+                Problem::new(StatusCode::BAD_REQUEST, "unreadable-body", detail)
+            }
+        }
+    }
+}
+
+/// The request's `Content-Encoding`, when it is anything but `identity`.
+/// Bodies are taken as sent: a compressed body would be inflated past the
+/// size limit, which counts the bytes on the wire, before anything could
+/// refuse it (a few KiB of gzip inflate to gigabytes), and no client of this
+/// API needs to compress a body of at most 64 KiB.
+fn content_encoding(request: &HttpRequest) -> Option<String> {
+    let codings = request.headers().get_all(CONTENT_ENCODING);
+    for value in codings {
+        let Ok(text) = value.to_str() else {
+            return Some(String::from_utf8_lossy(value.as_bytes()).into_owned());
+        };
+        let identity = text
+            .split(',')
+            .map(str::trim)
+            .all(|coding| coding.is_empty() || coding.eq_ignore_ascii_case("identity"));
+        if !identity {
+            return Some(text.trim().to_owned());
+        }
+    }
+    None
+}
+
+/// Reads the body as sent, refusing a content-encoded one and more than
+/// [`MAX_BODY_BYTES`].
 pub async fn read_body(
     request: &HttpRequest,
     payload: &mut Payload,
-) -> Result<web::Bytes, Problem> {
+) -> Result<web::Bytes, BodyError> {
+    if let Some(coding) = content_encoding(request) {
+        return Err(BodyError::Encoded(coding));
+    }
     web::Bytes::from_request(request, payload)
         .await
         .map_err(|error| {
             if error.as_response_error().status_code() == StatusCode::PAYLOAD_TOO_LARGE {
-                too_large()
+                BodyError::TooLarge
             } else {
-                Problem::new(
-                    StatusCode::BAD_REQUEST,
-                    "unreadable-body",
-                    "the request body could not be read",
-                )
+                BodyError::Unreadable
             }
         })
-}
-
-pub fn too_large() -> Problem {
-    Problem::new(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        "body-too-large",
-        format!("the request body is larger than {MAX_BODY_BYTES} bytes"),
-    )
 }
 
 pub fn unsupported_media_type() -> Problem {
@@ -78,7 +126,9 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             if !is_json(&request) {
                 return Err(unsupported_media_type());
             }
-            let body = read_body(&request, &mut payload).await?;
+            let body = read_body(&request, &mut payload)
+                .await
+                .map_err(Problem::from)?;
             parse_json(&body).map(JsonBody)
         })
     }

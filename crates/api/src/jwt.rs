@@ -23,20 +23,31 @@ use crate::rate_limit::FailureLimiter;
 /// Seconds of clock skew tolerated on `exp`.
 const LEEWAY_SECS: u64 = 5;
 
-#[derive(Debug, Deserialize, Serialize)]
+/// The claims Cola reads. `exp`, `iss` and `aud` are checked by
+/// `jsonwebtoken` as RFC 7519 has them (a NumericDate, fractions allowed; an
+/// audience string or array) and are not read again here, so an identity
+/// provider's own shapes (Keycloak and Auth0 issue `aud` arrays) pass.
+#[derive(Debug, Deserialize)]
 struct Claims {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     sub: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     tenant_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     role: Option<String>,
+}
+
+/// The claims `mint_token` signs.
+#[derive(Debug, Serialize)]
+struct MintedClaims {
+    sub: String,
+    tenant_id: String,
+    role: &'static str,
     exp: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    iat: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     aud: Option<String>,
 }
 
@@ -55,7 +66,7 @@ impl std::fmt::Debug for JwtVerifier {
 
 impl JwtVerifier {
     /// Builds the verifier; a PEM that is neither an RSA nor an EC public key
-    /// is a configuration error.
+    /// (on P-256 or P-384) is a configuration error.
     pub fn new(settings: &JwtSettings) -> Result<Self, String> {
         let (key, algorithm) = match &settings.key {
             JwtKey::Secret(secret) => (
@@ -72,7 +83,14 @@ impl JwtVerifier {
                 if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
                     (key, Algorithm::RS256)
                 } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
-                    (key, Algorithm::ES256)
+                    let algorithm = ec_algorithm(&key).ok_or_else(|| {
+                        format!(
+                            "COLA_JWT_PUBLIC_KEY_FILE: {} is an EC key on a curve other than \
+                             P-256 (ES256) or P-384 (ES384), the two supported",
+                            path.display()
+                        )
+                    })?;
+                    (key, algorithm)
                 } else {
                     return Err(format!(
                         "COLA_JWT_PUBLIC_KEY_FILE: {} is not an RSA or EC public key in PEM form",
@@ -135,6 +153,21 @@ impl JwtVerifier {
     }
 }
 
+/// The algorithm of an EC public key, by its curve: ES256 for P-256, ES384
+/// for P-384, `None` for any other curve. `jsonwebtoken` would take a key of
+/// any curve and then fail every signature, so the curve is told here, from
+/// the key's point, which must lie on it.
+fn ec_algorithm(key: &DecodingKey) -> Option<Algorithm> {
+    let point = key.as_bytes();
+    if p256::PublicKey::from_sec1_bytes(point).is_ok() {
+        Some(Algorithm::ES256)
+    } else if p384::PublicKey::from_sec1_bytes(point).is_ok() {
+        Some(Algorithm::ES384)
+    } else {
+        None
+    }
+}
+
 /// Mints an HS256 management token (for `cola-api dev-token` and `--dev`).
 pub fn mint_token(
     secret: &str,
@@ -146,15 +179,15 @@ pub fn mint_token(
     audience: Option<&str>,
 ) -> Result<String, jsonwebtoken::errors::Error> {
     let now = Utc::now();
-    let claims = Claims {
-        sub: Some(user.to_string()),
-        tenant_id: Some(tenant.to_string()),
-        role: Some(match role {
-            Role::Admin => "admin".into(),
-            Role::Member => "member".into(),
-        }),
+    let claims = MintedClaims {
+        sub: user.to_string(),
+        tenant_id: tenant.to_string(),
+        role: match role {
+            Role::Admin => "admin",
+            Role::Member => "member",
+        },
         exp: (now + valid_for).timestamp(),
-        iat: Some(now.timestamp()),
+        iat: now.timestamp(),
         iss: issuer.map(str::to_owned),
         aud: audience.map(str::to_owned),
     };
@@ -228,7 +261,43 @@ impl FromRequest for Caller {
 mod tests {
     use super::*;
     use crate::config::Secret;
+    use serde_json::json;
     use uuid::Uuid;
+
+    // Test keys, generated for these tests only with
+    // `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` (and
+    // P-384, P-521) and `openssl pkey -pubout`.
+    const P256_PRIVATE: &str = "\
+-----BEGIN PRIVATE KEY-----\n\
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgsIX2aiarF6xuJQ2I\n\
+chIKCy1Bn1iSg7F81i4pCFeWQaehRANCAAR9Jsa1TOp682MKSP0SY9A6SIGugQsv\n\
+qGmvNn7bxlzafqO9j00Xj8q4q3kXpQzly+RwYseNpc5rghTmX29Q4mOF\n\
+-----END PRIVATE KEY-----\n";
+    const P256_PUBLIC: &str = "\
+-----BEGIN PUBLIC KEY-----\n\
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEfSbGtUzqevNjCkj9EmPQOkiBroEL\n\
+L6hprzZ+28Zc2n6jvY9NF4/KuKt5F6UM5cvkcGLHjaXOa4IU5l9vUOJjhQ==\n\
+-----END PUBLIC KEY-----\n";
+    const P384_PRIVATE: &str = "\
+-----BEGIN PRIVATE KEY-----\n\
+MIG2AgEAMBAGByqGSM49AgEGBSuBBAAiBIGeMIGbAgEBBDCjaFjM8ny5VoscQUfq\n\
+NbrybaZV1Prfw+QX10+j4/PIGXCLEghchnPSCveUaIIm2w2hZANiAAS6sahdRG6G\n\
+69sGqf8d7DJ/2QW1NWq+F2iyE7vnviowqgaJGeS68BAbqYR6zGZ9SZhl9rE0VwPB\n\
+x1V4vwOqchnJB5VSrOzFg1qYVX4zWZG1yCB4uQ+gCGqSkgqoFKVK/38=\n\
+-----END PRIVATE KEY-----\n";
+    const P384_PUBLIC: &str = "\
+-----BEGIN PUBLIC KEY-----\n\
+MHYwEAYHKoZIzj0CAQYFK4EEACIDYgAEurGoXURuhuvbBqn/Hewyf9kFtTVqvhdo\n\
+shO7574qMKoGiRnkuvAQG6mEesxmfUmYZfaxNFcDwcdVeL8DqnIZyQeVUqzsxYNa\n\
+mFV+M1mRtcggeLkPoAhqkpIKqBSlSv9/\n\
+-----END PUBLIC KEY-----\n";
+    const P521_PUBLIC: &str = "\
+-----BEGIN PUBLIC KEY-----\n\
+MIGbMBAGByqGSM49AgEGBSuBBAAjA4GGAAQAvAXFFCAl2hnkDJBA0hMVxsMDIUqG\n\
+7I/mxuwC6ZmLzt0Suum4mYD6pIf2l/awi+tyzgxJigGlE4dbXGBy0hRbY+cBsrwt\n\
+tMELi07mnAarEZrcp03qq8kQlxSyEx6wyQh2udNR31uBWqSgl/WaWvCqLZrdEe+W\n\
+RteyW2wE94HUnTDRofo=\n\
+-----END PUBLIC KEY-----\n";
 
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
@@ -351,21 +420,146 @@ mod tests {
 
     #[test]
     fn an_unknown_role_is_refused() {
-        let claims = Claims {
-            sub: Some(Uuid::from_u128(2).to_string()),
-            tenant_id: Some(Uuid::from_u128(1).to_string()),
-            role: Some("owner".into()),
-            exp: Utc::now().timestamp() + 3600,
-            iat: None,
-            iss: None,
-            aud: None,
-        };
-        let token = jsonwebtoken::encode(
+        let token = signed(&json!({
+            "sub": Uuid::from_u128(2).to_string(),
+            "tenant_id": Uuid::from_u128(1).to_string(),
+            "role": "owner",
+            "exp": Utc::now().timestamp() + 3600,
+        }));
+        assert!(verifier(None).verify(&token).is_err());
+    }
+
+    /// `claims` signed with [`SECRET`].
+    fn signed(claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
-            &claims,
+            claims,
             &EncodingKey::from_secret(SECRET.as_bytes()),
         )
-        .expect("token");
-        assert!(verifier(None).verify(&token).is_err());
+        .expect("token")
+    }
+
+    fn with_audience(audience: Option<&str>) -> JwtVerifier {
+        JwtVerifier::new(&JwtSettings {
+            key: JwtKey::Secret(Secret::new(SECRET.into())),
+            issuer: None,
+            audience: audience.map(str::to_owned),
+        })
+        .expect("verifier")
+    }
+
+    /// Valid claims with `aud` and `exp` as given.
+    fn claims(aud: Option<serde_json::Value>, exp: serde_json::Value) -> serde_json::Value {
+        let mut claims = json!({
+            "sub": Uuid::from_u128(2).to_string(),
+            "tenant_id": Uuid::from_u128(1).to_string(),
+            "exp": exp,
+        });
+        if let Some(aud) = aud {
+            claims["aud"] = aud;
+        }
+        claims
+    }
+
+    fn in_an_hour() -> serde_json::Value {
+        json!(Utc::now().timestamp() + 3600)
+    }
+
+    #[test]
+    fn an_audience_array_is_accepted_with_no_audience_configured() {
+        let token = signed(&claims(Some(json!(["account", "cola"])), in_an_hour()));
+        assert!(with_audience(None).verify(&token).is_ok());
+        let token = signed(&claims(Some(json!("account")), in_an_hour()));
+        assert!(with_audience(None).verify(&token).is_ok());
+    }
+
+    #[test]
+    fn a_configured_audience_must_be_in_the_string_or_array() {
+        let cola = with_audience(Some("cola"));
+        for (aud, accepted) in [
+            (Some(json!(["account", "cola"])), true),
+            (Some(json!("cola")), true),
+            (Some(json!(["account", "billing"])), false),
+            (Some(json!("account")), false),
+            (Some(json!([])), false),
+            (None, false),
+        ] {
+            let token = signed(&claims(aud.clone(), in_an_hour()));
+            assert_eq!(cola.verify(&token).is_ok(), accepted, "aud {aud:?}");
+        }
+    }
+
+    #[test]
+    fn a_fractional_exp_is_a_numeric_date_like_any_other() {
+        #[allow(clippy::cast_precision_loss)]
+        let now = Utc::now().timestamp() as f64;
+        let token = signed(&claims(None, json!(now + 3600.5)));
+        assert!(verifier(None).verify(&token).is_ok());
+        let token = signed(&claims(None, json!(now - 3600.5)));
+        assert!(verifier(None).verify(&token).is_err(), "expired");
+        for exp in [json!("soon"), json!(-1), json!(null)] {
+            let token = signed(&claims(None, exp.clone()));
+            assert!(verifier(None).verify(&token).is_err(), "exp {exp}");
+        }
+        let mut no_exp = claims(None, json!(0));
+        no_exp.as_object_mut().expect("object").remove("exp");
+        assert!(verifier(None).verify(&signed(&no_exp)).is_err(), "no exp");
+    }
+
+    /// A verifier reading `pem` as `COLA_JWT_PUBLIC_KEY_FILE`.
+    fn from_public_key(pem: &str) -> Result<JwtVerifier, String> {
+        let path = std::env::temp_dir().join(format!("cola-jwt-{}.pem", Uuid::new_v4().simple()));
+        std::fs::write(&path, pem).expect("write the key");
+        let verifier = JwtVerifier::new(&JwtSettings {
+            key: JwtKey::PublicKeyFile(path.clone()),
+            issuer: None,
+            audience: None,
+        });
+        let _ = std::fs::remove_file(&path);
+        verifier
+    }
+
+    fn ec_signed(algorithm: Algorithm, private_pem: &str) -> String {
+        jsonwebtoken::encode(
+            &Header::new(algorithm),
+            &claims(None, in_an_hour()),
+            &EncodingKey::from_ec_pem(private_pem.as_bytes()).expect("EC private key"),
+        )
+        .expect("token")
+    }
+
+    #[test]
+    fn a_p256_key_verifies_es256_tokens() {
+        let verifier = from_public_key(P256_PUBLIC).expect("P-256 is supported");
+        assert!(
+            verifier
+                .verify(&ec_signed(Algorithm::ES256, P256_PRIVATE))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_p384_key_verifies_es384_tokens_and_no_es256_ones() {
+        let verifier = from_public_key(P384_PUBLIC).expect("P-384 is supported");
+        assert!(
+            verifier
+                .verify(&ec_signed(Algorithm::ES384, P384_PRIVATE))
+                .is_ok()
+        );
+        assert!(
+            verifier
+                .verify(&ec_signed(Algorithm::ES256, P256_PRIVATE))
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn a_key_on_another_curve_is_refused_at_start_up_by_name() {
+        let error = from_public_key(P521_PUBLIC).expect_err("P-521 is not supported");
+        assert!(error.starts_with("COLA_JWT_PUBLIC_KEY_FILE: "), "{error}");
+        assert!(
+            error.contains("P-256") && error.contains("P-384"),
+            "{error}"
+        );
     }
 }

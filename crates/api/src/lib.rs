@@ -15,5 +15,6 @@ pub mod rate_limit;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
+pub mod write_limit;
 
 pub use startup::{Application, StartupError};

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
 use cola_application::{UsageRecorder, VerifiedKeyCache};
@@ -165,15 +166,34 @@ pub async fn scrape(metrics: web::Data<Metrics>) -> HttpResponse {
         .body(metrics.render())
 }
 
+/// The `method` label: one of the methods of RFC 9110 and PATCH, or
+/// `other`. A method is any token a client cares to send, and each label
+/// value is a series kept for the life of the process, so an open set would
+/// let anyone grow `/metrics` and this process's memory without bound.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::CONNECT => "CONNECT",
+        Method::OPTIONS => "OPTIONS",
+        Method::TRACE => "TRACE",
+        Method::PATCH => "PATCH",
+        _ => "other",
+    }
+}
+
 /// Counts every request by its route pattern (never the concrete path, which
-/// would carry key ids) and status.
+/// would carry key ids), method and status.
 pub async fn record(
     request: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
     let metrics = request.app_data::<web::Data<Metrics>>().cloned();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let response = next.call(request).await?;
     if let Some(metrics) = metrics {
         let route = response
@@ -183,7 +203,7 @@ pub async fn record(
         let status = response.status().as_u16().to_string();
         metrics
             .http_requests
-            .with_label_values(&[&route, &method, &status])
+            .with_label_values(&[route.as_str(), method, status.as_str()])
             .inc();
         metrics
             .http_duration
@@ -191,4 +211,23 @@ pub async fn record(
             .observe(started.elapsed().as_secs_f64());
     }
     Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_methods_are_their_own_label_and_any_other_is_other() {
+        for name in [
+            "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+        ] {
+            let method = Method::from_bytes(name.as_bytes()).expect("a method");
+            assert_eq!(method_label(&method), name);
+        }
+        for name in ["PROPFIND", "get", "X7QZ", "BREW"] {
+            let method = Method::from_bytes(name.as_bytes()).expect("a method");
+            assert_eq!(method_label(&method), "other", "{name}");
+        }
+    }
 }

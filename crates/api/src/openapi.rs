@@ -49,7 +49,8 @@ pub enum ManagementFailures {
         headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"cola\"`"))
     )]
     Unauthorized(ProblemDetails),
-    /// Too many failed authentications from this address
+    /// Too many failed authentications from this address, or (on a write)
+    /// too many changes by this user
     #[response(
         status = 429,
         content_type = "application/problem+json",
@@ -72,7 +73,7 @@ pub enum BodyFailures {
     /// Body over 64 KiB
     #[response(status = 413, content_type = "application/problem+json")]
     TooLarge(ProblemDetails),
-    /// Body not `application/json`
+    /// Body not `application/json`, or sent with a `Content-Encoding`
     #[response(status = 415, content_type = "application/problem+json")]
     NotJson(ProblemDetails),
 }
@@ -114,7 +115,7 @@ impl Modify for BearerJwt {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
                     .description(Some(
-                        "A management JWT (HS256 with `COLA_JWT_SECRET` or RS256/ES256 with \
+                        "A management JWT (HS256 with `COLA_JWT_SECRET` or RS256/ES256/ES384 with \
                          `COLA_JWT_PUBLIC_KEY_FILE`) carrying `sub`, `tenant_id`, `role` and `exp`.",
                     ))
                     .build(),

@@ -5,7 +5,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::dev::Server;
+use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use cola_application::{
@@ -26,9 +26,17 @@ use crate::mcp::{self, McpGate, McpServer};
 use crate::metrics::Metrics;
 use crate::rate_limit::FailureLimiter;
 use crate::routes;
+use crate::telemetry::RequestSpan;
+use crate::write_limit::WriteLimiter;
 
 /// How long in-flight requests may run after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Attempts at the final usage flush, and the wait before the second; each
+/// later wait doubles. A flush fails when the database is briefly away (a
+/// failover, a restarting pooler): retrying at once would fail the same way.
+const FINAL_FLUSH_ATTEMPTS: u32 = 3;
+const FINAL_FLUSH_BACKOFF: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Error)]
 pub enum StartupError {
@@ -114,6 +122,9 @@ impl Application {
             );
         }
         let client_ip = ClientIpResolver::new(settings.trusted_proxies.clone());
+        // For the request span's `http.client_ip`.
+        let resolver = web::Data::new(client_ip.clone());
+        let write_limiter = web::Data::new(WriteLimiter::new());
         let limiter = Arc::new(FailureLimiter::new(settings.auth_failure_limit));
         let management = web::Data::new(ManagementAuth {
             verifier,
@@ -150,8 +161,10 @@ impl Application {
             App::new()
                 .wrap(from_fn(crate::metrics::record))
                 .wrap(from_fn(crate::telemetry::echo_request_id))
-                .wrap(TracingLogger::default())
+                .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
+                .app_data(resolver.clone())
+                .app_data(write_limiter.clone())
                 .app_data(keys.clone())
                 .app_data(management.clone())
                 .app_data(gate.clone())
@@ -171,6 +184,9 @@ impl Application {
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+        // actix stops at once, without grace, on SIGINT; signals are handled
+        // in `run_until_stopped` instead, where every stop is graceful.
+        .disable_signals()
         .listen(listener)
         .map_err(|source| StartupError::Listen {
             address: settings.listen,
@@ -210,25 +226,131 @@ impl Application {
     }
 
     /// Serves until SIGINT or SIGTERM, lets in-flight requests finish, then
-    /// writes every pending usage count before returning.
+    /// writes every pending usage count before returning. SIGQUIT stops
+    /// without waiting for in-flight requests (they are dropped), and still
+    /// writes the counts.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        // Installed before the address is announced, so a signal sent as
+        // soon as the service is up is never met by the default action.
+        let signals = Signals::install()?;
+        tokio::spawn(stop_on_signal(signals, self.server.handle()));
         tracing::info!(address = %self.address, "cola-api listening");
         let served = self.server.await;
         tracing::info!("shutting down: flushing usage counts");
         let _ = self.stop_flusher.send(true);
         let _ = self.flusher.await;
-        for attempt in 1..=3 {
-            match self.usage.flush(self.repository.as_ref()).await {
-                Ok(_) => break,
-                Err(error) => {
-                    tracing::error!(%error, attempt, pending = self.usage.pending(), "final usage flush failed")
+        let (usage, repository) = (&self.usage, self.repository.as_ref());
+        let _ = retry_with_backoff(
+            FINAL_FLUSH_ATTEMPTS,
+            FINAL_FLUSH_BACKOFF,
+            tokio::time::sleep,
+            |attempt| async move {
+                let flushed = usage.flush(repository).await;
+                if let Err(error) = &flushed {
+                    tracing::error!(%error, attempt, pending = usage.pending(), "final usage flush failed");
                 }
-            }
-        }
+                flushed
+            },
+        )
+        .await;
         self.database.close().await;
         tracing::info!("stopped");
         served
     }
+}
+
+/// Runs `operation` (given the attempt's number, from 1) up to `attempts`
+/// times until it succeeds, sleeping `first_wait` after the first failure and
+/// twice as long after each later one; the last outcome. `sleep` is
+/// `tokio::time::sleep`, or a recorder in tests.
+async fn retry_with_backoff<T, E, S, F, Fut>(
+    attempts: u32,
+    first_wait: Duration,
+    sleep: impl Fn(Duration) -> S,
+    mut operation: F,
+) -> Result<T, E>
+where
+    S: std::future::Future<Output = ()>,
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let mut wait = first_wait;
+    let mut attempt = 1;
+    loop {
+        let outcome = operation(attempt).await;
+        if outcome.is_ok() || attempt >= attempts {
+            return outcome;
+        }
+        sleep(wait).await;
+        wait = wait.saturating_mul(2);
+        attempt += 1;
+    }
+}
+
+/// The stop signals, registered with the OS.
+#[cfg(unix)]
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+}
+
+#[cfg(unix)]
+impl Signals {
+    fn install() -> std::io::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            quit: signal(SignalKind::quit())?,
+        })
+    }
+
+    /// The first signal's name, and whether it asks for a graceful stop.
+    async fn first(&mut self) -> (&'static str, bool) {
+        tokio::select! {
+            _ = self.interrupt.recv() => ("SIGINT", true),
+            _ = self.terminate.recv() => ("SIGTERM", true),
+            _ = self.quit.recv() => ("SIGQUIT", false),
+        }
+    }
+}
+
+/// Elsewhere only Ctrl-C can be awaited.
+#[cfg(not(unix))]
+struct Signals;
+
+#[cfg(not(unix))]
+impl Signals {
+    #[allow(clippy::unnecessary_wraps)]
+    fn install() -> std::io::Result<Self> {
+        Ok(Self)
+    }
+
+    async fn first(&mut self) -> (&'static str, bool) {
+        let _ = tokio::signal::ctrl_c().await;
+        ("Ctrl-C", true)
+    }
+}
+
+/// Stops the server at the first signal: gracefully on SIGINT (Ctrl-C, and
+/// what some supervisors send) as on SIGTERM, so that no admitted request is
+/// dropped, and at once on SIGQUIT, for an operator who will not wait.
+async fn stop_on_signal(mut signals: Signals, server: ServerHandle) {
+    let (name, graceful) = signals.first().await;
+    if graceful {
+        tracing::info!(
+            signal = name,
+            grace_secs = SHUTDOWN_GRACE.as_secs(),
+            "stopping: finishing in-flight requests"
+        );
+    } else {
+        tracing::warn!(
+            signal = name,
+            "stopping at once: in-flight requests are dropped"
+        );
+    }
+    server.stop(graceful).await;
 }
 
 async fn flush_usage_periodically(
@@ -247,5 +369,47 @@ async fn flush_usage_periodically(
         if let Err(error) = usage.flush(repository.as_ref()).await {
             tracing::warn!(%error, pending = usage.pending(), "usage flush failed; will retry");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    /// Runs `retry_with_backoff` on an operation that fails `failures` times;
+    /// returns the outcome, the attempts made and the waits asked for.
+    async fn retried(failures: u32) -> (Result<u32, u32>, u32, Vec<Duration>) {
+        let waits = RefCell::new(Vec::new());
+        let mut calls = 0;
+        let outcome = retry_with_backoff(
+            FINAL_FLUSH_ATTEMPTS,
+            FINAL_FLUSH_BACKOFF,
+            |wait| {
+                waits.borrow_mut().push(wait);
+                std::future::ready(())
+            },
+            |attempt| {
+                calls += 1;
+                std::future::ready(if attempt > failures {
+                    Ok(attempt)
+                } else {
+                    Err(attempt)
+                })
+            },
+        )
+        .await;
+        (outcome, calls, waits.into_inner())
+    }
+
+    #[tokio::test]
+    async fn the_final_flush_waits_longer_between_each_attempt() {
+        let (ms250, ms500) = (Duration::from_millis(250), Duration::from_millis(500));
+        assert_eq!(retried(0).await, (Ok(1), 1, vec![]));
+        assert_eq!(retried(1).await, (Ok(2), 2, vec![ms250]));
+        assert_eq!(retried(2).await, (Ok(3), 3, vec![ms250, ms500]));
+        // No wait after the last attempt: nothing follows it.
+        assert_eq!(retried(5).await, (Err(3), 3, vec![ms250, ms500]));
     }
 }

@@ -138,7 +138,7 @@ impl CreateKeyRequest {
             Some(given) => given.parse(&mut errors),
             None => Some(ApiKeyPermissions::default()),
         };
-        let ip_whitelist = IpWhitelist::parse(self.ip_whitelist.as_deref().unwrap_or_default())
+        let ip_whitelist = IpWhitelist::parse_new(self.ip_whitelist.as_deref().unwrap_or_default())
             .map_err(|e| errors.add("ip_whitelist", e.to_string()))
             .ok();
         let expires_at = parse_expiry(
@@ -286,7 +286,7 @@ impl UpdatePermissionsRequest {
                 errors.add("ip_whitelist", "must not be null");
                 None
             }
-            Patch::Set(entries) => IpWhitelist::parse(&entries)
+            Patch::Set(entries) => IpWhitelist::parse_new(&entries)
                 .map_err(|e| errors.add("ip_whitelist", e.to_string()))
                 .ok(),
         };

@@ -1,13 +1,30 @@
 //! The addresses a key may be used from: normalised CIDRs, empty = anywhere.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv6Net};
 use serde::Serialize;
 use thiserror::Error;
 
 /// Longest allowed IP allow-list.
 pub const MAX_IP_WHITELIST_ENTRIES: usize = 50;
+
+/// `100::`, the client address of a request whose forwarded address could
+/// not be read. It lies in `100::/64`, the IPv6 discard-only prefix (RFC
+/// 6666): no host is ever numbered from it, so no real client has it, and
+/// [`IpWhitelist::allows`] refuses every address in it whatever the list
+/// says — an unreadable address can only pass a key that has no allow-list.
+pub const UNREADABLE_CLIENT: IpAddr = IpAddr::V6(Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0));
+
+/// The prefix [`UNREADABLE_CLIENT`] lies in, reserved from every allow-list.
+pub const RESERVED_PREFIX: Ipv6Net =
+    Ipv6Net::new_assert(Ipv6Addr::new(0x100, 0, 0, 0, 0, 0, 0, 0), 64);
+
+/// Whether `addr` lies in [`RESERVED_PREFIX`].
+#[must_use]
+pub fn is_reserved(addr: IpAddr) -> bool {
+    matches!(addr.to_canonical(), IpAddr::V6(v6) if RESERVED_PREFIX.contains(&v6))
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum IpWhitelistError {
@@ -15,6 +32,10 @@ pub enum IpWhitelistError {
     TooManyEntries,
     #[error("entry {index} is not an IP address or CIDR")]
     InvalidEntry { index: usize },
+    #[error(
+        "entry {index} lies in 100::/64, the discard prefix that stands for an unreadable forwarded address; it can match no client"
+    )]
+    ReservedEntry { index: usize },
 }
 
 /// A list of networks. A bare address is stored as a `/32` or `/128`; host
@@ -25,6 +46,9 @@ pub enum IpWhitelistError {
 pub struct IpWhitelist(Vec<IpNet>);
 
 impl IpWhitelist {
+    /// Reads a list as stored. An entry inside [`RESERVED_PREFIX`] is kept
+    /// (a key stored before the prefix was reserved stays readable) and
+    /// matches no one; new lists go through [`IpWhitelist::parse_new`].
     pub fn parse<S: AsRef<str>>(entries: &[S]) -> Result<Self, IpWhitelistError> {
         if entries.len() > MAX_IP_WHITELIST_ENTRIES {
             return Err(IpWhitelistError::TooManyEntries);
@@ -40,12 +64,34 @@ impl IpWhitelist {
         Ok(Self(networks))
     }
 
+    /// Reads a list a user gives: as [`IpWhitelist::parse`], and an entry
+    /// inside [`RESERVED_PREFIX`] is refused, since it could only ever match
+    /// the stand-in for an unreadable address, which `allows` never admits.
+    /// A wider entry that contains the prefix (`::/0`) is fine: it matches
+    /// every other address in it.
+    pub fn parse_new<S: AsRef<str>>(entries: &[S]) -> Result<Self, IpWhitelistError> {
+        let list = Self::parse(entries)?;
+        // `parse` drops duplicates, so the index is looked up in the input.
+        for (index, entry) in entries.iter().enumerate() {
+            if let Some(IpNet::V6(net)) = parse_entry(entry.as_ref())
+                && RESERVED_PREFIX.contains(&net)
+            {
+                return Err(IpWhitelistError::ReservedEntry { index });
+            }
+        }
+        Ok(list)
+    }
+
     /// Whether `addr` may use the key. IPv4-mapped IPv6 addresses (as a
-    /// dual-stack listener reports IPv4 peers) are checked as IPv4.
+    /// dual-stack listener reports IPv4 peers) are checked as IPv4. An
+    /// address in [`RESERVED_PREFIX`] passes only an empty list.
     #[must_use]
     pub fn allows(&self, addr: IpAddr) -> bool {
         let addr = addr.to_canonical();
-        self.0.is_empty() || self.0.iter().any(|net| net.contains(&addr))
+        if self.0.is_empty() {
+            return true;
+        }
+        !is_reserved(addr) && self.0.iter().any(|net| net.contains(&addr))
     }
 
     #[must_use]
@@ -155,6 +201,45 @@ mod tests {
         );
     }
 
+    #[test]
+    fn the_unreadable_client_passes_no_allow_list() {
+        for entries in [
+            vec!["::/0"],
+            vec!["100::/8", "0.0.0.0/0"],
+            vec!["127.0.0.0/8"],
+        ] {
+            let list = IpWhitelist::parse(&entries).expect("valid");
+            assert!(!list.allows(UNREADABLE_CLIENT), "{entries:?}");
+            assert!(
+                !list.allows("100::ffff:1".parse().expect("ip")),
+                "{entries:?}"
+            );
+        }
+        // `::/0` still holds every address outside the reserved prefix.
+        let any_v6 = IpWhitelist::parse(&["::/0"]).expect("valid");
+        assert!(any_v6.allows("100:0:0:1::1".parse().expect("ip")));
+        assert!(any_v6.allows("2001:db8::1".parse().expect("ip")));
+        // A key without an allow-list is usable from anywhere, by its
+        // owner's choice, including from an address that could not be read.
+        assert!(IpWhitelist::default().allows(UNREADABLE_CLIENT));
+    }
+
+    #[test]
+    fn a_new_entry_inside_the_reserved_prefix_is_refused_by_index() {
+        assert_eq!(
+            IpWhitelist::parse_new(&["10.0.0.1", "100::1"]),
+            Err(IpWhitelistError::ReservedEntry { index: 1 })
+        );
+        assert_eq!(
+            IpWhitelist::parse_new(&["100::/64"]),
+            Err(IpWhitelistError::ReservedEntry { index: 0 })
+        );
+        assert!(IpWhitelist::parse_new(&["::/0", "100::/63"]).is_ok());
+        // A stored list keeps reading, and its reserved entry matches no one.
+        let stored = IpWhitelist::parse(&["100::1"]).expect("stored lists stay readable");
+        assert!(!stored.allows("100::1".parse().expect("ip")));
+    }
+
     proptest! {
         #[test]
         fn normalising_is_idempotent_and_keeps_membership(
@@ -177,6 +262,7 @@ mod tests {
             let addr = Ipv6Addr::from(a);
             // An IPv4-mapped address is checked as IPv4, which a v6 net cannot hold.
             prop_assume!(addr.to_ipv4_mapped().is_none());
+            prop_assume!(!is_reserved(IpAddr::V6(addr)));
             prop_assert!(list.allows(IpAddr::V6(addr)));
         }
 

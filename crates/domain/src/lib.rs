@@ -18,7 +18,10 @@ mod status;
 pub use events::{DomainEvent, EventKind};
 pub use expiry::{ExpiryError, ExpiryPolicy, ExpiryRequest, InvalidPolicy};
 pub use ids::{ApiKeyId, TenantId, UserId};
-pub use ip_whitelist::{IpWhitelist, IpWhitelistError, MAX_IP_WHITELIST_ENTRIES};
+pub use ip_whitelist::{
+    IpWhitelist, IpWhitelistError, MAX_IP_WHITELIST_ENTRIES, RESERVED_PREFIX, UNREADABLE_CLIENT,
+    is_reserved,
+};
 pub use key::{KeyError, KeyUsage, McpApiKey, NewKey, Revocation};
 pub use name::{KeyDescription, KeyName, NameError};
 pub use permissions::{

@@ -61,6 +61,27 @@ fn check_config_prints_the_effective_settings_with_secrets_masked() {
 }
 
 #[test]
+fn check_config_masks_a_password_in_the_query_string() {
+    // libpq takes the password as a URL parameter too.
+    let output = run(
+        &["check-config"],
+        &[(
+            "COLA_DATABASE_URL",
+            "postgres://cola@db:5432/cola?sslmode=require&password=hunter2",
+        )],
+    );
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("hunter2"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "COLA_DATABASE_URL=postgres://cola@db:5432/cola?sslmode=require&password=****"
+        ),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn every_subcommand_answers_help() {
     for args in [
         vec!["--help"],

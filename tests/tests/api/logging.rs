@@ -120,3 +120,80 @@ async fn a_response_names_the_request_id_its_log_lines_carry() {
     };
     assert_ne!(health(&app).await, health(&app).await);
 }
+
+/// Clients do put credentials in query strings (`?api_key=`,
+/// `?access_token=`) although no route reads them there. Neither the request
+/// span nor anything else may carry them into the log, at any level.
+#[tokio::test]
+async fn credentials_in_a_query_string_never_reach_the_log() {
+    let app = TestApp::spawn_with(cola_e2e::Options::default().with("RUST_LOG", "trace")).await;
+    let tenant = Tenant::new();
+    let token = app.token(tenant.id, tenant.alice, "member");
+    let created = app.new_key(&token, &json!({ "name": "in a query" })).await;
+    let key = created["key"].as_str().unwrap();
+
+    let mcp = app
+        .client
+        .post(format!("{}/mcp?api_key={key}", app.base))
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&json!({ "jsonrpc": "2.0", "id": 1, "method": "tools/list" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mcp.status(), 401, "a key is read from the headers only");
+    let listing = app
+        .client
+        .get(format!("{}/api/mcp/keys?access_token={token}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listing.status(), 401, "a JWT is read from the headers only");
+    // And a use of the key as it should be sent, logged with its prefix.
+    assert_eq!(app.whoami(key).await, 200);
+
+    // Both requests were logged, by path.
+    let logged = eventually(Duration::from_secs(10), || async {
+        let targets: Vec<String> = app
+            .logs()
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter_map(|event| event["span"]["http.target"].as_str().map(str::to_owned))
+            .collect();
+        let admitted = app
+            .logs()
+            .iter()
+            .any(|line| line.contains(r#""outcome":"admitted""#));
+        (admitted
+            && targets.iter().any(|t| t == "/mcp")
+            && targets.iter().any(|t| t == "/api/mcp/keys"))
+        .then_some(())
+    })
+    .await;
+    assert!(
+        logged.is_some(),
+        "the requests were logged with their paths"
+    );
+    let logs = app.logs().join("\n");
+    assert!(!logs.contains(key), "the key appears in the log");
+    assert!(
+        !logs.contains(&key[17..]),
+        "the key's secret part appears in the log"
+    );
+    assert!(!logs.contains(&token), "the JWT appears in the log");
+    assert!(
+        !logs.contains(token.rsplit('.').next().unwrap()),
+        "the JWT's signature appears in the log"
+    );
+    // The request span records no query at all, so not even the names
+    // (redacted values would still show them).
+    assert!(
+        !logs.contains("api_key=") && !logs.contains("access_token="),
+        "a query string appears in the log"
+    );
+    // The public prefix, logged on purpose, is not mistaken for a key.
+    let prefix = created["key_prefix"].as_str().unwrap();
+    assert!(
+        logs.contains(&format!(r#""key_prefix":"{prefix}""#)),
+        "the admission is logged with the key's prefix"
+    );
+}

@@ -6,6 +6,7 @@
 mod abuse;
 mod auth;
 mod cli;
+mod forwarding;
 mod http;
 mod instances;
 mod lifecycle;
@@ -16,6 +17,7 @@ mod openapi;
 mod resilience;
 mod tenancy;
 mod validation;
+mod write_limit;
 
 use uuid::Uuid;
 

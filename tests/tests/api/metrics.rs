@@ -99,3 +99,40 @@ async fn metrics_count_what_a_scenario_did_and_name_no_one() {
         assert!(!text.contains(&secret), "{secret} appears in /metrics");
     }
 }
+
+/// A method is any token a client cares to send; as a label, each would be
+/// a series kept for the life of the process.
+#[tokio::test]
+async fn custom_methods_are_counted_under_one_other_label() {
+    let app = TestApp::spawn().await;
+    let custom = ["PROPFIND", "XYZZY", "QJ7W2"];
+    for name in custom {
+        let method = reqwest::Method::from_bytes(name.as_bytes()).unwrap();
+        let response = app
+            .client
+            .request(method, format!("{}/health", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 405, "{name}");
+    }
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in custom {
+        assert!(!text.contains(name), "{name} is a label in /metrics");
+    }
+    assert_eq!(
+        sample(
+            &text,
+            r#"cola_http_requests_total{method="other",route="/health",status="405"}"#
+        ),
+        Some(3.0)
+    );
+}

@@ -102,8 +102,67 @@ async fn a_database_outage_admits_no_one_loses_no_use_and_heals_by_itself() {
     );
 }
 
-#[tokio::test]
-async fn sigterm_under_load_counts_every_admitted_request() {
+/// A request admitted at `/mcp` (its key verified and its use counted) whose
+/// body has not all arrived: in flight until [`InFlight::finish`].
+struct InFlight {
+    stream: tokio::net::TcpStream,
+    rest: Vec<u8>,
+}
+
+impl InFlight {
+    /// Sends the headers and half the body of a `whoami` call with `key`,
+    /// and returns once the server has logged the key's admission.
+    async fn start(app: &TestApp, key: &str, prefix: &str) -> Self {
+        use tokio::io::AsyncWriteExt;
+        let body = json!({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": { "name": "whoami", "arguments": {} }
+        })
+        .to_string()
+        .into_bytes();
+        let head = format!(
+            "POST /mcp HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\n\
+             Content-Type: application/json\r\nMCP-Protocol-Version: 2025-11-25\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            app.address(),
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(app.address()).await.unwrap();
+        let (first, rest) = body.split_at(body.len() / 2);
+        stream.write_all(head.as_bytes()).await.unwrap();
+        stream.write_all(first).await.unwrap();
+        // The gate admits (and counts) the request before its body is read.
+        let admitted = eventually(Duration::from_secs(30), || async {
+            app.logs()
+                .iter()
+                .any(|line| line.contains(r#""outcome":"admitted""#) && line.contains(prefix))
+                .then_some(())
+        })
+        .await;
+        assert!(admitted.is_some(), "the in-flight request was admitted");
+        Self {
+            stream,
+            rest: rest.to_vec(),
+        }
+    }
+
+    /// Sends the rest of the body; whether the answer was a 200.
+    async fn finish(mut self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if self.stream.write_all(&self.rest).await.is_err() {
+            return false;
+        }
+        let mut answer = Vec::new();
+        let _ = self.stream.read_to_end(&mut answer).await;
+        answer.starts_with(b"HTTP/1.1 200")
+    }
+}
+
+/// Stops the process with `signal` while eight clients call it and one
+/// admitted request is still being received, then checks that every
+/// admitted request was answered and counted: each key's `usage_count`
+/// equals the number of 200s its clients received.
+async fn a_stop_under_load_counts_every_admitted_request(signal: &str) {
     let mut app =
         TestApp::spawn_with(Options::default().with("COLA_USAGE_FLUSH_INTERVAL_MS", "3600000"))
             .await;
@@ -114,6 +173,7 @@ async fn sigterm_under_load_counts_every_admitted_request() {
         created["id"].as_str().unwrap().to_owned(),
         created["key"].as_str().unwrap().to_owned(),
     );
+    let slow = app.new_key(&token, &json!({ "name": "in flight" })).await;
     assert_eq!(app.whoami(&key).await, 200);
 
     // Eight clients call without pause until the server stops answering.
@@ -145,11 +205,33 @@ async fn sigterm_under_load_counts_every_admitted_request() {
             })
         })
         .collect();
-    // Every client is in full swing before the signal.
+    // Every client is in full swing, and one request is in flight, before
+    // the signal.
     for _ in 0..8 {
         started_rx.recv().await.unwrap();
     }
-    let status = app.terminate();
+    let in_flight = InFlight::start(
+        &app,
+        slow["key"].as_str().unwrap(),
+        slow["key_prefix"].as_str().unwrap(),
+    )
+    .await;
+    app.send_signal(signal);
+    // The server has taken the signal once it accepts no new connection.
+    let stopped_accepting = eventually(Duration::from_secs(30), || async {
+        tokio::net::TcpStream::connect(app.address())
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    assert!(stopped_accepting.is_some(), "the server kept accepting");
+    let slow_answered = in_flight.finish().await;
+    assert!(
+        slow_answered,
+        "the request in flight at {signal} was dropped"
+    );
+    let status = tokio::task::block_in_place(|| app.wait());
     assert!(status.success(), "{status:?}");
     let mut answered_ok = 1; // the warm-up call
     for client in clients {
@@ -159,6 +241,27 @@ async fn sigterm_under_load_counts_every_admitted_request() {
     let restarted = app.spawn_sibling(HashMap::new());
     let key: Value = restarted.get_key(&token, &id).await.json().await.unwrap();
     assert_eq!(key["usage_count"].as_u64(), Some(answered_ok));
+    let slow: Value = restarted
+        .get_key(&token, slow["id"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(slow["usage_count"].as_u64(), Some(u64::from(slow_answered)));
+}
+
+// Multi-threaded: the clients must run on while the test waits for the
+// process to exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_load_counts_every_admitted_request() {
+    a_stop_under_load_counts_every_admitted_request("TERM").await;
+}
+
+/// Ctrl-C is as graceful as SIGTERM: a request admitted before it is
+/// answered, not dropped half-way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_under_load_counts_every_admitted_request() {
+    a_stop_under_load_counts_every_admitted_request("INT").await;
 }
 
 #[tokio::test]

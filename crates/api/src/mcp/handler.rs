@@ -8,7 +8,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use cola_application::McpPrincipal;
 use serde_json::{Value, json};
 
-use crate::json::{MAX_BODY_BYTES, is_json, read_body};
+use crate::json::{BodyError, is_json, read_body};
 use crate::mcp::protocol::{self, Era};
 use crate::mcp::server::{Call, McpServer, Outcome};
 
@@ -97,18 +97,17 @@ pub async fn post(
     let mut payload: Payload = payload.into_inner();
     let body = match read_body(&request, &mut payload).await {
         Ok(body) => body,
-        Err(problem) => {
-            let message = if problem.status == 413 {
-                format!("the message is larger than {MAX_BODY_BYTES} bytes")
-            } else {
-                "the message could not be read".to_owned()
+        Err(error) => {
+            let status = match error {
+                BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+                BodyError::Encoded(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                BodyError::Unreadable => StatusCode::BAD_REQUEST,
             };
-            let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::BAD_REQUEST);
             return Reply::error(
                 status,
                 &Value::Null,
                 protocol::INVALID_REQUEST,
-                &message,
+                &error.to_string(),
                 None,
             )
             .into_response();

@@ -1,4 +1,6 @@
-//! `/api/mcp/keys`: the key-management REST API (CONTRACT §5).
+//! `/api/mcp/keys`: the key-management REST API (CONTRACT §5). Reads take a
+//! [`Caller`]; writes a [`Writer`], which is also held to the per-user write
+//! limit.
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use cola_application::{
@@ -11,6 +13,7 @@ use crate::json::{JsonBody, parse_query};
 use crate::jwt::Caller;
 use crate::problem::{ApiError, Problem};
 use crate::routes::method_not_allowed;
+use crate::write_limit::Writer;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
@@ -66,7 +69,7 @@ fn key_id(raw: &str) -> Result<ApiKeyId, Problem> {
     tag = "keys",
 )]
 pub(crate) async fn create(
-    caller: Caller,
+    caller: Writer,
     keys: web::Data<ApiKeyService>,
     body: JsonBody<CreateKeyRequest>,
 ) -> Result<HttpResponse, ApiError> {
@@ -142,7 +145,7 @@ pub(crate) async fn get(
     tag = "keys",
 )]
 pub(crate) async fn update_metadata(
-    caller: Caller,
+    caller: Writer,
     keys: web::Data<ApiKeyService>,
     id: web::Path<String>,
     body: JsonBody<UpdateMetadataRequest>,
@@ -172,7 +175,7 @@ pub(crate) async fn update_metadata(
     tag = "keys",
 )]
 pub(crate) async fn update_permissions(
-    caller: Caller,
+    caller: Writer,
     keys: web::Data<ApiKeyService>,
     id: web::Path<String>,
     body: JsonBody<UpdatePermissionsRequest>,
@@ -200,7 +203,7 @@ pub(crate) async fn update_permissions(
     tag = "keys",
 )]
 pub(crate) async fn revoke(
-    caller: Caller,
+    caller: Writer,
     keys: web::Data<ApiKeyService>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, actix_web::Error> {

@@ -171,6 +171,27 @@ def test_modern_unsupported_version_is_400_with_supported_list(cola: ColaServer,
     assert r.status_code == 400 and rpc_error(r)["code"] == -32022
 
 
+def test_version_header_unlike_an_unsupported_meta_version_is_a_header_mismatch(
+    cola: ColaServer, key: dict[str, Any], owner: Owner
+) -> None:
+    # The request contradicts itself, so it is a header mismatch, not an
+    # unsupported version (the conformance suite's
+    # sep-2575-http-server-header-mismatch-400 sends exactly this).
+    r = cola.mcp(key["key"], "server/discover", {"_meta": {META_VERSION: "v999.0.0"}}, id="probe")
+    assert r.status_code == 400, r.text
+    assert rpc_error(r)["code"] == -32020
+    assert r.json()["id"] == "probe"
+    # Roles swapped: the header names the unknown version.
+    r = cola.mcp(key["key"], "server/discover", headers={"MCP-Protocol-Version": "v999.0.0"})
+    assert r.status_code == 400 and rpc_error(r)["code"] == -32020
+    # A call refused this way runs nothing.
+    target = owner.create_key()
+    params = {"name": "revoke_api_key", "arguments": {"id": target["id"]}, "_meta": {META_VERSION: "1900-01-01"}}
+    r = cola.mcp(key["key"], "tools/call", params)
+    assert r.status_code == 400 and rpc_error(r)["code"] == -32020
+    assert owner.get_key(target["id"])["status"] == "active"
+
+
 def test_modern_protocol_version_header_mismatch(cola: ColaServer, key: dict[str, Any]) -> None:
     r = cola.mcp(key["key"], "tools/list", headers={"MCP-Protocol-Version": None})
     assert r.status_code == 400, r.text

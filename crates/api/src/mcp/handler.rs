@@ -317,8 +317,8 @@ fn is_valid_id(id: &Value) -> bool {
     id.is_string() || id.is_i64() || id.is_u64()
 }
 
-/// The stateless era's rules: the version in `_meta` is one we speak and
-/// matches the header; `Mcp-Method` (and `Mcp-Name` where it applies)
+/// The stateless era's rules: the version in `_meta` matches the header and
+/// is one we speak; `Mcp-Method` (and `Mcp-Name` where it applies)
 /// repeat the body; the client's capabilities are declared.
 fn check_stateless(
     headers: &HeaderMap,
@@ -347,6 +347,20 @@ fn check_stateless(
             None,
         );
     };
+    let mismatch = || {
+        bad(
+            protocol::HEADER_MISMATCH,
+            "MCP-Protocol-Version header does not match _meta",
+            None,
+        )
+    };
+    // A header that names another version than `_meta` is a mismatch
+    // whatever either version is: the request contradicts itself, so which
+    // version it "requested" has no answer. The conformance suite holds
+    // servers to this (check `sep-2575-http-server-header-mismatch-400`).
+    if header_version.is_some_and(|header| header != version) {
+        return mismatch();
+    }
     if version != protocol::MODERN_VERSION {
         return bad(
             protocol::UNSUPPORTED_PROTOCOL_VERSION,
@@ -354,12 +368,11 @@ fn check_stateless(
             Some(json!({ "supported": [protocol::MODERN_VERSION], "requested": version })),
         );
     }
-    if header_version != Some(version) {
-        return bad(
-            protocol::HEADER_MISMATCH,
-            "MCP-Protocol-Version header does not match _meta",
-            None,
-        );
+    // A request without the header does not contradict itself, so an
+    // unknown `_meta` version was refused above with the supported list,
+    // the answer such a client can act on; the missing header comes second.
+    if header_version.is_none() {
+        return mismatch();
     }
     let method_header =
         header(headers, protocol::HEADER_METHOD).and_then(protocol::decode_header_value);
@@ -500,7 +513,91 @@ mod tests {
             })
     }
 
+    /// A well-formed 2026-07-28 `server/discover` whose `_meta` names
+    /// `meta_version`, with `Mcp-Method` right and, if given, the version
+    /// header.
+    fn discover(meta_version: &str, header_version: Option<&str>) -> Result<Message, Reply> {
+        let mut pairs = vec![("mcp-method", "server/discover".to_owned())];
+        if let Some(version) = header_version {
+            pairs.push(("mcp-protocol-version", version.to_owned()));
+        }
+        let body = json!({
+            "jsonrpc": "2.0",
+            "id": 7,
+            "method": "server/discover",
+            "params": { "_meta": {
+                protocol::META_PROTOCOL_VERSION: meta_version,
+                protocol::META_CLIENT_CAPABILITIES: {},
+            } },
+        });
+        read_message(&headers(&pairs), &body.to_string().into_bytes())
+    }
+
+    /// The status and the JSON-RPC error of a refusal.
+    fn refusal(read: Result<Message, Reply>) -> (StatusCode, Value) {
+        let Err(reply) = read else {
+            panic!("expected a refusal, got {read:?}");
+        };
+        assert_well_formed_refusal(&reply, Some(&json!(7)));
+        let body: Value =
+            serde_json::from_slice(reply.body.as_deref().expect("a body")).expect("a JSON body");
+        (reply.status, body["error"].clone())
+    }
+
+    #[test]
+    fn a_version_header_unlike_an_unsupported_meta_version_is_a_header_mismatch() {
+        let (status, error) = refusal(discover("v999.0.0", Some(protocol::MODERN_VERSION)));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(error["code"], protocol::HEADER_MISMATCH);
+        // The same with the roles swapped: the header names the unknown one.
+        let (status, error) = refusal(discover(protocol::MODERN_VERSION, Some("v999.0.0")));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(error["code"], protocol::HEADER_MISMATCH);
+    }
+
+    #[test]
+    fn an_unsupported_version_the_header_repeats_is_unsupported_with_the_supported_list() {
+        let (status, error) = refusal(discover("v999.0.0", Some("v999.0.0")));
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(error["code"], protocol::UNSUPPORTED_PROTOCOL_VERSION);
+        assert_eq!(
+            error["data"]["supported"],
+            json!([protocol::MODERN_VERSION])
+        );
+        assert_eq!(error["data"]["requested"], "v999.0.0");
+    }
+
+    #[test]
+    fn an_unsupported_meta_version_without_a_header_is_unsupported() {
+        let (_, error) = refusal(discover("1900-01-01", None));
+        assert_eq!(error["code"], protocol::UNSUPPORTED_PROTOCOL_VERSION);
+        // A supported one without the header is the header's fault.
+        let (_, error) = refusal(discover(protocol::MODERN_VERSION, None));
+        assert_eq!(error["code"], protocol::HEADER_MISMATCH);
+    }
+
+    #[test]
+    fn matching_supported_versions_are_read() {
+        let read = discover(protocol::MODERN_VERSION, Some(protocol::MODERN_VERSION));
+        let Ok(Message::Request(request)) = read else {
+            panic!("expected a request, got {read:?}");
+        };
+        assert_eq!(request.era, Era::Stateless);
+        assert_eq!(request.method, "server/discover");
+    }
+
     proptest! {
+        #[test]
+        fn a_version_header_unlike_meta_is_always_a_header_mismatch(
+            meta_version in prop_oneof![Just(protocol::MODERN_VERSION.to_owned()), "[0-9a-z.-]{0,12}"],
+            header_version in prop_oneof![Just(protocol::MODERN_VERSION.to_owned()), "[0-9a-z.-]{0,12}"],
+        ) {
+            prop_assume!(meta_version != header_version);
+            let (status, error) = refusal(discover(&meta_version, Some(&header_version)));
+            prop_assert_eq!(status, StatusCode::BAD_REQUEST);
+            prop_assert_eq!(&error["code"], &json!(protocol::HEADER_MISMATCH));
+        }
+
         #[test]
         fn any_bytes_are_refused_or_read_never_a_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
             match read_message(&HeaderMap::new(), &body) {

@@ -123,27 +123,27 @@ impl JwtVerifier {
 
     /// The principal a token names, or why it is refused (for the log only;
     /// the client hears a plain 401).
-    pub fn verify(&self, token: &str) -> Result<Principal, &'static str> {
+    pub fn verify(&self, token: &str) -> Result<Principal, TokenRefusal> {
         if ApiKeySecret::looks_like_key(token) {
-            return Err("an API key cannot manage keys");
+            return Err(TokenRefusal::ApiKey);
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(|_| "invalid token")?;
+            .map_err(TokenRefusal::Invalid)?;
         let claims = data.claims;
         let user_id: UserId = claims
             .sub
             .as_deref()
             .and_then(|s| s.parse().ok())
-            .ok_or("`sub` is missing or not a UUID")?;
+            .ok_or(TokenRefusal::Claim("`sub` is missing or not a UUID"))?;
         let tenant_id: TenantId = claims
             .tenant_id
             .as_deref()
             .and_then(|s| s.parse().ok())
-            .ok_or("`tenant_id` is missing or not a UUID")?;
+            .ok_or(TokenRefusal::Claim("`tenant_id` is missing or not a UUID"))?;
         let role = match claims.role.as_deref() {
             None | Some("member") => Role::Member,
             Some("admin") => Role::Admin,
-            Some(_) => return Err("`role` is neither admin nor member"),
+            Some(_) => return Err(TokenRefusal::Claim("`role` is neither admin nor member")),
         };
         Ok(Principal {
             tenant_id,
@@ -198,6 +198,35 @@ pub fn mint_token(
     )
 }
 
+/// Why a management request was refused. Logged with its whole cause chain
+/// (an expired token, a bad signature and a wrong algorithm read differently
+/// in the log); the client hears one plain 401 for all.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenRefusal {
+    #[error("no JWT verification is configured")]
+    NotConfigured,
+    #[error("no bearer token")]
+    Missing,
+    #[error("an API key cannot manage keys")]
+    ApiKey,
+    #[error("invalid token")]
+    Invalid(#[source] jsonwebtoken::errors::Error),
+    #[error("{0}")]
+    Claim(&'static str),
+}
+
+/// The error and each of its causes, outermost first, for one log field.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
 /// What the `Caller` extractor needs, shared through app data.
 #[derive(Debug, Clone)]
 pub struct ManagementAuth {
@@ -232,12 +261,12 @@ impl Caller {
             return Err(Problem::too_many_requests(wait));
         }
         let outcome = match (&auth.verifier, bearer(request)) {
-            (None, _) => Err("no JWT verification is configured"),
-            (_, None) => Err("no bearer token"),
+            (None, _) => Err(TokenRefusal::NotConfigured),
+            (_, None) => Err(TokenRefusal::Missing),
             (Some(verifier), Some(token)) => verifier.verify(token),
         };
-        outcome.map(Caller).map_err(|reason| {
-            tracing::info!(reason, "management request refused");
+        outcome.map(Caller).map_err(|refusal| {
+            tracing::info!(reason = %chain(&refusal), "management request refused");
             // Failures are numbered atomically: one past the limit is
             // answered 429 even if it passed the check above concurrently.
             match client.map(|client| auth.limiter.record_failure(client)) {
@@ -339,6 +368,26 @@ RteyW2wE94HUnTDRofo=\n\
                 role: Role::Admin
             }
         );
+    }
+
+    #[test]
+    fn a_refusal_keeps_the_library_s_reason_as_its_cause() {
+        let (tenant, user) = ids();
+        let token = mint_token(
+            SECRET,
+            tenant,
+            user,
+            Role::Member,
+            Duration::hours(-1),
+            None,
+            None,
+        )
+        .expect("token");
+        let refusal = verifier(None).verify(&token).expect_err("expired");
+        assert!(matches!(refusal, TokenRefusal::Invalid(_)));
+        let logged = chain(&refusal);
+        assert!(logged.starts_with("invalid token: "), "{logged}");
+        assert!(logged.to_lowercase().contains("expired"), "{logged}");
     }
 
     #[test]

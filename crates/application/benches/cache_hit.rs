@@ -14,11 +14,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 use cola_application::{
-    ApiKeyRepository, AuthPath, Clock, HashError, KeyAuthenticator, KeyListFilter, RecordedEvent,
-    RepositoryError, SecretHash, SecretHasher, StoredCredential, SystemClock, UsageDelta,
-    UsageRecorder, VerifiedKeyCache, follow_access_changes,
+    AccessChange, ApiKeyRepository, AuthPath, Clock, HashError, KeyAuthenticator, KeyListFilter,
+    RecordedEvent, RepositoryError, SecretHash, SecretHasher, StoredCredential, SystemClock,
+    UsageDelta, UsageRecorder, VerifiedKeyCache, follow_access_changes,
 };
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, ApiKeySecret, DomainEvent, IpWhitelist, KeyName, KeyPrefix,
@@ -82,10 +81,7 @@ impl ApiKeyRepository for FakeRepository {
         }))
     }
 
-    async fn access_changes_since(
-        &self,
-        _: DateTime<Utc>,
-    ) -> Result<Vec<(Uuid, ApiKeyId)>, RepositoryError> {
+    async fn recent_access_changes(&self) -> Result<Vec<AccessChange>, RepositoryError> {
         Ok(Vec::new())
     }
 

@@ -462,7 +462,8 @@ fn verify_failure(error: HashError) -> AuthFailure {
 pub async fn follow_access_changes(
     repository: Arc<dyn ApiKeyRepository>,
     cache: Arc<VerifiedKeyCache>,
-    clock: Arc<dyn Clock>,
+    // Unused: the feed's window is measured by the database's clock now.
+    _clock: Arc<dyn Clock>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut seen: std::collections::HashMap<uuid::Uuid, Instant> = std::collections::HashMap::new();
@@ -474,12 +475,11 @@ pub async fn follow_access_changes(
             _ = stop.changed() => return,
         }
         let read_started = Instant::now();
-        let since = clock.now() - chrono::Duration::from_std(FEED_LOOKBACK).unwrap_or_default();
-        match repository.access_changes_since(since).await {
+        match repository.recent_access_changes().await {
             Ok(changes) => {
-                for (event_id, key_id) in changes {
-                    if seen.insert(event_id, read_started).is_none() {
-                        cache.forget_key(key_id);
+                for change in changes {
+                    if seen.insert(change.event_id, read_started).is_none() {
+                        cache.forget_key(change.key_id);
                     }
                 }
                 seen.retain(|_, at| at.elapsed() < FEED_LOOKBACK * 2);

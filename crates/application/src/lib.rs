@@ -20,8 +20,9 @@ pub use dto::{
 };
 pub use error::{AppError, FieldErrors};
 pub use ports::{
-    ApiKeyRepository, Clock, Cursor, HashError, KeyListFilter, RecordedEvent, RepositoryError,
-    SecretHash, SecretHasher, StoredCredential, SystemClock, UsageDelta,
+    ACCESS_CHANGE_WINDOW, AccessChange, ApiKeyRepository, Clock, Cursor, HashError, KeyListFilter,
+    RecordedEvent, RepositoryError, SecretHash, SecretHasher, StoredCredential, SystemClock,
+    UsageDelta,
 };
 pub use principal::{AdmittedKey, McpPrincipal, Principal, Role};
 pub use service::{ApiKeyService, KeyPolicy};

@@ -87,6 +87,17 @@ pub struct KeyListFilter {
     pub now: DateTime<Utc>,
 }
 
+/// How far back [`ApiKeyRepository::recent_access_changes`] looks.
+pub const ACCESS_CHANGE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A revocation or permission change of one key, from the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessChange {
+    pub event_id: Uuid,
+    pub key_id: ApiKeyId,
+    pub key_prefix: KeyPrefix,
+}
+
 /// Uses of one key since the last flush.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsageDelta {
@@ -145,13 +156,14 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         prefix: &KeyPrefix,
     ) -> Result<Option<StoredCredential>, RepositoryError>;
 
-    /// Revocations and permission changes recorded since about `since`, by
-    /// any instance and of any tenant, as (event id, key id): the feed that
-    /// keeps every instance's verified-key cache honest. May repeat events.
-    async fn access_changes_since(
-        &self,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<(Uuid, ApiKeyId)>, RepositoryError>;
+    /// Revocations and permission changes recorded in the last
+    /// [`ACCESS_CHANGE_WINDOW`], by any instance and of any tenant: the feed
+    /// that keeps every instance's verified-key cache honest. The window is
+    /// measured by the database's clock, against the instant the database
+    /// recorded each event, so an instance whose clock is off neither misses
+    /// changes nor hides its own. Repeats an event on every read within the
+    /// window.
+    async fn recent_access_changes(&self) -> Result<Vec<AccessChange>, RepositoryError>;
 
     /// Adds a batch of usage, one increment per key (`count = count + n`), so
     /// concurrent writers never lose an increment.

@@ -5,18 +5,18 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_application::{
-    ApiKeyRepository, KeyListFilter, RecordedEvent, RepositoryError, SecretHash, StoredCredential,
-    UsageDelta,
+    ACCESS_CHANGE_WINDOW, AccessChange, ApiKeyRepository, KeyListFilter, RecordedEvent,
+    RepositoryError, SecretHash, StoredCredential, UsageDelta,
 };
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, DomainEvent, EffectiveStatus, EventKind, IpWhitelist,
     KeyDescription, KeyName, KeyPrefix, KeyUsage, McpApiKey, NewKey, Revocation, TenantId, UserId,
 };
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Alias, Expr, IntoIden, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, SqlErr,
-    Statement, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, RuntimeErr, SqlErr, Statement, TransactionTrait,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -164,16 +164,69 @@ fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, RepositoryE
     serde_json::to_value(value).map_err(|e| RepositoryError::Unexpected(Box::new(e)))
 }
 
-fn event_row(event: &DomainEvent) -> api_key_event::ActiveModel {
-    api_key_event::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        tenant_id: Set(event.tenant_id.as_uuid()),
-        key_id: Set(event.key_id.as_uuid()),
-        event_type: Set(event.kind.as_str().to_owned()),
-        actor_user_id: Set(event.actor_user_id.as_uuid()),
-        occurred_at: Set(event.occurred_at),
-        data: Set(event.data.clone()),
+/// `api_key_events.recorded_at`: when the database stored the event, by the
+/// database's clock. Not in the entity: only `insert_event` writes it and
+/// only `recent_access_changes` reads it, both in SQL.
+const RECORDED_AT: &str = "recorded_at";
+
+/// The database's current instant, as `recorded_at` holds it. SQLite has no
+/// timestamp type: its column is ISO 8601 text in UTC, which compares in
+/// time order.
+fn database_now(backend: DbBackend) -> &'static str {
+    match backend {
+        // The instant of the insert itself rather than `now()`, the start of
+        // the transaction.
+        DbBackend::Postgres => "clock_timestamp()",
+        _ => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
     }
+}
+
+/// An event's id: a UUIDv7 of the instant the event occurred (the writing
+/// instance's clock), so ids sort with `occurred_at`.
+fn event_id(occurred_at: DateTime<Utc>) -> Uuid {
+    let seconds = u64::try_from(occurred_at.timestamp()).unwrap_or(0);
+    Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        seconds,
+        occurred_at.timestamp_subsec_nanos(),
+    ))
+}
+
+/// Stores `event`, stamping `recorded_at` with the database's clock. The
+/// change feed selects by that stamp: the writers' clocks (`occurred_at`, the
+/// id) may be off, and an instance whose clock lags would otherwise write
+/// events that the others' feeds consider old and never read.
+async fn insert_event(
+    txn: &DatabaseTransaction,
+    event: &DomainEvent,
+) -> Result<(), RepositoryError> {
+    use api_key_event::Column;
+    let mut insert = Query::insert();
+    insert
+        .into_table(api_key_event::Entity)
+        .columns([
+            Column::Id.into_iden(),
+            Column::TenantId.into_iden(),
+            Column::KeyId.into_iden(),
+            Column::EventType.into_iden(),
+            Column::ActorUserId.into_iden(),
+            Column::OccurredAt.into_iden(),
+            Column::Data.into_iden(),
+            Alias::new(RECORDED_AT).into_iden(),
+        ])
+        .values([
+            Expr::value(event_id(event.occurred_at)),
+            Expr::value(event.tenant_id.as_uuid()),
+            Expr::value(event.key_id.as_uuid()),
+            Expr::value(event.kind.as_str()),
+            Expr::value(event.actor_user_id.as_uuid()),
+            Expr::value(event.occurred_at),
+            Expr::value(event.data.clone()),
+            Expr::cust(database_now(txn.get_database_backend())),
+        ])
+        .map_err(|e| RepositoryError::Unexpected(Box::new(e)))?;
+    txn.execute(&insert).await.map_err(db_error)?;
+    Ok(())
 }
 
 /// A PostgreSQL advisory-lock id for one owner, so concurrent creates for
@@ -252,7 +305,7 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
             txn.rollback().await.map_err(db_error)?;
             return Err(RepositoryError::CapReached);
         }
-        event_row(event).insert(&txn).await.map_err(db_error)?;
+        insert_event(&txn, event).await?;
         txn.commit().await.map_err(db_error)
     }
 
@@ -351,7 +404,7 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
             txn.rollback().await.map_err(db_error)?;
             return Ok(false);
         }
-        event_row(event).insert(&txn).await.map_err(db_error)?;
+        insert_event(&txn, event).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(true)
     }
@@ -404,31 +457,55 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
         }))
     }
 
-    async fn access_changes_since(
-        &self,
-        since: DateTime<Utc>,
-    ) -> Result<Vec<(Uuid, ApiKeyId)>, RepositoryError> {
-        // Event ids are UUIDv7: the smallest id of `since`'s millisecond is a
-        // lower bound the primary key can seek to.
-        let millis = u64::try_from(since.timestamp_millis()).unwrap_or(0);
-        let floor = uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid();
-        let rows = api_key_event::Entity::find()
-            .select_only()
-            .column(api_key_event::Column::Id)
-            .column(api_key_event::Column::KeyId)
-            .filter(api_key_event::Column::Id.gte(floor))
-            .filter(api_key_event::Column::EventType.is_in([
-                EventKind::ApiKeyRevoked.as_str(),
-                EventKind::ApiKeyPermissionsUpdated.as_str(),
-            ]))
-            .into_tuple::<(Uuid, Uuid)>()
-            .all(self.database.connection())
+    async fn recent_access_changes(&self) -> Result<Vec<AccessChange>, RepositoryError> {
+        let backend = self.database.backend();
+        let window_ms = i64::try_from(ACCESS_CHANGE_WINDOW.as_millis()).unwrap_or(i64::MAX);
+        // The floor is computed by the database, from its own clock, and
+        // compared with the stamps it made: no instance's clock is involved.
+        // PostgreSQL's `now()` (not `clock_timestamp()`) is stable within
+        // the statement, so the index on `recorded_at` can be used.
+        let (floor, placeholders) = match backend {
+            DbBackend::Postgres => ("now() - $1 * interval '1 millisecond'", ["$2", "$3"]),
+            _ => ("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)", ["?", "?"]),
+        };
+        let window = match backend {
+            DbBackend::Postgres => window_ms.into(),
+            _ => format!("-{}.{:03} seconds", window_ms / 1000, window_ms % 1000).into(),
+        };
+        // Joined with the key, whose prefix the key cache is keyed by; the
+        // pair (tenant, key) is the key's identity as everywhere else.
+        let sql = format!(
+            "SELECT e.id, e.key_id, k.key_prefix FROM api_key_events e \
+             JOIN api_keys k ON k.tenant_id = e.tenant_id AND k.id = e.key_id \
+             WHERE e.{RECORDED_AT} >= {floor} AND e.event_type IN ({}, {})",
+            placeholders[0], placeholders[1]
+        );
+        let statement = Statement::from_sql_and_values(
+            backend,
+            sql,
+            [
+                window,
+                EventKind::ApiKeyRevoked.as_str().into(),
+                EventKind::ApiKeyPermissionsUpdated.as_str().into(),
+            ],
+        );
+        let rows = self
+            .database
+            .connection()
+            .query_all_raw(statement)
             .await
             .map_err(db_error)?;
-        Ok(rows
-            .into_iter()
-            .map(|(event, key)| (event, ApiKeyId::from_uuid(key)))
-            .collect())
+        rows.into_iter()
+            .map(|row| {
+                let read = |e: DbErr| RepositoryError::Unexpected(Box::new(e));
+                let prefix: String = row.try_get("", "key_prefix").map_err(read)?;
+                Ok(AccessChange {
+                    event_id: row.try_get("", "id").map_err(read)?,
+                    key_id: ApiKeyId::from_uuid(row.try_get("", "key_id").map_err(read)?),
+                    key_prefix: KeyPrefix::parse(&prefix).map_err(corrupt)?,
+                })
+            })
+            .collect()
     }
 
     async fn add_usage(&self, batch: &[UsageDelta]) -> Result<(), RepositoryError> {

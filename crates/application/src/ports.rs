@@ -119,6 +119,15 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         max_active: u32,
     ) -> Result<(), RepositoryError>;
 
+    /// How many keys of `owner` are active at `now`. A cheap pre-check
+    /// only; `insert` enforces the cap.
+    async fn count_active(
+        &self,
+        tenant: TenantId,
+        owner: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<u64, RepositoryError>;
+
     async fn find(
         &self,
         tenant: TenantId,

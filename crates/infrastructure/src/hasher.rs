@@ -37,7 +37,9 @@ pub struct HasherSettings {
     /// Dedicated hashing threads, each with its own block array: the jobs
     /// running at once.
     pub concurrent: usize,
-    /// Jobs allowed to wait for a thread before `Saturated`.
+    /// Jobs allowed to wait for a thread before `Saturated`. Hashing (key
+    /// creation) is admitted only while less than half of `concurrent +
+    /// queue` is in use; verification may use all of it.
     pub queue: usize,
 }
 
@@ -54,6 +56,13 @@ impl Default for HasherSettings {
     }
 }
 
+/// What a job is for; verification has priority over creation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Work {
+    Hash,
+    Verify,
+}
+
 type Job = Box<dyn FnOnce(&mut Worker) + Send>;
 
 pub struct Argon2Hasher {
@@ -63,6 +72,10 @@ pub struct Argon2Hasher {
     workers: Vec<JoinHandle<()>>,
     admitted: Arc<AtomicUsize>,
     capacity: usize,
+    /// Admissions up to which a hash (a key creation) is still taken: the
+    /// rest of the capacity is kept for verifications, so creating keys
+    /// cannot starve key use.
+    hash_capacity: usize,
     /// A hash of a random secret nobody knows, verified against when a
     /// prefix is unknown so that the answer takes as long as for a known one.
     dummy: Arc<str>,
@@ -73,6 +86,7 @@ impl std::fmt::Debug for Argon2Hasher {
         f.debug_struct("Argon2Hasher")
             .field("workers", &self.workers.len())
             .field("capacity", &self.capacity)
+            .field("hash_capacity", &self.hash_capacity)
             .finish_non_exhaustive()
     }
 }
@@ -231,6 +245,7 @@ impl Argon2Hasher {
             workers,
             admitted: Arc::new(AtomicUsize::new(0)),
             capacity,
+            hash_capacity: (capacity / 2).max(1),
             dummy,
         })
     }
@@ -242,14 +257,19 @@ impl Argon2Hasher {
     }
 
     /// Admits `job` and queues it for a worker, or refuses it at once when
-    /// the capacity is in use. The answer arrives on the
+    /// `work`'s share of the capacity is in use. The answer arrives on the
     /// returned receiver; the job is counted until it is done, also when the
     /// receiver is dropped.
     fn submit<T: Send + 'static>(
         &self,
+        work: Work,
         job: impl FnOnce(&mut Worker) -> T + Send + 'static,
     ) -> Result<oneshot::Receiver<T>, HashError> {
-        if self.admitted.fetch_add(1, Ordering::AcqRel) >= self.capacity {
+        let limit = match work {
+            Work::Hash => self.hash_capacity,
+            Work::Verify => self.capacity,
+        };
+        if self.admitted.fetch_add(1, Ordering::AcqRel) >= limit {
             self.admitted.fetch_sub(1, Ordering::AcqRel);
             return Err(HashError::Saturated);
         }
@@ -272,9 +292,10 @@ impl Argon2Hasher {
 
     async fn run<T: Send + 'static>(
         &self,
+        work: Work,
         job: impl FnOnce(&mut Worker) -> T + Send + 'static,
     ) -> Result<T, HashError> {
-        self.submit(job)?
+        self.submit(work, job)?
             .await
             .map_err(|_| failed("an argon2 job ended without an answer"))
     }
@@ -284,24 +305,30 @@ impl Argon2Hasher {
 impl SecretHasher for Argon2Hasher {
     async fn hash(&self, secret: &ApiKeySecret) -> Result<SecretHash, HashError> {
         let secret = secret.clone();
-        self.run(move |worker| worker.hash(secret.expose().as_bytes()))
-            .await?
-            .map(SecretHash::new)
+        self.run(Work::Hash, move |worker| {
+            worker.hash(secret.expose().as_bytes())
+        })
+        .await?
+        .map(SecretHash::new)
     }
 
     async fn verify(&self, secret: &ApiKeySecret, hash: &SecretHash) -> Result<bool, HashError> {
         let secret = secret.clone();
         let phc = hash.as_str().to_owned();
-        self.run(move |worker| worker.verify(secret.expose().as_bytes(), &phc))
-            .await?
+        self.run(Work::Verify, move |worker| {
+            worker.verify(secret.expose().as_bytes(), &phc)
+        })
+        .await?
     }
 
     async fn verify_dummy(&self, secret: &ApiKeySecret) -> Result<(), HashError> {
         let secret = secret.clone();
         let dummy = Arc::clone(&self.dummy);
-        self.run(move |worker| worker.verify(secret.expose().as_bytes(), &dummy))
-            .await?
-            .map(drop)
+        self.run(Work::Verify, move |worker| {
+            worker.verify(secret.expose().as_bytes(), &dummy)
+        })
+        .await?
+        .map(drop)
     }
 }
 
@@ -310,6 +337,7 @@ mod tests {
     use std::collections::{HashMap, HashSet};
 
     use argon2::PasswordHasher;
+    use futures_util::FutureExt;
     use rand::SeedableRng;
 
     use super::*;
@@ -333,6 +361,7 @@ mod tests {
     /// `release` is sent (or dropped).
     fn blocker(
         hasher: &Argon2Hasher,
+        work: Work,
     ) -> (
         oneshot::Receiver<()>,
         oneshot::Receiver<()>,
@@ -341,7 +370,7 @@ mod tests {
         let (release, wait) = std::sync::mpsc::channel::<()>();
         let (started, is_running) = oneshot::channel::<()>();
         let done = hasher
-            .submit(move |_| {
+            .submit(work, move |_| {
                 let _ = started.send(());
                 let _ = wait.recv();
             })
@@ -435,7 +464,7 @@ mod tests {
         let answers: Vec<_> = (0..40)
             .map(|_| {
                 hasher
-                    .submit(|worker| {
+                    .submit(Work::Verify, |worker| {
                         let name = std::thread::current().name().map(str::to_owned);
                         (name, worker.memory.as_ptr().addr())
                     })
@@ -482,7 +511,7 @@ mod tests {
             ..cheap()
         })
         .expect("hasher");
-        let (is_running, done, release) = blocker(&hasher);
+        let (is_running, done, release) = blocker(&hasher, Work::Verify);
         is_running.await.expect("job started");
         drop(done);
         assert_eq!(hasher.in_flight(), 1);
@@ -497,7 +526,7 @@ mod tests {
     async fn work_beyond_capacity_is_refused_not_queued() {
         let hasher = Argon2Hasher::new(cheap()).expect("hasher");
         // Occupy the only slot with a job that waits for our signal.
-        let (is_running, done, release) = blocker(&hasher);
+        let (is_running, done, release) = blocker(&hasher, Work::Verify);
         is_running.await.expect("job started");
         assert!(matches!(
             hasher.verify_dummy(&secret()).await,
@@ -507,5 +536,43 @@ mod tests {
         done.await.expect("job");
         assert_eq!(hasher.in_flight(), 0);
         assert!(hasher.verify_dummy(&secret()).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn hashing_gets_half_the_capacity_and_verification_all_of_it() {
+        // Capacity 4: one running, three waiting; hashing only below 2.
+        let hasher = Argon2Hasher::new(HasherSettings {
+            queue: 3,
+            ..cheap()
+        })
+        .expect("hasher");
+        let (is_running, first, release_first) = blocker(&hasher, Work::Verify);
+        is_running.await.expect("job started");
+        assert_eq!(hasher.in_flight(), 1);
+        // One of four in use: a hash is still admitted (and queued).
+        let (_, hashed, release_hash) = blocker(&hasher, Work::Hash);
+        assert_eq!(hasher.in_flight(), 2);
+        // Two of four: creation is refused at once (polled once: a hash
+        // that was admitted instead would be pending), verification is not.
+        assert!(matches!(
+            hasher.hash(&secret()).now_or_never(),
+            Some(Err(HashError::Saturated))
+        ));
+        let (_, third, release_third) = blocker(&hasher, Work::Verify);
+        let (_, fourth, release_fourth) = blocker(&hasher, Work::Verify);
+        assert_eq!(hasher.in_flight(), 4);
+        // Full: verification is refused too.
+        assert!(matches!(
+            hasher.verify_dummy(&secret()).now_or_never(),
+            Some(Err(HashError::Saturated))
+        ));
+        for release in [release_first, release_hash, release_third, release_fourth] {
+            release.send(()).expect("release");
+        }
+        for done in [first, hashed, third, fourth] {
+            done.await.expect("job");
+        }
+        assert_eq!(hasher.in_flight(), 0);
+        assert!(hasher.hash(&secret()).await.is_ok());
     }
 }

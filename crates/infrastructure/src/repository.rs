@@ -309,6 +309,21 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
         txn.commit().await.map_err(db_error)
     }
 
+    async fn count_active(
+        &self,
+        tenant: TenantId,
+        owner: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<u64, RepositoryError> {
+        api_key::Entity::find()
+            .filter(api_key::Column::TenantId.eq(tenant.as_uuid()))
+            .filter(api_key::Column::UserId.eq(owner.as_uuid()))
+            .filter(active_at(now))
+            .count(self.database.connection())
+            .await
+            .map_err(db_error)
+    }
+
     async fn find(
         &self,
         tenant: TenantId,

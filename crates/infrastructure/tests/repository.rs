@@ -159,6 +159,7 @@ on_both_databases!(
     the_credential_lookup_finds_the_hash_by_prefix,
     concurrent_usage_batches_add_up_exactly,
     one_usage_batch_updates_each_key_in_its_own_tenant_only,
+    active_keys_are_counted_per_owner_in_their_tenant_only,
     the_change_feed_keeps_a_change_from_a_writer_whose_clock_lags,
     the_change_feed_drops_what_the_database_recorded_over_ten_seconds_ago,
 );
@@ -500,6 +501,43 @@ async fn one_usage_batch_updates_each_key_in_its_own_tenant_only(f: Fixture) {
             key.name()
         );
     }
+}
+
+async fn active_keys_are_counted_per_owner_in_their_tenant_only(f: Fixture) {
+    let (other_tenant, _) = tenant();
+    let (tenant, alice) = tenant();
+    let bob = UserId::from_uuid(Uuid::new_v4());
+    let base = now();
+    let mut stored = Vec::new();
+    for (tenant, owner, name, days) in [
+        (tenant, alice, "soon", 1),
+        (tenant, alice, "later", 3),
+        (tenant, alice, "revoked", 3),
+        (tenant, bob, "bob's", 3),
+        // The same user id under another tenant is another user.
+        (other_tenant, alice, "elsewhere", 3),
+    ] {
+        let (key, event, secret) = new_key(tenant, owner, name, base + Duration::days(days));
+        f.repository
+            .insert(&key, &f.hasher.hash(&secret).await.unwrap(), &event, 10)
+            .await
+            .unwrap();
+        stored.push(key);
+    }
+    let mut revoked = stored[2].clone();
+    let event = revoked.revoke(alice, base).unwrap();
+    assert!(f.repository.apply_change(&revoked, &event).await.unwrap());
+
+    let count = |tenant, owner, at| {
+        let repository = Arc::clone(&f.repository);
+        async move { repository.count_active(tenant, owner, at).await.unwrap() }
+    };
+    assert_eq!(count(tenant, alice, base).await, 2);
+    // Once "soon" has expired, only "later" is active.
+    assert_eq!(count(tenant, alice, base + Duration::days(2)).await, 1);
+    assert_eq!(count(tenant, bob, base).await, 1);
+    assert_eq!(count(other_tenant, alice, base).await, 1);
+    assert_eq!(count(other_tenant, bob, base).await, 0);
 }
 
 async fn stored_key(f: &Fixture, name: &str) -> (TenantId, UserId, McpApiKey) {

@@ -16,7 +16,7 @@ use sea_orm::sea_query::{Alias, Expr, IntoIden, Query};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
     DatabaseTransaction, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
-    QuerySelect, RuntimeErr, SqlErr, Statement, TransactionTrait,
+    QuerySelect, RuntimeErr, SqlErr, Statement, TransactionTrait, UpdateMany,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -229,6 +229,35 @@ async fn insert_event(
     Ok(())
 }
 
+/// Whether a change event's `data` names `field`: the domain records exactly
+/// the fields a change touched, and only those columns may be written. A
+/// column rewritten from the aggregate as it was read would undo a
+/// concurrent change to that column.
+fn changes(event: &DomainEvent, field: &str) -> bool {
+    event
+        .data
+        .as_object()
+        .is_some_and(|data| data.contains_key(field))
+}
+
+/// `update` writing `columns`, which must not be empty: a change event that
+/// names none of its kind's fields is not one the domain makes.
+fn set_columns(
+    update: UpdateMany<api_key::Entity>,
+    event: &DomainEvent,
+    columns: Vec<(api_key::Column, Expr)>,
+) -> Result<UpdateMany<api_key::Entity>, RepositoryError> {
+    if columns.is_empty() {
+        return Err(corrupt(format!(
+            "a {} event that names no field",
+            event.kind.as_str()
+        )));
+    }
+    Ok(columns.into_iter().fold(update, |update, (column, value)| {
+        update.col_expr(column, value)
+    }))
+}
+
 /// A PostgreSQL advisory-lock id for one owner, so concurrent creates for
 /// the same user are counted against the cap one at a time. Collisions
 /// between owners only serialise them.
@@ -378,21 +407,29 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
     ) -> Result<bool, RepositoryError> {
         let mut update = api_key::Entity::update_many();
         update = match event.kind {
-            EventKind::ApiKeyMetadataUpdated => update
-                .col_expr(api_key::Column::Name, Expr::value(key.name().as_str()))
-                .col_expr(
-                    api_key::Column::Description,
-                    Expr::value(key.description().map(|d| d.as_str().to_owned())),
-                ),
-            EventKind::ApiKeyPermissionsUpdated => update
-                .col_expr(
-                    api_key::Column::Permissions,
-                    Expr::value(json(key.permissions())?),
-                )
-                .col_expr(
-                    api_key::Column::IpWhitelist,
-                    Expr::value(json(key.ip_whitelist())?),
-                ),
+            EventKind::ApiKeyMetadataUpdated => {
+                let mut columns = Vec::new();
+                if changes(event, "name") {
+                    columns.push((api_key::Column::Name, Expr::value(key.name().as_str())));
+                }
+                if changes(event, "description") {
+                    let description = key.description().map(|d| d.as_str().to_owned());
+                    columns.push((api_key::Column::Description, Expr::value(description)));
+                }
+                set_columns(update, event, columns)?
+            }
+            EventKind::ApiKeyPermissionsUpdated => {
+                let mut columns = Vec::new();
+                if changes(event, "permissions") {
+                    let permissions = json(key.permissions())?;
+                    columns.push((api_key::Column::Permissions, Expr::value(permissions)));
+                }
+                if changes(event, "ip_whitelist") {
+                    let list = json(key.ip_whitelist())?;
+                    columns.push((api_key::Column::IpWhitelist, Expr::value(list)));
+                }
+                set_columns(update, event, columns)?
+            }
             EventKind::ApiKeyRevoked => {
                 let revocation = key
                     .revocation()

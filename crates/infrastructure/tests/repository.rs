@@ -160,6 +160,7 @@ on_both_databases!(
     concurrent_usage_batches_add_up_exactly,
     one_usage_batch_updates_each_key_in_its_own_tenant_only,
     active_keys_are_counted_per_owner_in_their_tenant_only,
+    changes_made_from_one_stale_read_keep_each_others_fields,
     the_change_feed_keeps_a_change_from_a_writer_whose_clock_lags,
     the_change_feed_drops_what_the_database_recorded_over_ten_seconds_ago,
 );
@@ -538,6 +539,64 @@ async fn active_keys_are_counted_per_owner_in_their_tenant_only(f: Fixture) {
     assert_eq!(count(tenant, bob, base).await, 1);
     assert_eq!(count(other_tenant, alice, base).await, 1);
     assert_eq!(count(other_tenant, bob, base).await, 0);
+}
+
+async fn changes_made_from_one_stale_read_keep_each_others_fields(f: Fixture) {
+    let (tenant, owner) = tenant();
+    let (key, event, secret) = new_key(tenant, owner, "shared", now() + Duration::days(1));
+    f.repository
+        .insert(&key, &f.hasher.hash(&secret).await.unwrap(), &event, 10)
+        .await
+        .unwrap();
+
+    // Four requests read the key before any of them writes: two change one
+    // field each of the permissions, two one field each of the metadata.
+    let (mut a, mut b, mut c, mut d) = (key.clone(), key.clone(), key.clone(), key.clone());
+    let permissions = ApiKeyPermissions::new(true, false, None, None).unwrap();
+    let list = IpWhitelist::parse(&["192.0.2.0/24"]).unwrap();
+    let name = KeyName::parse("renamed").unwrap();
+    let description = cola_domain::KeyDescription::parse("described").unwrap();
+    let changes = [
+        a.update_permissions(Some(permissions.clone()), None, owner, now())
+            .unwrap()
+            .map(|event| (a, event)),
+        b.update_permissions(None, Some(list.clone()), owner, now())
+            .unwrap()
+            .map(|event| (b, event)),
+        c.update_metadata(Some(name.clone()), None, owner, now())
+            .unwrap()
+            .map(|event| (c, event)),
+        d.update_metadata(None, Some(Some(description.clone())), owner, now())
+            .unwrap()
+            .map(|event| (d, event)),
+    ];
+    for (copy, event) in changes.into_iter().map(Option::unwrap) {
+        assert!(f.repository.apply_change(&copy, &event).await.unwrap());
+    }
+
+    let stored = f.repository.find(tenant, key.id()).await.unwrap().unwrap();
+    assert_eq!(stored.permissions(), &permissions);
+    assert_eq!(stored.ip_whitelist(), &list);
+    assert_eq!(stored.name(), &name);
+    assert_eq!(stored.description(), Some(&description));
+    let kinds: Vec<EventKind> = f
+        .repository
+        .events(tenant, key.id())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::ApiKeyCreated,
+            EventKind::ApiKeyPermissionsUpdated,
+            EventKind::ApiKeyPermissionsUpdated,
+            EventKind::ApiKeyMetadataUpdated,
+            EventKind::ApiKeyMetadataUpdated,
+        ]
+    );
 }
 
 async fn stored_key(f: &Fixture, name: &str) -> (TenantId, UserId, McpApiKey) {

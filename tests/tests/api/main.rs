@@ -5,6 +5,7 @@
 
 mod auth;
 mod cli;
+mod concurrent_changes;
 mod http;
 mod instances;
 mod lifecycle;

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use cola_application::{
     AccessChange, ApiKeyRepository, AuthPath, Clock, HashError, KeyAuthenticator, KeyListFilter,
     RecordedEvent, RepositoryError, SecretHash, SecretHasher, StoredCredential, SystemClock,
@@ -56,6 +57,15 @@ impl ApiKeyRepository for FakeRepository {
         _: &KeyListFilter,
     ) -> Result<Vec<McpApiKey>, RepositoryError> {
         Ok(Vec::new())
+    }
+
+    async fn count_active(
+        &self,
+        _: TenantId,
+        _: UserId,
+        _: DateTime<Utc>,
+    ) -> Result<u64, RepositoryError> {
+        Ok(0)
     }
 
     async fn apply_change(&self, _: &McpApiKey, _: &DomainEvent) -> Result<bool, RepositoryError> {

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use chrono::Utc;
-use cola_domain::{ApiKeyId, DomainEvent, KeyPrefix, McpApiKey, TenantId};
+use chrono::{DateTime, Utc};
+use cola_domain::{ApiKeyId, DomainEvent, EffectiveStatus, KeyPrefix, McpApiKey, TenantId, UserId};
 
 use crate::ports::{
     AccessChange, ApiKeyRepository, KeyListFilter, RecordedEvent, RepositoryError, SecretHash,
@@ -60,6 +60,21 @@ impl ApiKeyRepository for MemoryRepository {
     ) -> Result<Vec<McpApiKey>, RepositoryError> {
         Ok(Vec::new())
     }
+    async fn count_active(
+        &self,
+        tenant: TenantId,
+        owner: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<u64, RepositoryError> {
+        let keys = self.keys.lock().expect("keys");
+        let active = keys
+            .values()
+            .filter(|key| key.tenant_id() == tenant && key.owner() == owner)
+            .filter(|key| key.status_at(now) == EffectiveStatus::Active)
+            .count();
+        Ok(u64::try_from(active).unwrap_or(u64::MAX))
+    }
+
     async fn apply_change(&self, _: &McpApiKey, _: &DomainEvent) -> Result<bool, RepositoryError> {
         Ok(false)
     }

@@ -27,8 +27,9 @@ pub use mcp::{
     ToolFailure, ToolOutput, UnknownTool, WhoAmIView,
 };
 pub use ports::{
-    AccessChange, ApiKeyRepository, Clock, Cursor, HashError, KeyListFilter, RecordedEvent,
-    RepositoryError, SecretHash, SecretHasher, StoredCredential, SystemClock, UsageDelta,
+    ACCESS_CHANGE_WINDOW, AccessChange, ApiKeyRepository, Clock, Cursor, HashError, KeyListFilter,
+    RecordedEvent, RepositoryError, SecretHash, SecretHasher, StoredCredential, SystemClock,
+    UsageDelta,
 };
 pub use principal::{AdmittedKey, McpPrincipal, Principal, Role};
 pub use service::{ApiKeyService, KeyPolicy};

@@ -72,14 +72,6 @@ pub struct RecordedEvent {
     pub data: Value,
 }
 
-/// A revocation or permission change, as the change feed reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessChange {
-    pub event_id: Uuid,
-    pub key_id: ApiKeyId,
-    pub key_prefix: KeyPrefix,
-}
-
 /// Keyset pagination position: the id of the last key of the previous page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cursor(pub ApiKeyId);
@@ -93,6 +85,17 @@ pub struct KeyListFilter {
     pub limit: u64,
     /// The instant `expired` is judged against.
     pub now: DateTime<Utc>,
+}
+
+/// How far back [`ApiKeyRepository::recent_access_changes`] looks.
+pub const ACCESS_CHANGE_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A revocation or permission change of one key, from the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessChange {
+    pub event_id: Uuid,
+    pub key_id: ApiKeyId,
+    pub key_prefix: KeyPrefix,
 }
 
 /// Uses of one key since the last flush.
@@ -115,6 +118,15 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         event: &DomainEvent,
         max_active: u32,
     ) -> Result<(), RepositoryError>;
+
+    /// How many keys of `owner` are active at `now`. A cheap pre-check
+    /// only; `insert` enforces the cap.
+    async fn count_active(
+        &self,
+        tenant: TenantId,
+        owner: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<u64, RepositoryError>;
 
     async fn find(
         &self,
@@ -153,9 +165,13 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         prefix: &KeyPrefix,
     ) -> Result<Option<StoredCredential>, RepositoryError>;
 
-    /// Revocations and permission changes recorded recently, by any
-    /// instance and of any tenant: the feed that keeps every instance's
-    /// verified-key cache honest. May repeat events.
+    /// Revocations and permission changes recorded in the last
+    /// [`ACCESS_CHANGE_WINDOW`], by any instance and of any tenant: the feed
+    /// that keeps every instance's verified-key cache honest. The window is
+    /// measured by the database's clock, against the instant the database
+    /// recorded each event, so an instance whose clock is off neither misses
+    /// changes nor hides its own. Repeats an event on every read within the
+    /// window.
     async fn recent_access_changes(&self) -> Result<Vec<AccessChange>, RepositoryError>;
 
     /// Adds a batch of usage, one increment per key (`count = count + n`), so

@@ -75,6 +75,19 @@ impl ApiKeyService {
             .map_err(AppError::Invalid)?;
         let expires_at = valid.expires_at;
 
+        let max = self.policy.max_active_keys_per_user;
+        // Refused before any argon2 work: a hash costs a core for tens of
+        // milliseconds, and creates that were bound to fail at the cap could
+        // otherwise take the hashing capacity that key verification needs.
+        // `insert` still enforces the cap against concurrent creates.
+        let active = self
+            .repository
+            .count_active(actor.tenant_id, actor.user_id, now)
+            .await?;
+        if active >= u64::from(max) {
+            return Err(AppError::LimitReached { max });
+        }
+
         for _ in 0..PREFIX_ATTEMPTS {
             let secret = generate_secret()?;
             let hash = self.hasher.hash(&secret).await.map_err(hash_error)?;
@@ -92,7 +105,6 @@ impl ApiKeyService {
                 },
                 now,
             );
-            let max = self.policy.max_active_keys_per_user;
             match self.repository.insert(&key, &hash, &event, max).await {
                 Ok(()) => {
                     tracing::info!(key_prefix = %key.prefix(), key_id = %key.id(), "key created");
@@ -253,5 +265,191 @@ fn hash_error(error: crate::HashError) -> AppError {
         // retryable 503, like an unavailable database.
         crate::HashError::Saturated => AppError::Unavailable(Box::new(error)),
         crate::HashError::Failed(_) => AppError::Unexpected(Box::new(error)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use chrono::{DateTime, Utc};
+    use cola_domain::{DomainEvent, KeyPrefix, UserId};
+    use serde_json::json;
+
+    use super::*;
+    use crate::ports::{
+        AccessChange, HashError, RecordedEvent, SecretHash, StoredCredential, SystemClock,
+        UsageDelta,
+    };
+    use crate::{Role, SecretHasher};
+
+    /// Reports a fixed number of active keys and records what it is asked.
+    struct FakeRepository {
+        active: u64,
+        counted_for: Mutex<Vec<(TenantId, UserId)>>,
+        inserts: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl ApiKeyRepository for FakeRepository {
+        async fn insert(
+            &self,
+            _: &McpApiKey,
+            _: &SecretHash,
+            _: &DomainEvent,
+            _: u32,
+        ) -> Result<(), RepositoryError> {
+            self.inserts.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+
+        async fn count_active(
+            &self,
+            tenant: TenantId,
+            owner: UserId,
+            _: DateTime<Utc>,
+        ) -> Result<u64, RepositoryError> {
+            self.counted_for
+                .lock()
+                .expect("not poisoned")
+                .push((tenant, owner));
+            Ok(self.active)
+        }
+
+        async fn find(
+            &self,
+            _: TenantId,
+            _: ApiKeyId,
+        ) -> Result<Option<McpApiKey>, RepositoryError> {
+            Ok(None)
+        }
+
+        async fn list(
+            &self,
+            _: TenantId,
+            _: &KeyListFilter,
+        ) -> Result<Vec<McpApiKey>, RepositoryError> {
+            Ok(Vec::new())
+        }
+
+        async fn apply_change(
+            &self,
+            _: &McpApiKey,
+            _: &DomainEvent,
+        ) -> Result<bool, RepositoryError> {
+            Ok(false)
+        }
+
+        async fn events(
+            &self,
+            _: TenantId,
+            _: ApiKeyId,
+        ) -> Result<Vec<RecordedEvent>, RepositoryError> {
+            Ok(Vec::new())
+        }
+
+        async fn find_credential(
+            &self,
+            _: &KeyPrefix,
+        ) -> Result<Option<StoredCredential>, RepositoryError> {
+            Ok(None)
+        }
+
+        async fn recent_access_changes(&self) -> Result<Vec<AccessChange>, RepositoryError> {
+            Ok(Vec::new())
+        }
+
+        async fn add_usage(&self, _: &[UsageDelta]) -> Result<(), RepositoryError> {
+            Ok(())
+        }
+
+        async fn ping(&self) -> Result<(), RepositoryError> {
+            Ok(())
+        }
+    }
+
+    /// Counts hashes; "hashes" without any argon2 work.
+    #[derive(Default)]
+    struct CountingHasher {
+        hashes: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl SecretHasher for CountingHasher {
+        async fn hash(&self, secret: &ApiKeySecret) -> Result<SecretHash, HashError> {
+            self.hashes.fetch_add(1, Ordering::SeqCst);
+            Ok(SecretHash::new(format!("fake${}", secret.expose())))
+        }
+
+        async fn verify(&self, _: &ApiKeySecret, _: &SecretHash) -> Result<bool, HashError> {
+            Ok(false)
+        }
+
+        async fn verify_dummy(&self, _: &ApiKeySecret) -> Result<(), HashError> {
+            Ok(())
+        }
+    }
+
+    const CAP: u32 = 3;
+
+    fn service(active: u64) -> (ApiKeyService, Arc<FakeRepository>, Arc<CountingHasher>) {
+        let repository = Arc::new(FakeRepository {
+            active,
+            counted_for: Mutex::new(Vec::new()),
+            inserts: AtomicUsize::new(0),
+        });
+        let hasher = Arc::new(CountingHasher::default());
+        let service = ApiKeyService::new(
+            Arc::clone(&repository) as Arc<dyn ApiKeyRepository>,
+            Arc::clone(&hasher) as Arc<dyn SecretHasher>,
+            Arc::new(SystemClock),
+            Arc::new(VerifiedKeyCache::new(Duration::from_secs(30)).expect("OS random")),
+            KeyPolicy {
+                expiry: ExpiryPolicy::new(90, 365).expect("policy"),
+                max_active_keys_per_user: CAP,
+            },
+        );
+        (service, repository, hasher)
+    }
+
+    fn actor() -> Principal {
+        Principal {
+            tenant_id: TenantId::from_uuid(Uuid::new_v4()),
+            user_id: UserId::from_uuid(Uuid::new_v4()),
+            role: Role::Member,
+        }
+    }
+
+    fn request() -> CreateKeyRequest {
+        serde_json::from_value(json!({ "name": "over the cap?" })).expect("shape")
+    }
+
+    #[tokio::test]
+    async fn a_create_at_the_cap_is_refused_before_any_hashing() {
+        let (service, repository, hasher) = service(u64::from(CAP));
+        let actor = actor();
+        let refused = service.create(actor, request()).await;
+        assert!(
+            matches!(refused, Err(AppError::LimitReached { max: CAP })),
+            "{refused:?}"
+        );
+        assert_eq!(hasher.hashes.load(Ordering::SeqCst), 0);
+        assert_eq!(repository.inserts.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            *repository.counted_for.lock().expect("not poisoned"),
+            [(actor.tenant_id, actor.user_id)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_create_under_the_cap_hashes_once_and_inserts() {
+        let (service, repository, hasher) = service(u64::from(CAP) - 1);
+        let created = service.create(actor(), request()).await.expect("created");
+        assert!(created.key.expose().starts_with("cola_"));
+        assert_eq!(hasher.hashes.load(Ordering::SeqCst), 1);
+        assert_eq!(repository.inserts.load(Ordering::SeqCst), 1);
     }
 }

@@ -5,18 +5,18 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_application::{
-    AccessChange, ApiKeyRepository, KeyListFilter, RecordedEvent, RepositoryError, SecretHash,
-    StoredCredential, UsageDelta,
+    ACCESS_CHANGE_WINDOW, AccessChange, ApiKeyRepository, KeyListFilter, RecordedEvent,
+    RepositoryError, SecretHash, StoredCredential, UsageDelta,
 };
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, DomainEvent, EffectiveStatus, EventKind, IpWhitelist,
     KeyDescription, KeyName, KeyPrefix, KeyUsage, McpApiKey, NewKey, Revocation, TenantId, UserId,
 };
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Alias, Expr, IntoIden, Query};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DbBackend, DbErr,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, RuntimeErr, SqlErr,
-    Statement, TransactionTrait,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait,
+    DatabaseTransaction, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
+    QuerySelect, RuntimeErr, SqlErr, Statement, TransactionTrait, UpdateMany,
 };
 use serde::Deserialize;
 use uuid::Uuid;
@@ -26,9 +26,6 @@ use crate::entity::{api_key, api_key_event};
 
 const ACTIVE: &str = "active";
 const REVOKED: &str = "revoked";
-/// How far back each read of the change feed looks, to cover events
-/// committed out of id order.
-const FEED_LOOKBACK_SECS: i64 = 10;
 
 #[derive(Debug, Clone)]
 pub struct SeaOrmApiKeyRepository {
@@ -167,16 +164,98 @@ fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, RepositoryE
     serde_json::to_value(value).map_err(|e| RepositoryError::Unexpected(Box::new(e)))
 }
 
-fn event_row(event: &DomainEvent) -> api_key_event::ActiveModel {
-    api_key_event::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        tenant_id: Set(event.tenant_id.as_uuid()),
-        key_id: Set(event.key_id.as_uuid()),
-        event_type: Set(event.kind.as_str().to_owned()),
-        actor_user_id: Set(event.actor_user_id.as_uuid()),
-        occurred_at: Set(event.occurred_at),
-        data: Set(event.data.clone()),
+/// `api_key_events.recorded_at`: when the database stored the event, by the
+/// database's clock. Not in the entity: only `insert_event` writes it and
+/// only `recent_access_changes` reads it, both in SQL.
+const RECORDED_AT: &str = "recorded_at";
+
+/// The database's current instant, as `recorded_at` holds it. SQLite has no
+/// timestamp type: its column is ISO 8601 text in UTC, which compares in
+/// time order.
+fn database_now(backend: DbBackend) -> &'static str {
+    match backend {
+        // The instant of the insert itself rather than `now()`, the start of
+        // the transaction.
+        DbBackend::Postgres => "clock_timestamp()",
+        _ => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now')",
     }
+}
+
+/// An event's id: a UUIDv7 of the instant the event occurred (the writing
+/// instance's clock), so ids sort with `occurred_at`.
+fn event_id(occurred_at: DateTime<Utc>) -> Uuid {
+    let seconds = u64::try_from(occurred_at.timestamp()).unwrap_or(0);
+    Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        seconds,
+        occurred_at.timestamp_subsec_nanos(),
+    ))
+}
+
+/// Stores `event`, stamping `recorded_at` with the database's clock. The
+/// change feed selects by that stamp: the writers' clocks (`occurred_at`, the
+/// id) may be off, and an instance whose clock lags would otherwise write
+/// events that the others' feeds consider old and never read.
+async fn insert_event(
+    txn: &DatabaseTransaction,
+    event: &DomainEvent,
+) -> Result<(), RepositoryError> {
+    use api_key_event::Column;
+    let mut insert = Query::insert();
+    insert
+        .into_table(api_key_event::Entity)
+        .columns([
+            Column::Id.into_iden(),
+            Column::TenantId.into_iden(),
+            Column::KeyId.into_iden(),
+            Column::EventType.into_iden(),
+            Column::ActorUserId.into_iden(),
+            Column::OccurredAt.into_iden(),
+            Column::Data.into_iden(),
+            Alias::new(RECORDED_AT).into_iden(),
+        ])
+        .values([
+            Expr::value(event_id(event.occurred_at)),
+            Expr::value(event.tenant_id.as_uuid()),
+            Expr::value(event.key_id.as_uuid()),
+            Expr::value(event.kind.as_str()),
+            Expr::value(event.actor_user_id.as_uuid()),
+            Expr::value(event.occurred_at),
+            Expr::value(event.data.clone()),
+            Expr::cust(database_now(txn.get_database_backend())),
+        ])
+        .map_err(|e| RepositoryError::Unexpected(Box::new(e)))?;
+    txn.execute(&insert).await.map_err(db_error)?;
+    Ok(())
+}
+
+/// Whether a change event's `data` names `field`: the domain records exactly
+/// the fields a change touched, and only those columns may be written. A
+/// column rewritten from the aggregate as it was read would undo a
+/// concurrent change to that column.
+fn changes(event: &DomainEvent, field: &str) -> bool {
+    event
+        .data
+        .as_object()
+        .is_some_and(|data| data.contains_key(field))
+}
+
+/// `update` writing `columns`, which must not be empty: a change event that
+/// names none of its kind's fields is not one the domain makes.
+fn set_columns(
+    update: UpdateMany<api_key::Entity>,
+    event: &DomainEvent,
+    columns: Vec<(api_key::Column, Expr)>,
+) -> Result<UpdateMany<api_key::Entity>, RepositoryError> {
+    if columns.is_empty() {
+        return Err(corrupt(format!(
+            "a {} event that names no field",
+            event.kind.as_str()
+        )));
+    }
+    Ok(columns.into_iter().fold(update, |update, (column, value)| {
+        update.col_expr(column, value)
+    }))
 }
 
 /// A PostgreSQL advisory-lock id for one owner, so concurrent creates for
@@ -255,8 +334,23 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
             txn.rollback().await.map_err(db_error)?;
             return Err(RepositoryError::CapReached);
         }
-        event_row(event).insert(&txn).await.map_err(db_error)?;
+        insert_event(&txn, event).await?;
         txn.commit().await.map_err(db_error)
+    }
+
+    async fn count_active(
+        &self,
+        tenant: TenantId,
+        owner: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<u64, RepositoryError> {
+        api_key::Entity::find()
+            .filter(api_key::Column::TenantId.eq(tenant.as_uuid()))
+            .filter(api_key::Column::UserId.eq(owner.as_uuid()))
+            .filter(active_at(now))
+            .count(self.database.connection())
+            .await
+            .map_err(db_error)
     }
 
     async fn find(
@@ -313,21 +407,29 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
     ) -> Result<bool, RepositoryError> {
         let mut update = api_key::Entity::update_many();
         update = match event.kind {
-            EventKind::ApiKeyMetadataUpdated => update
-                .col_expr(api_key::Column::Name, Expr::value(key.name().as_str()))
-                .col_expr(
-                    api_key::Column::Description,
-                    Expr::value(key.description().map(|d| d.as_str().to_owned())),
-                ),
-            EventKind::ApiKeyPermissionsUpdated => update
-                .col_expr(
-                    api_key::Column::Permissions,
-                    Expr::value(json(key.permissions())?),
-                )
-                .col_expr(
-                    api_key::Column::IpWhitelist,
-                    Expr::value(json(key.ip_whitelist())?),
-                ),
+            EventKind::ApiKeyMetadataUpdated => {
+                let mut columns = Vec::new();
+                if changes(event, "name") {
+                    columns.push((api_key::Column::Name, Expr::value(key.name().as_str())));
+                }
+                if changes(event, "description") {
+                    let description = key.description().map(|d| d.as_str().to_owned());
+                    columns.push((api_key::Column::Description, Expr::value(description)));
+                }
+                set_columns(update, event, columns)?
+            }
+            EventKind::ApiKeyPermissionsUpdated => {
+                let mut columns = Vec::new();
+                if changes(event, "permissions") {
+                    let permissions = json(key.permissions())?;
+                    columns.push((api_key::Column::Permissions, Expr::value(permissions)));
+                }
+                if changes(event, "ip_whitelist") {
+                    let list = json(key.ip_whitelist())?;
+                    columns.push((api_key::Column::IpWhitelist, Expr::value(list)));
+                }
+                set_columns(update, event, columns)?
+            }
             EventKind::ApiKeyRevoked => {
                 let revocation = key
                     .revocation()
@@ -354,7 +456,7 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
             txn.rollback().await.map_err(db_error)?;
             return Ok(false);
         }
-        event_row(event).insert(&txn).await.map_err(db_error)?;
+        insert_event(&txn, event).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(true)
     }
@@ -408,47 +510,51 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
     }
 
     async fn recent_access_changes(&self) -> Result<Vec<AccessChange>, RepositoryError> {
-        // Event ids are UUIDv7: the smallest id of the floor's millisecond is
-        // a lower bound the primary key can seek to.
-        let since = Utc::now() - chrono::Duration::seconds(FEED_LOOKBACK_SECS);
-        let millis = u64::try_from(since.timestamp_millis()).unwrap_or(0);
-        let floor = uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid();
-        let rows = api_key_event::Entity::find()
-            .select_only()
-            .column(api_key_event::Column::Id)
-            .column(api_key_event::Column::KeyId)
-            .filter(api_key_event::Column::Id.gte(floor))
-            .filter(api_key_event::Column::EventType.is_in([
-                EventKind::ApiKeyRevoked.as_str(),
-                EventKind::ApiKeyPermissionsUpdated.as_str(),
-            ]))
-            .into_tuple::<(Uuid, Uuid)>()
-            .all(self.database.connection())
+        let backend = self.database.backend();
+        let window_ms = i64::try_from(ACCESS_CHANGE_WINDOW.as_millis()).unwrap_or(i64::MAX);
+        // The floor is computed by the database, from its own clock, and
+        // compared with the stamps it made: no instance's clock is involved.
+        // PostgreSQL's `now()` (not `clock_timestamp()`) is stable within
+        // the statement, so the index on `recorded_at` can be used.
+        let (floor, placeholders) = match backend {
+            DbBackend::Postgres => ("now() - $1 * interval '1 millisecond'", ["$2", "$3"]),
+            _ => ("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)", ["?", "?"]),
+        };
+        let window = match backend {
+            DbBackend::Postgres => window_ms.into(),
+            _ => format!("-{}.{:03} seconds", window_ms / 1000, window_ms % 1000).into(),
+        };
+        // Joined with the key, whose prefix the key cache is keyed by; the
+        // pair (tenant, key) is the key's identity as everywhere else.
+        let sql = format!(
+            "SELECT e.id, e.key_id, k.key_prefix FROM api_key_events e \
+             JOIN api_keys k ON k.tenant_id = e.tenant_id AND k.id = e.key_id \
+             WHERE e.{RECORDED_AT} >= {floor} AND e.event_type IN ({}, {})",
+            placeholders[0], placeholders[1]
+        );
+        let statement = Statement::from_sql_and_values(
+            backend,
+            sql,
+            [
+                window,
+                EventKind::ApiKeyRevoked.as_str().into(),
+                EventKind::ApiKeyPermissionsUpdated.as_str().into(),
+            ],
+        );
+        let rows = self
+            .database
+            .connection()
+            .query_all_raw(statement)
             .await
             .map_err(db_error)?;
-        if rows.is_empty() {
-            return Ok(Vec::new());
-        }
-        let prefixes: std::collections::HashMap<Uuid, String> = api_key::Entity::find()
-            .select_only()
-            .column(api_key::Column::Id)
-            .column(api_key::Column::KeyPrefix)
-            .filter(api_key::Column::Id.is_in(rows.iter().map(|(_, key)| *key)))
-            .into_tuple::<(Uuid, String)>()
-            .all(self.database.connection())
-            .await
-            .map_err(db_error)?
-            .into_iter()
-            .collect();
         rows.into_iter()
-            .filter_map(|(event_id, key_id)| {
-                prefixes.get(&key_id).map(|prefix| {
-                    Ok(AccessChange {
-                        event_id,
-                        key_id: ApiKeyId::from_uuid(key_id),
-                        key_prefix: KeyPrefix::parse(prefix)
-                            .map_err(|_| corrupt("a stored key prefix"))?,
-                    })
+            .map(|row| {
+                let read = |e: DbErr| RepositoryError::Unexpected(Box::new(e));
+                let prefix: String = row.try_get("", "key_prefix").map_err(read)?;
+                Ok(AccessChange {
+                    event_id: row.try_get("", "id").map_err(read)?,
+                    key_id: ApiKeyId::from_uuid(row.try_get("", "key_id").map_err(read)?),
+                    key_prefix: KeyPrefix::parse(&prefix).map_err(corrupt)?,
                 })
             })
             .collect()

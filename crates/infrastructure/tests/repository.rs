@@ -7,19 +7,24 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use cola_application::{
-    ApiKeyRepository, Clock, Cursor, KeyListFilter, RepositoryError, SecretHasher, SystemClock,
-    UsageDelta,
+    AccessChange, ApiKeyRepository, Clock, Cursor, KeyListFilter, RepositoryError, SecretHasher,
+    SystemClock, UsageDelta,
 };
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, ApiKeySecret, EffectiveStatus, EventKind, IpWhitelist, KeyName,
     McpApiKey, NewKey, TenantId, UserId,
 };
 use cola_e2e::PostgresDatabase;
-use cola_infrastructure::{Argon2Hasher, Database, HasherSettings, SeaOrmApiKeyRepository};
+use cola_infrastructure::{
+    Argon2Hasher, Database, DatabaseKind, HasherSettings, SeaOrmApiKeyRepository,
+};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use uuid::Uuid;
 
 struct Fixture {
     repository: Arc<SeaOrmApiKeyRepository>,
+    /// The same database, for rows a test writes behind the repository.
+    database: Database,
     hasher: Argon2Hasher,
     // Kept alive for the test's duration; dropped (and deleted) after it.
     _postgres: Option<PostgresDatabase>,
@@ -58,7 +63,8 @@ async fn fixture(
     // Migrating twice is harmless (every instance migrates at start).
     database.migrate().await.unwrap();
     Fixture {
-        repository: Arc::new(SeaOrmApiKeyRepository::new(database)),
+        repository: Arc::new(SeaOrmApiKeyRepository::new(database.clone())),
+        database,
         hasher: Argon2Hasher::new(HasherSettings {
             memory_kib: 64,
             iterations: 1,
@@ -153,6 +159,10 @@ on_both_databases!(
     the_credential_lookup_finds_the_hash_by_prefix,
     concurrent_usage_batches_add_up_exactly,
     one_usage_batch_updates_each_key_in_its_own_tenant_only,
+    active_keys_are_counted_per_owner_in_their_tenant_only,
+    changes_made_from_one_stale_read_keep_each_others_fields,
+    the_change_feed_keeps_a_change_from_a_writer_whose_clock_lags,
+    the_change_feed_drops_what_the_database_recorded_over_ten_seconds_ago,
 );
 
 async fn a_stored_key_reads_back_equal_and_only_in_its_tenant(f: Fixture) {
@@ -492,4 +502,238 @@ async fn one_usage_batch_updates_each_key_in_its_own_tenant_only(f: Fixture) {
             key.name()
         );
     }
+}
+
+async fn active_keys_are_counted_per_owner_in_their_tenant_only(f: Fixture) {
+    let (other_tenant, _) = tenant();
+    let (tenant, alice) = tenant();
+    let bob = UserId::from_uuid(Uuid::new_v4());
+    let base = now();
+    let mut stored = Vec::new();
+    for (tenant, owner, name, days) in [
+        (tenant, alice, "soon", 1),
+        (tenant, alice, "later", 3),
+        (tenant, alice, "revoked", 3),
+        (tenant, bob, "bob's", 3),
+        // The same user id under another tenant is another user.
+        (other_tenant, alice, "elsewhere", 3),
+    ] {
+        let (key, event, secret) = new_key(tenant, owner, name, base + Duration::days(days));
+        f.repository
+            .insert(&key, &f.hasher.hash(&secret).await.unwrap(), &event, 10)
+            .await
+            .unwrap();
+        stored.push(key);
+    }
+    let mut revoked = stored[2].clone();
+    let event = revoked.revoke(alice, base).unwrap();
+    assert!(f.repository.apply_change(&revoked, &event).await.unwrap());
+
+    let count = |tenant, owner, at| {
+        let repository = Arc::clone(&f.repository);
+        async move { repository.count_active(tenant, owner, at).await.unwrap() }
+    };
+    assert_eq!(count(tenant, alice, base).await, 2);
+    // Once "soon" has expired, only "later" is active.
+    assert_eq!(count(tenant, alice, base + Duration::days(2)).await, 1);
+    assert_eq!(count(tenant, bob, base).await, 1);
+    assert_eq!(count(other_tenant, alice, base).await, 1);
+    assert_eq!(count(other_tenant, bob, base).await, 0);
+}
+
+async fn changes_made_from_one_stale_read_keep_each_others_fields(f: Fixture) {
+    let (tenant, owner) = tenant();
+    let (key, event, secret) = new_key(tenant, owner, "shared", now() + Duration::days(1));
+    f.repository
+        .insert(&key, &f.hasher.hash(&secret).await.unwrap(), &event, 10)
+        .await
+        .unwrap();
+
+    // Four requests read the key before any of them writes: two change one
+    // field each of the permissions, two one field each of the metadata.
+    let (mut a, mut b, mut c, mut d) = (key.clone(), key.clone(), key.clone(), key.clone());
+    let permissions = ApiKeyPermissions::new(true, false, None, None).unwrap();
+    let list = IpWhitelist::parse(&["192.0.2.0/24"]).unwrap();
+    let name = KeyName::parse("renamed").unwrap();
+    let description = cola_domain::KeyDescription::parse("described").unwrap();
+    let changes = [
+        a.update_permissions(Some(permissions.clone()), None, owner, now())
+            .unwrap()
+            .map(|event| (a, event)),
+        b.update_permissions(None, Some(list.clone()), owner, now())
+            .unwrap()
+            .map(|event| (b, event)),
+        c.update_metadata(Some(name.clone()), None, owner, now())
+            .unwrap()
+            .map(|event| (c, event)),
+        d.update_metadata(None, Some(Some(description.clone())), owner, now())
+            .unwrap()
+            .map(|event| (d, event)),
+    ];
+    for (copy, event) in changes.into_iter().map(Option::unwrap) {
+        assert!(f.repository.apply_change(&copy, &event).await.unwrap());
+    }
+
+    let stored = f.repository.find(tenant, key.id()).await.unwrap().unwrap();
+    assert_eq!(stored.permissions(), &permissions);
+    assert_eq!(stored.ip_whitelist(), &list);
+    assert_eq!(stored.name(), &name);
+    assert_eq!(stored.description(), Some(&description));
+    let kinds: Vec<EventKind> = f
+        .repository
+        .events(tenant, key.id())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            EventKind::ApiKeyCreated,
+            EventKind::ApiKeyPermissionsUpdated,
+            EventKind::ApiKeyPermissionsUpdated,
+            EventKind::ApiKeyMetadataUpdated,
+            EventKind::ApiKeyMetadataUpdated,
+        ]
+    );
+}
+
+async fn stored_key(f: &Fixture, name: &str) -> (TenantId, UserId, McpApiKey) {
+    let (tenant, owner) = tenant();
+    let (key, event, secret) = new_key(tenant, owner, name, now() + Duration::days(1));
+    f.repository
+        .insert(&key, &f.hasher.hash(&secret).await.unwrap(), &event, 10)
+        .await
+        .unwrap();
+    (tenant, owner, key)
+}
+
+async fn the_change_feed_keeps_a_change_from_a_writer_whose_clock_lags(f: Fixture) {
+    let (tenant, owner, key) = stored_key(&f, "lagging").await;
+    // The writing instance's clock is a minute behind: the event's
+    // `occurred_at`, and its id, carry that instant.
+    let lagging = now() - Duration::seconds(60);
+    let mut changed = key.clone();
+    let change = changed
+        .update_permissions(
+            None,
+            Some(IpWhitelist::parse(&["198.51.100.7"]).unwrap()),
+            owner,
+            lagging,
+        )
+        .unwrap()
+        .unwrap();
+    assert!(f.repository.apply_change(&changed, &change).await.unwrap());
+    let mut revoked = changed.clone();
+    let revocation = revoked.revoke(owner, lagging).unwrap();
+    assert!(
+        f.repository
+            .apply_change(&revoked, &revocation)
+            .await
+            .unwrap()
+    );
+
+    let recorded: Vec<_> = f
+        .repository
+        .events(tenant, key.id())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|event| event.kind != EventKind::ApiKeyCreated)
+        .collect();
+    assert_eq!(recorded.len(), 2);
+    for event in &recorded {
+        assert_eq!(event.occurred_at, lagging);
+        let (seconds, _) = event.id.get_timestamp().unwrap().to_unix();
+        assert_eq!(i64::try_from(seconds).unwrap(), lagging.timestamp());
+    }
+    let feed = f.repository.recent_access_changes().await.unwrap();
+    let mut seen: Vec<AccessChange> = feed
+        .into_iter()
+        .filter(|change| change.key_id == key.id())
+        .collect();
+    seen.sort_by_key(|change| change.event_id);
+    let mut expected: Vec<AccessChange> = recorded
+        .iter()
+        .map(|event| AccessChange {
+            event_id: event.id,
+            key_id: key.id(),
+            key_prefix: key.prefix().clone(),
+        })
+        .collect();
+    expected.sort_by_key(|change| change.event_id);
+    assert_eq!(seen, expected);
+}
+
+async fn the_change_feed_drops_what_the_database_recorded_over_ten_seconds_ago(f: Fixture) {
+    let (tenant, owner, key) = stored_key(&f, "old news").await;
+    // A revocation the database recorded 11 s ago by its own clock, though
+    // its id and `occurred_at` say now (a writer whose clock runs ahead).
+    let old = Uuid::now_v7();
+    let (backend, eleven_seconds_ago) = match f.database.kind() {
+        DatabaseKind::Postgres => (
+            DbBackend::Postgres,
+            "clock_timestamp() - interval '11 seconds'",
+        ),
+        DatabaseKind::Sqlite => (
+            DbBackend::Sqlite,
+            "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-11 seconds')",
+        ),
+    };
+    let placeholders = match backend {
+        DbBackend::Postgres => "$1, $2, $3, $4, $5, $6, $7",
+        _ => "?, ?, ?, ?, ?, ?, ?",
+    };
+    f.database
+        .connection()
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            format!(
+                "INSERT INTO api_key_events \
+                 (id, tenant_id, key_id, event_type, actor_user_id, occurred_at, data, recorded_at) \
+                 VALUES ({placeholders}, {eleven_seconds_ago})"
+            ),
+            [
+                old.into(),
+                tenant.as_uuid().into(),
+                key.id().as_uuid().into(),
+                EventKind::ApiKeyRevoked.as_str().into(),
+                owner.as_uuid().into(),
+                now().into(),
+                serde_json::json!({ "key_prefix": key.prefix() }).into(),
+            ],
+        ))
+        .await
+        .unwrap();
+    // A permission change and a rename recorded now: the first is an access
+    // change, the second is not.
+    let mut changed = key.clone();
+    let change = changed
+        .update_permissions(Some(ApiKeyPermissions::default()), None, owner, now())
+        .unwrap()
+        .unwrap();
+    assert!(f.repository.apply_change(&changed, &change).await.unwrap());
+    let rename = changed
+        .update_metadata(Some(KeyName::parse("renamed").unwrap()), None, owner, now())
+        .unwrap()
+        .unwrap();
+    assert!(f.repository.apply_change(&changed, &rename).await.unwrap());
+
+    let recorded = f.repository.events(tenant, key.id()).await.unwrap();
+    let fresh = recorded
+        .iter()
+        .find(|event| event.kind == EventKind::ApiKeyPermissionsUpdated)
+        .unwrap();
+    let ids: Vec<Uuid> = f
+        .repository
+        .recent_access_changes()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|change| change.key_id == key.id())
+        .map(|change| change.event_id)
+        .collect();
+    assert!(recorded.iter().any(|event| event.id == old));
+    assert_eq!(ids, [fresh.id]);
 }

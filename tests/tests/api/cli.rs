@@ -128,5 +128,9 @@ fn migrate_applies_and_lists_the_migrations() {
         .lines()
         .filter(|line| line.starts_with("applied"))
         .count();
-    assert_eq!(applied, 2, "{stdout}");
+    assert_eq!(applied, 3, "{stdout}");
+    assert!(
+        stdout.contains("m20261207_000003_add_event_recorded_at"),
+        "{stdout}"
+    );
 }

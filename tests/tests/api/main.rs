@@ -6,6 +6,7 @@
 mod abuse;
 mod auth;
 mod cli;
+mod concurrent_changes;
 mod forwarding;
 mod http;
 mod instances;

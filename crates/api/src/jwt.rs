@@ -215,18 +215,6 @@ pub enum TokenRefusal {
     Claim(&'static str),
 }
 
-/// The error and each of its causes, outermost first, for one log field.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(inner) = cause {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        cause = inner.source();
-    }
-    text
-}
-
 /// What the `Caller` extractor needs, shared through app data.
 #[derive(Debug, Clone)]
 pub struct ManagementAuth {
@@ -266,7 +254,7 @@ impl Caller {
             (Some(verifier), Some(token)) => verifier.verify(token),
         };
         outcome.map(Caller).map_err(|refusal| {
-            tracing::info!(reason = %chain(&refusal), "management request refused");
+            tracing::info!(reason = %cola_application::error_chain(&refusal), "management request refused");
             // Failures are numbered atomically: one past the limit is
             // answered 429 even if it passed the check above concurrently.
             match client.map(|client| auth.limiter.record_failure(client)) {
@@ -385,7 +373,7 @@ RteyW2wE94HUnTDRofo=\n\
         .expect("token");
         let refusal = verifier(None).verify(&token).expect_err("expired");
         assert!(matches!(refusal, TokenRefusal::Invalid(_)));
-        let logged = chain(&refusal);
+        let logged = cola_application::error_chain(&refusal);
         assert!(logged.starts_with("invalid token: "), "{logged}");
         assert!(logged.to_lowercase().contains("expired"), "{logged}");
     }

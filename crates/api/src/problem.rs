@@ -176,11 +176,11 @@ impl ApiError {
                 "the key is revoked and can no longer be changed",
             ),
             AppError::Unavailable(source) => {
-                tracing::warn!(error = %source, "dependency unavailable");
+                tracing::warn!(error = %cola_application::error_chain(&**source), "dependency unavailable");
                 Problem::unavailable()
             }
             AppError::Unexpected(source) => {
-                tracing::error!(error = %source, cause = ?source, "unexpected failure");
+                tracing::error!(error = %cola_application::error_chain(&**source), "unexpected failure");
                 Problem::internal()
             }
         }

@@ -247,7 +247,7 @@ impl Application {
             |attempt| async move {
                 let flushed = usage.flush(repository).await;
                 if let Err(error) = &flushed {
-                    tracing::error!(%error, attempt, pending = usage.pending(), "final usage flush failed");
+                    tracing::error!(error = %cola_application::error_chain(error), attempt, pending = usage.pending(), "final usage flush failed");
                 }
                 flushed
             },
@@ -367,7 +367,7 @@ async fn flush_usage_periodically(
             _ = stop.changed() => return,
         }
         if let Err(error) = usage.flush(repository.as_ref()).await {
-            tracing::warn!(%error, pending = usage.pending(), "usage flush failed; will retry");
+            tracing::warn!(error = %cola_application::error_chain(&error), pending = usage.pending(), "usage flush failed; will retry");
         }
     }
 }

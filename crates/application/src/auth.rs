@@ -542,7 +542,7 @@ impl KeyAuthenticator {
             .await
             .map_err(|error| {
                 if !matches!(error, RepositoryError::Unavailable(_)) {
-                    tracing::error!(%error, "key lookup failed");
+                    tracing::error!(error = %crate::error::chain(&error), "key lookup failed");
                 }
                 unavailable
             })?;
@@ -587,8 +587,8 @@ impl KeyAuthenticator {
 fn verify_failure(error: HashError) -> AuthFailure {
     match error {
         HashError::Saturated => AuthFailure::Saturated,
-        HashError::Failed(message) => {
-            tracing::error!(%message, "key verification failed");
+        HashError::Failed(source) => {
+            tracing::error!(error = %crate::error::chain(&*source), "key verification failed");
             AuthFailure::Unavailable
         }
     }
@@ -624,7 +624,7 @@ pub async fn follow_access_changes(
                 cache.feed_caught_up(read_started);
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot read the change feed; cached admissions expire");
+                tracing::warn!(error = %crate::error::chain(&error), "cannot read the change feed; cached admissions expire");
             }
         }
     }
@@ -677,7 +677,7 @@ mod tests {
                 self.gate
                     .acquire()
                     .await
-                    .map_err(|e| HashError::Failed(e.to_string()))?
+                    .map_err(|e| HashError::Failed(Box::new(e)))?
                     .forget();
             }
             Ok(hash.as_str() == format!("fake:{}", secret.prefix()))

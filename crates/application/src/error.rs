@@ -68,3 +68,32 @@ impl From<RepositoryError> for AppError {
         }
     }
 }
+
+/// An error and each of its causes, outermost first, joined by `: ` — the
+/// whole story for one log field (the client is told none of it).
+#[must_use]
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chain_names_every_cause_outermost_first() {
+        let error = AppError::Unavailable(Box::new(RepositoryError::Unavailable(
+            "connection refused".into(),
+        )));
+        let text = chain(&error);
+        assert!(text.ends_with(": connection refused"), "{text}");
+        assert!(text.matches(": ").count() >= 2, "{text}");
+    }
+}

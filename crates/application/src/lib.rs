@@ -21,7 +21,7 @@ pub use dto::{
     CreateKeyRequest, CreatedKeyView, EventList, EventView, KeyPage, KeyView, ListKeysQuery, Patch,
     PermissionsInput, UpdateMetadataRequest, UpdatePermissionsRequest, schema,
 };
-pub use error::{AppError, FieldErrors};
+pub use error::{AppError, FieldErrors, chain as error_chain};
 pub use mcp::{
     BuiltinTool, KEY_URI_PREFIX, KeyResource, McpService, ReadResourceError, RevokedView,
     ToolFailure, ToolOutput, UnknownTool, WhoAmIView,

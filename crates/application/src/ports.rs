@@ -187,8 +187,8 @@ pub enum HashError {
     /// Every verification slot is busy and the queue is full.
     #[error("key verification capacity is exhausted")]
     Saturated,
-    #[error("hashing failed: {0}")]
-    Failed(String),
+    #[error("hashing failed")]
+    Failed(#[source] Source),
 }
 
 /// Slow, salted hashing of key secrets. Implementations keep the CPU work

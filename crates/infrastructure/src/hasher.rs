@@ -100,8 +100,8 @@ impl Drop for Admission {
     }
 }
 
-fn failed(error: impl std::fmt::Display) -> HashError {
-    HashError::Failed(error.to_string())
+fn failed(error: impl std::error::Error + Send + Sync + 'static) -> HashError {
+    HashError::Failed(Box::new(error))
 }
 
 /// One hashing thread's state: the argon2 context and the block array every
@@ -286,7 +286,7 @@ impl Argon2Hasher {
         // A failed send hands the job back and drops it, admission included.
         self.jobs
             .send(job)
-            .map_err(|_| failed("the hashing threads have stopped"))?;
+            .map_err(|_| HashError::Failed("the hashing threads have stopped".into()))?;
         Ok(answered)
     }
 
@@ -297,7 +297,7 @@ impl Argon2Hasher {
     ) -> Result<T, HashError> {
         self.submit(work, job)?
             .await
-            .map_err(|_| failed("an argon2 job ended without an answer"))
+            .map_err(|_| HashError::Failed("an argon2 job ended without an answer".into()))
     }
 }
 

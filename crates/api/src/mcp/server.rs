@@ -179,8 +179,10 @@ impl McpServer {
 
 fn internal(error: &AppError) -> Outcome {
     match error {
-        AppError::Unavailable(source) => tracing::warn!(error = %source, "database unavailable"),
-        other => tracing::error!(error = %other, "mcp call failed"),
+        AppError::Unavailable(_) => {
+            tracing::warn!(error = %cola_application::error_chain(error), "database unavailable");
+        }
+        other => tracing::error!(error = %cola_application::error_chain(other), "mcp call failed"),
     }
     Outcome::error(protocol::INTERNAL_ERROR, "Internal error")
 }

@@ -460,9 +460,6 @@ pub fn sign(secret: &str, claims: &Value) -> String {
     .expect("sign")
 }
 
-/// Polls `check` until it returns `Some`, for at most `deadline`. For
-/// outcomes that become true at a moment the test does not control (a flush,
-/// an expiry); never a substitute for a response the test can wait on.
 /// A well-formed key (right length, base62, valid checksum as the contract
 /// defines it) with the same prefix as `key` and a different secret part: it
 /// passes the format check and fails only at verification.
@@ -482,6 +479,9 @@ pub fn same_prefix_wrong_secret(key: &str) -> String {
     format!("{body}{}", String::from_utf8_lossy(&digits))
 }
 
+/// Polls `check` until it returns `Some`, for at most `deadline`. For
+/// outcomes that become true at a moment the test does not control (a flush,
+/// an expiry); never a substitute for a response the test can wait on.
 pub async fn eventually<T, F, Fut>(deadline: Duration, mut check: F) -> Option<T>
 where
     F: FnMut() -> Fut,

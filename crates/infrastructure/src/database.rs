@@ -132,8 +132,10 @@ impl Database {
         self.kind
     }
 
+    /// The pool, for this crate's repositories only: callers outside go
+    /// through the repositories, whose every query takes the tenant.
     #[must_use]
-    pub fn connection(&self) -> &DatabaseConnection {
+    pub(crate) fn connection(&self) -> &DatabaseConnection {
         &self.connection
     }
 

@@ -23,8 +23,11 @@ use uuid::Uuid;
 
 struct Fixture {
     repository: Arc<SeaOrmApiKeyRepository>,
-    /// The same database, for rows a test writes behind the repository.
+    /// The same database, for its kind.
     database: Database,
+    /// A connection of the test's own to the same database, for rows a test
+    /// writes behind the repository's back.
+    raw: sea_orm::DatabaseConnection,
     hasher: Argon2Hasher,
     // Kept alive for the test's duration; dropped (and deleted) after it.
     _postgres: Option<PostgresDatabase>,
@@ -42,20 +45,21 @@ impl Drop for TempDir {
 async fn sqlite() -> Fixture {
     let dir = std::env::temp_dir().join(format!("cola-repo-{}", Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir).unwrap();
-    let database = Database::connect(&format!("sqlite://{}/cola.db?mode=rwc", dir.display()))
-        .await
-        .unwrap();
-    fixture(database, None, Some(TempDir(dir))).await
+    let url = format!("sqlite://{}/cola.db?mode=rwc", dir.display());
+    let database = Database::connect(&url).await.unwrap();
+    fixture(database, &url, None, Some(TempDir(dir))).await
 }
 
 async fn postgres() -> Fixture {
     let created = PostgresDatabase::create().await;
     let database = Database::connect(&created.url).await.unwrap();
-    fixture(database, Some(created), None).await
+    let url = created.url.clone();
+    fixture(database, &url, Some(created), None).await
 }
 
 async fn fixture(
     database: Database,
+    url: &str,
     postgres: Option<PostgresDatabase>,
     dir: Option<TempDir>,
 ) -> Fixture {
@@ -65,6 +69,7 @@ async fn fixture(
     Fixture {
         repository: Arc::new(SeaOrmApiKeyRepository::new(database.clone())),
         database,
+        raw: sea_orm::Database::connect(url).await.unwrap(),
         hasher: Argon2Hasher::new(HasherSettings {
             memory_kib: 64,
             iterations: 1,
@@ -685,8 +690,7 @@ async fn the_change_feed_drops_what_the_database_recorded_over_ten_seconds_ago(f
         DbBackend::Postgres => "$1, $2, $3, $4, $5, $6, $7",
         _ => "?, ?, ?, ?, ?, ?, ?",
     };
-    f.database
-        .connection()
+    f.raw
         .execute_raw(Statement::from_sql_and_values(
             backend,
             format!(

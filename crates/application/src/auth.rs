@@ -639,18 +639,14 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use async_trait::async_trait;
-    use chrono::Utc;
-    use cola_domain::{
-        ApiKeyId, ApiKeyPermissions, IpWhitelist, KeyName, KeyUsage, McpApiKey, NewKey, Revocation,
-        UserId,
-    };
+    use cola_domain::UserId;
     use rand::SeedableRng;
     use rand::rngs::StdRng;
     use tokio::sync::{Semaphore, mpsc};
     use uuid::Uuid;
 
     use super::*;
-    use crate::fakes::MemoryRepository;
+    use crate::fakes::{MemoryRepository, active_key};
     use crate::ports::{SecretHash, SystemClock};
 
     /// Accepts a secret whose prefix matches the stored "hash". While
@@ -729,22 +725,10 @@ mod tests {
         /// Stores a new active key; returns its secret.
         fn key(&mut self) -> ApiKeySecret {
             let Ok(secret) = ApiKeySecret::generate(&mut self.rng);
-            let now = Utc::now();
-            self.repository.add(McpApiKey::restore(
-                NewKey {
-                    id: ApiKeyId::from_uuid(Uuid::now_v7()),
-                    tenant_id: TenantId::from_uuid(Uuid::from_u128(1)),
-                    owner: UserId::from_uuid(Uuid::from_u128(2)),
-                    name: KeyName::parse("test").expect("name"),
-                    description: None,
-                    prefix: secret.prefix(),
-                    permissions: ApiKeyPermissions::default(),
-                    ip_whitelist: IpWhitelist::parse::<&str>(&[]).expect("any address"),
-                    expires_at: now + chrono::Duration::days(30),
-                },
-                now,
-                None::<Revocation>,
-                KeyUsage::default(),
+            self.repository.add(active_key(
+                TenantId::from_uuid(Uuid::from_u128(1)),
+                UserId::from_uuid(Uuid::from_u128(2)),
+                secret.prefix(),
             ));
             secret
         }

@@ -7,7 +7,11 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use cola_domain::{ApiKeyId, DomainEvent, EffectiveStatus, KeyPrefix, McpApiKey, TenantId, UserId};
+use cola_domain::{
+    ApiKeyId, ApiKeyPermissions, DomainEvent, EffectiveStatus, IpWhitelist, KeyName, KeyPrefix,
+    KeyUsage, McpApiKey, NewKey, TenantId, UserId,
+};
+use uuid::Uuid;
 
 use crate::ports::{
     AccessChange, ApiKeyRepository, KeyListFilter, RecordedEvent, RepositoryError, SecretHash,
@@ -22,6 +26,29 @@ pub(crate) struct MemoryRepository {
     pub(crate) usage_batches: Mutex<Vec<Vec<UsageDelta>>>,
     /// How many of the next usage writes fail (the database is away).
     pub(crate) failing_usage_writes: Mutex<u32>,
+    /// How many keys were inserted through the port.
+    pub(crate) inserts: Mutex<usize>,
+}
+
+/// An active key of `owner` in `tenant`, expiring in 30 days.
+pub(crate) fn active_key(tenant: TenantId, owner: UserId, prefix: KeyPrefix) -> McpApiKey {
+    let now = Utc::now();
+    McpApiKey::restore(
+        NewKey {
+            id: ApiKeyId::from_uuid(Uuid::now_v7()),
+            tenant_id: tenant,
+            owner,
+            name: KeyName::parse("test").expect("name"),
+            description: None,
+            prefix,
+            permissions: ApiKeyPermissions::default(),
+            ip_whitelist: IpWhitelist::default(),
+            expires_at: now + chrono::Duration::days(30),
+        },
+        now,
+        None,
+        KeyUsage::default(),
+    )
 }
 
 impl MemoryRepository {
@@ -43,11 +70,13 @@ impl MemoryRepository {
 impl ApiKeyRepository for MemoryRepository {
     async fn insert(
         &self,
-        _: &McpApiKey,
+        key: &McpApiKey,
         _: &SecretHash,
         _: &DomainEvent,
         _: u32,
     ) -> Result<(), RepositoryError> {
+        *self.inserts.lock().expect("inserts") += 1;
+        self.add(key.clone());
         Ok(())
     }
     async fn find(&self, _: TenantId, _: ApiKeyId) -> Result<Option<McpApiKey>, RepositoryError> {

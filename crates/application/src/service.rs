@@ -270,106 +270,17 @@ fn hash_error(error: crate::HashError) -> AppError {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::Duration;
 
     use async_trait::async_trait;
-    use chrono::{DateTime, Utc};
-    use cola_domain::{DomainEvent, KeyPrefix, UserId};
+    use cola_domain::UserId;
     use serde_json::json;
 
     use super::*;
-    use crate::ports::{
-        AccessChange, HashError, RecordedEvent, SecretHash, StoredCredential, SystemClock,
-        UsageDelta,
-    };
+    use crate::fakes::{MemoryRepository, active_key};
+    use crate::ports::{HashError, SecretHash, SystemClock};
     use crate::{Role, SecretHasher};
-
-    /// Reports a fixed number of active keys and records what it is asked.
-    struct FakeRepository {
-        active: u64,
-        counted_for: Mutex<Vec<(TenantId, UserId)>>,
-        inserts: AtomicUsize,
-    }
-
-    #[async_trait]
-    impl ApiKeyRepository for FakeRepository {
-        async fn insert(
-            &self,
-            _: &McpApiKey,
-            _: &SecretHash,
-            _: &DomainEvent,
-            _: u32,
-        ) -> Result<(), RepositoryError> {
-            self.inserts.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }
-
-        async fn count_active(
-            &self,
-            tenant: TenantId,
-            owner: UserId,
-            _: DateTime<Utc>,
-        ) -> Result<u64, RepositoryError> {
-            self.counted_for
-                .lock()
-                .expect("not poisoned")
-                .push((tenant, owner));
-            Ok(self.active)
-        }
-
-        async fn find(
-            &self,
-            _: TenantId,
-            _: ApiKeyId,
-        ) -> Result<Option<McpApiKey>, RepositoryError> {
-            Ok(None)
-        }
-
-        async fn list(
-            &self,
-            _: TenantId,
-            _: &KeyListFilter,
-        ) -> Result<Vec<McpApiKey>, RepositoryError> {
-            Ok(Vec::new())
-        }
-
-        async fn apply_change(
-            &self,
-            _: &McpApiKey,
-            _: &DomainEvent,
-        ) -> Result<bool, RepositoryError> {
-            Ok(false)
-        }
-
-        async fn events(
-            &self,
-            _: TenantId,
-            _: ApiKeyId,
-        ) -> Result<Vec<RecordedEvent>, RepositoryError> {
-            Ok(Vec::new())
-        }
-
-        async fn find_credential(
-            &self,
-            _: &KeyPrefix,
-        ) -> Result<Option<StoredCredential>, RepositoryError> {
-            Ok(None)
-        }
-
-        async fn recent_access_changes(&self) -> Result<Vec<AccessChange>, RepositoryError> {
-            Ok(Vec::new())
-        }
-
-        async fn add_usage(&self, _: &[UsageDelta]) -> Result<(), RepositoryError> {
-            Ok(())
-        }
-
-        async fn ping(&self) -> Result<(), RepositoryError> {
-            Ok(())
-        }
-    }
 
     /// Counts hashes; "hashes" without any argon2 work.
     #[derive(Default)]
@@ -395,12 +306,26 @@ mod tests {
 
     const CAP: u32 = 3;
 
-    fn service(active: u64) -> (ApiKeyService, Arc<FakeRepository>, Arc<CountingHasher>) {
-        let repository = Arc::new(FakeRepository {
-            active,
-            counted_for: Mutex::new(Vec::new()),
-            inserts: AtomicUsize::new(0),
-        });
+    /// A service over an in-memory store where `actor` already has
+    /// `active` keys, and another user of the tenant a full set.
+    fn service(
+        actor: Principal,
+        active: u32,
+    ) -> (ApiKeyService, Arc<MemoryRepository>, Arc<CountingHasher>) {
+        let repository = Arc::new(MemoryRepository::default());
+        let mut rng = rand::rngs::OsRng;
+        let mut prefix = || {
+            ApiKeySecret::generate(&mut rng)
+                .expect("OS randomness")
+                .prefix()
+        };
+        for _ in 0..active {
+            repository.add(active_key(actor.tenant_id, actor.user_id, prefix()));
+        }
+        let colleague = UserId::from_uuid(Uuid::new_v4());
+        for _ in 0..CAP {
+            repository.add(active_key(actor.tenant_id, colleague, prefix()));
+        }
         let hasher = Arc::new(CountingHasher::default());
         let service = ApiKeyService::new(
             Arc::clone(&repository) as Arc<dyn ApiKeyRepository>,
@@ -429,27 +354,25 @@ mod tests {
 
     #[tokio::test]
     async fn a_create_at_the_cap_is_refused_before_any_hashing() {
-        let (service, repository, hasher) = service(u64::from(CAP));
         let actor = actor();
+        let (service, repository, hasher) = service(actor, CAP);
         let refused = service.create(actor, request()).await;
         assert!(
             matches!(refused, Err(AppError::LimitReached { max: CAP })),
             "{refused:?}"
         );
         assert_eq!(hasher.hashes.load(Ordering::SeqCst), 0);
-        assert_eq!(repository.inserts.load(Ordering::SeqCst), 0);
-        assert_eq!(
-            *repository.counted_for.lock().expect("not poisoned"),
-            [(actor.tenant_id, actor.user_id)]
-        );
+        assert_eq!(*repository.inserts.lock().expect("inserts"), 0);
     }
 
     #[tokio::test]
     async fn a_create_under_the_cap_hashes_once_and_inserts() {
-        let (service, repository, hasher) = service(u64::from(CAP) - 1);
-        let created = service.create(actor(), request()).await.expect("created");
+        // Another user of the tenant is at the cap: the count is the actor's.
+        let actor = actor();
+        let (service, repository, hasher) = service(actor, CAP - 1);
+        let created = service.create(actor, request()).await.expect("created");
         assert!(created.key.expose().starts_with("cola_"));
         assert_eq!(hasher.hashes.load(Ordering::SeqCst), 1);
-        assert_eq!(repository.inserts.load(Ordering::SeqCst), 1);
+        assert_eq!(*repository.inserts.lock().expect("inserts"), 1);
     }
 }

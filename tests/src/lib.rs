@@ -411,6 +411,18 @@ impl TestApp {
         .await
     }
 
+    /// The text of `GET /metrics`.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("metrics request")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Calls the `whoami` tool with `key`; returns the HTTP status.
     pub async fn whoami(&self, key: &str) -> u16 {
         self.mcp(

@@ -13,16 +13,9 @@ use crate::Tenant;
 
 /// Key verifications under way, as `/metrics` reports them.
 async fn verifications_in_progress(app: &TestApp) -> u64 {
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
+    app.metrics()
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|line| line.strip_prefix("cola_key_verifications_in_progress "))
         .and_then(|value| value.trim().parse().ok())
         .unwrap()

@@ -116,15 +116,7 @@ async fn custom_methods_are_counted_under_one_other_label() {
             .unwrap();
         assert_eq!(response.status(), 405, "{name}");
     }
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     for name in custom {
         assert!(!text.contains(name), "{name} is a label in /metrics");
     }

@@ -741,20 +741,28 @@ mod tests {
                 .map_err(|refusal| refusal.reason)
         }
 
-        /// Starts a verification of `secret` that waits in the hasher.
-        async fn start_held(
-            &mut self,
+        /// Authenticates `secret` in a task of its own.
+        fn spawn(
+            &self,
             secret: &ApiKeySecret,
         ) -> tokio::task::JoinHandle<Result<AuthPath, AuthFailure>> {
             let authenticator = Arc::clone(&self.authenticator);
             let presented = secret.expose().to_owned();
-            let task = tokio::spawn(async move {
+            tokio::spawn(async move {
                 authenticator
                     .authenticate_with_path(Some(&presented), CLIENT)
                     .await
                     .map(|(_, path)| path)
                     .map_err(|refusal| refusal.reason)
-            });
+            })
+        }
+
+        /// Starts a verification of `secret` that waits in the hasher.
+        async fn start_held(
+            &mut self,
+            secret: &ApiKeySecret,
+        ) -> tokio::task::JoinHandle<Result<AuthPath, AuthFailure>> {
+            let task = self.spawn(secret);
             self.entered.recv().await.expect("verification started");
             task
         }
@@ -834,19 +842,7 @@ mod tests {
         let mut harness = Harness::new(true);
         let secret = harness.key();
         let first = harness.start_held(&secret).await;
-        let others: Vec<_> = (0..5)
-            .map(|_| {
-                let authenticator = Arc::clone(&harness.authenticator);
-                let presented = secret.expose().to_owned();
-                tokio::spawn(async move {
-                    authenticator
-                        .authenticate_with_path(Some(&presented), CLIENT)
-                        .await
-                        .map(|(_, path)| path)
-                        .map_err(|refusal| refusal.reason)
-                })
-            })
-            .collect();
+        let others: Vec<_> = (0..5).map(|_| harness.spawn(&secret)).collect();
         // One permit: a second verification would wait forever.
         harness.hasher.gate.add_permits(1);
         assert_eq!(first.await.expect("join"), Ok(AuthPath::Cold));

@@ -10,7 +10,8 @@ use cola_application::Role;
 use cola_domain::{TenantId, UserId};
 use uuid::Uuid;
 
-use crate::config::{JwtKey, JwtSettings, Secret, Settings};
+use crate::config::{JwksSource, JwtKey, JwtSettings, Secret, Settings};
+use crate::jwks::ProviderKeys;
 use crate::jwt::mint_token;
 use crate::startup::Application;
 
@@ -84,7 +85,7 @@ impl Cli {
             Some(Command::Serve(args)) => serve(args).await,
             Some(Command::Migrate) => migrate().await,
             Some(Command::DevToken(args)) => dev_token(&args),
-            Some(Command::CheckConfig) => check_config(),
+            Some(Command::CheckConfig) => check_config().await,
         }
     }
 }
@@ -139,6 +140,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
     };
     crate::telemetry::init(&settings.log_filter, settings.log_format);
     let mut dev_banner_secret = None;
+    settings.dev = args.dev;
     if args.dev {
         let secret = match &settings.jwt {
             Some(JwtSettings {
@@ -147,7 +149,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
             }) => secret.expose().to_owned(),
             Some(_) => {
                 eprintln!(
-                    "--dev mints HS256 tokens; it cannot be combined with COLA_JWT_PUBLIC_KEY_FILE"
+                    "--dev mints HS256 tokens; it cannot be combined with COLA_JWT_PUBLIC_KEY_FILE, \
+                     COLA_JWT_JWKS_URL or COLA_OIDC_ISSUER"
                 );
                 return ExitCode::from(2);
             }
@@ -157,6 +160,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
                         key: JwtKey::Secret(Secret::new(secret.clone())),
                         issuer: None,
                         audience: None,
+                        claims: crate::config::ClaimNames::default(),
                     });
                     secret
                 }
@@ -178,7 +182,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         }
     };
     if let Some(secret) = dev_banner_secret {
-        let base = format!("http://{}", application.address());
+        let base = application.public_url().to_owned();
         match mint_token(
             &secret,
             TenantId::from_uuid(DEMO_TENANT),
@@ -189,7 +193,8 @@ async fn serve(args: ServeArgs) -> ExitCode {
             audience.as_deref(),
         ) {
             Ok(token) => println!(
-                "\nCola dev mode: {base}\n\
+                "\nCola dev mode: {base}\n\n\
+                 Open the console (signs you in as the demo admin):\n\n  {base}/console\n\n\
                  Demo admin token (tenant {DEMO_TENANT}, user {DEMO_USER}, valid 24 h):\n\n  \
                  export TOKEN={token}\n\n\
                  Create a key (its secret is shown once):\n\n  \
@@ -255,6 +260,7 @@ fn dev_token(args: &DevTokenArgs) -> ExitCode {
             key: JwtKey::Secret(secret),
             issuer,
             audience,
+            ..
         }) => (secret.expose().to_owned(), issuer.clone(), audience.clone()),
         Some(_) => {
             eprintln!(
@@ -297,16 +303,59 @@ fn dev_token(args: &DevTokenArgs) -> ExitCode {
 }
 
 #[allow(clippy::print_stdout)]
-fn check_config() -> ExitCode {
+async fn check_config() -> ExitCode {
     match Settings::from_env() {
         Ok(settings) => {
             for (name, value) in settings.describe() {
                 println!("{name}={value}");
             }
-            ExitCode::SUCCESS
+            match &settings.jwt {
+                Some(JwtSettings {
+                    key: JwtKey::Jwks(source),
+                    ..
+                }) => check_provider_keys(source).await,
+                _ => ExitCode::SUCCESS,
+            }
         }
         Err(errors) => {
             eprintln!("{errors}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Fetches the identity provider's keys once, as serving would, and prints
+/// what it found; unreachable or unusable keys are a bad setting.
+#[allow(clippy::print_stdout)]
+async fn check_provider_keys(source: &JwksSource) -> ExitCode {
+    let variable = match source {
+        JwksSource::Url(_) => "COLA_JWT_JWKS_URL",
+        JwksSource::Discovery(_) => "COLA_OIDC_ISSUER",
+    };
+    let fetched = match ProviderKeys::new(source.clone()) {
+        Ok(keys) => keys.refresh().await,
+        Err(error) => Err(error),
+    };
+    match fetched {
+        Ok(keys) => {
+            let found: Vec<String> = keys
+                .iter()
+                .map(|key| {
+                    format!(
+                        "{} ({:?})",
+                        key.kid.as_deref().unwrap_or("no kid"),
+                        key.algorithm
+                    )
+                })
+                .collect();
+            println!("JWKS_KEYS={}", found.join(", "));
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!(
+                "invalid configuration: {variable}: {}",
+                cola_application::error_chain(&error)
+            );
             ExitCode::from(2)
         }
     }

@@ -45,6 +45,40 @@ pub enum JwtKey {
     Secret(Secret),
     /// RS256, ES256 or ES384 (by the key), from a PEM public key.
     PublicKeyFile(PathBuf),
+    /// An identity provider's published keys; the algorithm is each key's.
+    Jwks(JwksSource),
+}
+
+/// Where an identity provider's signing keys are published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    /// `COLA_JWT_JWKS_URL`: the JWKS document itself.
+    Url(url::Url),
+    /// `COLA_OIDC_ISSUER`: its `/.well-known/openid-configuration` names
+    /// the JWKS (`jwks_uri`).
+    Discovery(url::Url),
+}
+
+/// Where a provider's token carries the tenant and the role (JWKS mode only;
+/// the static modes read `tenant_id` and `role` as CONTRACT §4 has them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimNames {
+    /// A claim name, or a dotted path into nested objects
+    /// (`realm_access.roles`).
+    pub tenant: String,
+    pub role: String,
+    /// Role values that make the caller an admin; any other is a member.
+    pub admin_roles: Vec<String>,
+}
+
+impl Default for ClaimNames {
+    fn default() -> Self {
+        Self {
+            tenant: "tenant_id".into(),
+            role: "role".into(),
+            admin_roles: vec!["admin".into()],
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +86,18 @@ pub struct JwtSettings {
     pub key: JwtKey,
     pub issuer: Option<String>,
     pub audience: Option<String>,
+    pub claims: ClaimNames,
+}
+
+/// The console's OpenID Connect client (`COLA_OIDC_CLIENT_ID` and
+/// `COLA_OIDC_CLIENT_SECRET`, with `COLA_OIDC_ISSUER`).
+#[derive(Debug, Clone)]
+pub struct OidcClientSettings {
+    pub issuer: url::Url,
+    pub client_id: String,
+    /// Also keys the console's session cookies, so every instance that
+    /// shares the client shares the sessions.
+    pub client_secret: Secret,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +106,11 @@ pub struct Settings {
     pub listen: SocketAddr,
     /// `None`: no JWT is configured and the management API refuses everyone.
     pub jwt: Option<JwtSettings>,
+    /// `COLA_PUBLIC_URL` without a trailing slash; `None`: `http://` and the
+    /// address actually bound.
+    pub public_url: Option<String>,
+    /// `None`: the console cannot sign anyone in through a provider.
+    pub oidc_client: Option<OidcClientSettings>,
     pub allowed_origins: Vec<String>,
     pub trusted_proxies: Vec<IpNet>,
     pub default_key_ttl_days: u32,
@@ -70,6 +121,9 @@ pub struct Settings {
     pub auth_failure_limit: u32,
     pub log_format: LogFormat,
     pub log_filter: String,
+    /// `--dev` (not an environment variable): the console signs in as the
+    /// demo admin without a provider.
+    pub dev: bool,
 }
 
 /// Every bad variable, with what is wrong with it.
@@ -114,6 +168,27 @@ impl Reader<'_> {
                     default
                 }
             },
+        }
+    }
+
+    /// An identity provider's URL: `https://`, or `http://` to a loopback
+    /// host only (a JWKS fetched in the clear could be swapped for an
+    /// attacker's keys).
+    fn provider_url(&mut self, name: &'static str) -> Option<url::Url> {
+        let raw = self.text(name)?;
+        match url::Url::parse(raw.trim()) {
+            Ok(url) if is_safe_provider_url(&url) => Some(url),
+            Ok(_) => {
+                self.errors.push((
+                    name,
+                    "must be an https:// URL (http:// only to localhost, 127.0.0.1 or ::1)".into(),
+                ));
+                None
+            }
+            Err(error) => {
+                self.errors.push((name, format!("is not a URL: {error}")));
+                None
+            }
         }
     }
 
@@ -173,41 +248,156 @@ impl Settings {
 
         let secret = read.text("COLA_JWT_SECRET");
         let public_key = read.text("COLA_JWT_PUBLIC_KEY_FILE");
-        let key = match (secret, public_key) {
-            (Some(_), Some(_)) => {
-                read.errors.push((
-                    "COLA_JWT_SECRET",
-                    "set either COLA_JWT_SECRET or COLA_JWT_PUBLIC_KEY_FILE, not both".into(),
-                ));
-                None
-            }
-            (Some(secret), None) if secret.len() < MIN_JWT_SECRET_BYTES => {
-                read.errors.push((
-                    "COLA_JWT_SECRET",
-                    format!("must be at least {MIN_JWT_SECRET_BYTES} bytes long"),
-                ));
-                None
-            }
-            (Some(secret), None) => Some(JwtKey::Secret(Secret::new(secret))),
-            (None, Some(path)) => {
-                let path = PathBuf::from(path);
-                if path.is_file() {
-                    Some(JwtKey::PublicKeyFile(path))
+        let jwks_url = read.provider_url("COLA_JWT_JWKS_URL");
+        let oidc_issuer = read.provider_url("COLA_OIDC_ISSUER");
+        let jwks = jwks_url
+            .clone()
+            .map(JwksSource::Url)
+            .or_else(|| oidc_issuer.clone().map(JwksSource::Discovery));
+        let chosen = [
+            secret.is_some(),
+            public_key.is_some(),
+            jwks_url.is_some() || oidc_issuer.is_some(),
+        ];
+        let key = if chosen.iter().filter(|set| **set).count() > 1 {
+            read.errors.push((
+                if secret.is_some() {
+                    "COLA_JWT_SECRET"
                 } else {
+                    "COLA_JWT_PUBLIC_KEY_FILE"
+                },
+                "set only one of COLA_JWT_SECRET, COLA_JWT_PUBLIC_KEY_FILE and \
+                 COLA_JWT_JWKS_URL/COLA_OIDC_ISSUER"
+                    .into(),
+            ));
+            None
+        } else {
+            match (secret, public_key, jwks) {
+                (Some(secret), _, _) if secret.len() < MIN_JWT_SECRET_BYTES => {
                     read.errors.push((
-                        "COLA_JWT_PUBLIC_KEY_FILE",
-                        format!("no readable file at {}", path.display()),
+                        "COLA_JWT_SECRET",
+                        format!("must be at least {MIN_JWT_SECRET_BYTES} bytes long"),
+                    ));
+                    None
+                }
+                (Some(secret), _, _) => Some(JwtKey::Secret(Secret::new(secret))),
+                (None, Some(path), _) => {
+                    let path = PathBuf::from(path);
+                    if path.is_file() {
+                        Some(JwtKey::PublicKeyFile(path))
+                    } else {
+                        read.errors.push((
+                            "COLA_JWT_PUBLIC_KEY_FILE",
+                            format!("no readable file at {}", path.display()),
+                        ));
+                        None
+                    }
+                }
+                (None, None, Some(source)) => Some(JwtKey::Jwks(source)),
+                (None, None, None) => None,
+            }
+        };
+        let claims = ClaimNames {
+            tenant: read.text("COLA_JWT_TENANT_CLAIM").map_or_else(
+                || ClaimNames::default().tenant,
+                |name| name.trim().to_owned(),
+            ),
+            role: read
+                .text("COLA_JWT_ROLE_CLAIM")
+                .map_or_else(|| ClaimNames::default().role, |name| name.trim().to_owned()),
+            admin_roles: match read.list("COLA_JWT_ADMIN_ROLES") {
+                roles if roles.is_empty() => ClaimNames::default().admin_roles,
+                roles => roles,
+            },
+        };
+        // The provider's tokens name it as their issuer; checking it is the
+        // default once the issuer is known.
+        // As written: `iss` is compared as a string, and a URL parser would
+        // add or drop a trailing slash.
+        let issuer = read.text("COLA_JWT_ISSUER").or_else(|| {
+            oidc_issuer
+                .is_some()
+                .then(|| read.text("COLA_OIDC_ISSUER"))
+                .flatten()
+                .map(|raw| raw.trim().to_owned())
+        });
+        let jwt = key.map(|key| JwtSettings {
+            key,
+            issuer,
+            audience: read.text("COLA_JWT_AUDIENCE"),
+            claims,
+        });
+
+        let public_url = read.text("COLA_PUBLIC_URL").and_then(|raw| {
+            let raw = raw.trim().trim_end_matches('/').to_owned();
+            match url::Url::parse(&raw) {
+                Ok(url)
+                    if matches!(url.scheme(), "http" | "https")
+                        && url.host().is_some()
+                        && url.username().is_empty()
+                        && url.password().is_none()
+                        && url.query().is_none()
+                        && url.fragment().is_none() =>
+                {
+                    Some(raw)
+                }
+                _ => {
+                    read.errors.push((
+                        "COLA_PUBLIC_URL",
+                        "must be an http:// or https:// URL without user, query or fragment, \
+                         such as https://cola.example.com"
+                            .into(),
                     ));
                     None
                 }
             }
-            (None, None) => None,
-        };
-        let jwt = key.map(|key| JwtSettings {
-            key,
-            issuer: read.text("COLA_JWT_ISSUER"),
-            audience: read.text("COLA_JWT_AUDIENCE"),
         });
+
+        let client_id = read.text("COLA_OIDC_CLIENT_ID");
+        let client_secret = read.text("COLA_OIDC_CLIENT_SECRET");
+        let oidc_client = match (client_id, client_secret, &oidc_issuer) {
+            (None, None, _) => None,
+            (Some(_), _, None) | (None, Some(_), None) => {
+                read.errors.push((
+                    "COLA_OIDC_ISSUER",
+                    "is required with COLA_OIDC_CLIENT_ID: the console discovers where to \
+                     sign in from it"
+                        .into(),
+                ));
+                None
+            }
+            (None, Some(_), Some(_)) => {
+                read.errors.push((
+                    "COLA_OIDC_CLIENT_ID",
+                    "is required with COLA_OIDC_CLIENT_SECRET".into(),
+                ));
+                None
+            }
+            (Some(_), None, Some(_)) => {
+                read.errors.push((
+                    "COLA_OIDC_CLIENT_SECRET",
+                    "is required with COLA_OIDC_CLIENT_ID: the console is a confidential \
+                     client, and the secret also keys its session cookies"
+                        .into(),
+                ));
+                None
+            }
+            (Some(_), Some(secret), Some(_)) if secret.len() < MIN_JWT_SECRET_BYTES => {
+                read.errors.push((
+                    "COLA_OIDC_CLIENT_SECRET",
+                    format!(
+                        "must be at least {MIN_JWT_SECRET_BYTES} bytes long: it keys the \
+                         console's session cookies"
+                    ),
+                ));
+                None
+            }
+            (Some(client_id), Some(secret), Some(issuer)) => Some(OidcClientSettings {
+                issuer: issuer.clone(),
+                client_id: client_id.trim().to_owned(),
+                client_secret: Secret::new(secret),
+            }),
+        };
 
         let mut allowed_origins = Vec::new();
         for origin in read.list("COLA_ALLOWED_ORIGINS") {
@@ -277,6 +467,8 @@ impl Settings {
             database_url: Secret::new(database_url),
             listen,
             jwt,
+            public_url,
+            oidc_client,
             allowed_origins,
             trusted_proxies,
             default_key_ttl_days,
@@ -287,6 +479,7 @@ impl Settings {
             auth_failure_limit,
             log_format,
             log_filter,
+            dev: false,
         })
     }
 
@@ -303,7 +496,20 @@ impl Settings {
                 key: JwtKey::PublicKeyFile(path),
                 ..
             }) => format!("public key file {}", path.display()),
+            Some(JwtSettings {
+                key: JwtKey::Jwks(JwksSource::Url(url)),
+                ..
+            }) => format!("JWKS at {url}"),
+            Some(JwtSettings {
+                key: JwtKey::Jwks(JwksSource::Discovery(issuer)),
+                ..
+            }) => format!("JWKS discovered from the issuer {issuer}"),
         };
+        let claims = self
+            .jwt
+            .as_ref()
+            .map(|j| j.claims.clone())
+            .unwrap_or_default();
         let issuer = self.jwt.as_ref().and_then(|j| j.issuer.clone());
         let audience = self.jwt.as_ref().and_then(|j| j.audience.clone());
         vec![
@@ -314,6 +520,29 @@ impl Settings {
             (
                 "COLA_JWT_AUDIENCE",
                 audience.unwrap_or_else(|| "unset".into()),
+            ),
+            ("COLA_JWT_TENANT_CLAIM", claims.tenant),
+            ("COLA_JWT_ROLE_CLAIM", claims.role),
+            ("COLA_JWT_ADMIN_ROLES", claims.admin_roles.join(",")),
+            (
+                "COLA_PUBLIC_URL",
+                self.public_url
+                    .as_ref()
+                    .map_or_else(|| format!("http://{} (default)", self.listen), Clone::clone),
+            ),
+            (
+                "COLA_OIDC_CLIENT_ID",
+                self.oidc_client
+                    .as_ref()
+                    .map_or_else(|| "unset".into(), |c| c.client_id.clone()),
+            ),
+            (
+                "COLA_OIDC_CLIENT_SECRET",
+                if self.oidc_client.is_some() {
+                    "set (masked)".into()
+                } else {
+                    "unset".into()
+                },
             ),
             ("COLA_ALLOWED_ORIGINS", self.allowed_origins.join(",")),
             (
@@ -355,6 +584,20 @@ impl Settings {
             ("RUST_LOG", self.log_filter.clone()),
         ]
     }
+}
+
+/// Whether `url` may be fetched for signing keys: over TLS, or in the clear
+/// only to this machine; never with credentials in it.
+#[must_use]
+pub fn is_safe_provider_url(url: &url::Url) -> bool {
+    let loopback = match url.host() {
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        None => return false,
+    };
+    let scheme_ok = url.scheme() == "https" || (url.scheme() == "http" && loopback);
+    scheme_ok && url.username().is_empty() && url.password().is_none()
 }
 
 /// `scheme://host[:port]`, lower-cased, default ports dropped, as browsers

@@ -1,22 +1,29 @@
 //! Management-API authentication: a JWT from the tenant's identity provider,
-//! verified with a pinned algorithm, turned into a `Principal` by the
-//! `Caller` extractor.
+//! verified with a pinned algorithm (a static secret or public key) or with
+//! the provider's published keys (JWKS, the algorithm being each key's), and
+//! turned into a `Principal` by the `Caller` extractor. The console's
+//! session cookie is the other credential `Caller` reads (`console::session`).
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
+use actix_web::http::StatusCode;
 use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, web};
 use chrono::{Duration, Utc};
 use cola_application::{Principal, Role};
 use cola_domain::{ApiKeySecret, TenantId, UserId};
-use futures_util::future::{Ready, ready};
+use futures_util::future::LocalBoxFuture;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
 
 use crate::client_ip::ClientIpResolver;
-use crate::config::{JwtKey, JwtSettings};
+use crate::config::{ClaimNames, JwtKey, JwtSettings};
+use crate::console::session::{ConsoleSessions, SessionRefusal};
+use crate::jwks::ProviderKeys;
 use crate::problem::Problem;
 use crate::rate_limit::FailureLimiter;
 
@@ -52,13 +59,32 @@ struct MintedClaims {
 }
 
 pub struct JwtVerifier {
-    key: DecodingKey,
+    keys: VerificationKeys,
+    /// `exp`, `iss` and `aud` as configured; the algorithm is set per token
+    /// in the provider mode.
     validation: Validation,
+}
+
+enum VerificationKeys {
+    /// One key, one algorithm (`COLA_JWT_SECRET`, `COLA_JWT_PUBLIC_KEY_FILE`);
+    /// the claims are read as CONTRACT §4 names them.
+    Pinned(DecodingKey),
+    /// The provider's JWKS; the claims are read where `ClaimNames` says, and
+    /// non-UUID ids are mapped (see [`mapped_id`]).
+    Provider {
+        keys: Arc<ProviderKeys>,
+        claims: ClaimNames,
+    },
 }
 
 impl std::fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mode = match &self.keys {
+            VerificationKeys::Pinned(_) => "pinned",
+            VerificationKeys::Provider { .. } => "provider JWKS",
+        };
         f.debug_struct("JwtVerifier")
+            .field("mode", &mode)
             .field("algorithms", &self.validation.algorithms)
             .finish_non_exhaustive()
     }
@@ -68,6 +94,15 @@ impl JwtVerifier {
     /// Builds the verifier; a PEM that is neither an RSA nor an EC public key
     /// (on P-256 or P-384) is a configuration error.
     pub fn new(settings: &JwtSettings) -> Result<Self, String> {
+        if let JwtKey::Jwks(source) = &settings.key {
+            let keys = ProviderKeys::new(source.clone()).map_err(|error| {
+                format!(
+                    "COLA_JWT_JWKS_URL: {}",
+                    cola_application::error_chain(&error)
+                )
+            })?;
+            return Ok(Self::with_provider(Arc::new(keys), settings));
+        }
         let (key, algorithm) = match &settings.key {
             JwtKey::Secret(secret) => (
                 DecodingKey::from_secret(secret.expose().as_bytes()),
@@ -98,59 +133,228 @@ impl JwtVerifier {
                     ));
                 }
             }
+            JwtKey::Jwks(_) => return Err("unreachable: handled above".into()),
         };
         // Exactly one algorithm: a token signed otherwise (`none` included)
         // is refused before its claims are read.
-        let mut validation = Validation::new(algorithm);
-        validation.leeway = LEEWAY_SECS;
-        validation.set_required_spec_claims(&["exp"]);
-        match &settings.issuer {
-            Some(issuer) => {
-                validation.set_issuer(&[issuer]);
-                validation.required_spec_claims.insert("iss".into());
-            }
-            None => validation.iss = None,
+        Ok(Self {
+            keys: VerificationKeys::Pinned(key),
+            validation: validation(algorithm, settings),
+        })
+    }
+
+    /// A verifier against the provider's keys `keys`.
+    #[must_use]
+    pub fn with_provider(keys: Arc<ProviderKeys>, settings: &JwtSettings) -> Self {
+        Self {
+            keys: VerificationKeys::Provider {
+                keys,
+                claims: settings.claims.clone(),
+            },
+            // The algorithm is replaced by the key's for every token.
+            validation: validation(Algorithm::RS256, settings),
         }
-        match &settings.audience {
-            Some(audience) => {
-                validation.set_audience(&[audience]);
-                validation.required_spec_claims.insert("aud".into());
-            }
-            None => validation.validate_aud = false,
+    }
+
+    /// The provider's keys, in the provider mode.
+    #[must_use]
+    pub fn provider_keys(&self) -> Option<&Arc<ProviderKeys>> {
+        match &self.keys {
+            VerificationKeys::Provider { keys, .. } => Some(keys),
+            VerificationKeys::Pinned(_) => None,
         }
-        Ok(Self { key, validation })
     }
 
     /// The principal a token names, or why it is refused (for the log only;
     /// the client hears a plain 401).
-    pub fn verify(&self, token: &str) -> Result<Principal, TokenRefusal> {
+    pub async fn verify(&self, token: &str) -> Result<Principal, TokenRefusal> {
+        self.verify_for(token, None).await
+    }
+
+    /// As [`Self::verify`], with the audience `audience` required instead of
+    /// the configured one: an ID token is addressed to the console's client.
+    pub async fn verify_for(
+        &self,
+        token: &str,
+        audience: Option<&str>,
+    ) -> Result<Principal, TokenRefusal> {
         if ApiKeySecret::looks_like_key(token) {
             return Err(TokenRefusal::ApiKey);
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
-            .map_err(TokenRefusal::Invalid)?;
-        let claims = data.claims;
-        let user_id: UserId = claims
-            .sub
-            .as_deref()
-            .and_then(|s| s.parse().ok())
-            .ok_or(TokenRefusal::Claim("`sub` is missing or not a UUID"))?;
-        let tenant_id: TenantId = claims
-            .tenant_id
-            .as_deref()
-            .and_then(|s| s.parse().ok())
-            .ok_or(TokenRefusal::Claim("`tenant_id` is missing or not a UUID"))?;
-        let role = match claims.role.as_deref() {
-            None | Some("member") => Role::Member,
-            Some("admin") => Role::Admin,
-            Some(_) => return Err(TokenRefusal::Claim("`role` is neither admin nor member")),
-        };
-        Ok(Principal {
-            tenant_id,
-            user_id,
-            role,
-        })
+        let mut validation = self.validation.clone();
+        if let Some(audience) = audience {
+            validation.set_audience(&[audience]);
+            validation.validate_aud = true;
+            validation.required_spec_claims.insert("aud".into());
+        }
+        match &self.keys {
+            VerificationKeys::Pinned(key) => {
+                let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
+                    .map_err(TokenRefusal::Invalid)?;
+                pinned_principal(data.claims)
+            }
+            VerificationKeys::Provider { keys, claims } => {
+                let header = jsonwebtoken::decode_header(token).map_err(TokenRefusal::Invalid)?;
+                if matches!(
+                    header.alg,
+                    Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+                ) {
+                    return Err(TokenRefusal::Algorithm(header.alg));
+                }
+                let key = keys
+                    .key_for(header.kid.as_deref())
+                    .await
+                    .ok_or(TokenRefusal::UnknownKey(header.kid.clone()))?;
+                if header.alg != key.algorithm {
+                    return Err(TokenRefusal::Algorithm(header.alg));
+                }
+                validation.algorithms = vec![key.algorithm];
+                let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation)
+                    .map_err(TokenRefusal::Invalid)?;
+                provider_principal(&data.claims, claims, keys.source_url())
+            }
+        }
     }
+}
+
+/// What every token is checked for, whatever its key: `exp` (with
+/// [`LEEWAY_SECS`]), and `iss` and `aud` when configured.
+fn validation(algorithm: Algorithm, settings: &JwtSettings) -> Validation {
+    let mut validation = Validation::new(algorithm);
+    validation.leeway = LEEWAY_SECS;
+    validation.set_required_spec_claims(&["exp"]);
+    match &settings.issuer {
+        Some(issuer) => {
+            validation.set_issuer(&[issuer]);
+            validation.required_spec_claims.insert("iss".into());
+        }
+        None => validation.iss = None,
+    }
+    match &settings.audience {
+        Some(audience) => {
+            validation.set_audience(&[audience]);
+            validation.required_spec_claims.insert("aud".into());
+        }
+        None => validation.validate_aud = false,
+    }
+    validation
+}
+
+/// A pinned-mode token's principal: `sub` and `tenant_id` UUIDs, `role`
+/// `admin` or `member` (decision 25).
+fn pinned_principal(claims: Claims) -> Result<Principal, TokenRefusal> {
+    let user_id: UserId = claims
+        .sub
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .ok_or(TokenRefusal::Claim("`sub` is missing or not a UUID"))?;
+    let tenant_id: TenantId = claims
+        .tenant_id
+        .as_deref()
+        .and_then(|s| s.parse().ok())
+        .ok_or(TokenRefusal::Claim("`tenant_id` is missing or not a UUID"))?;
+    let role = match claims.role.as_deref() {
+        None | Some("member") => Role::Member,
+        Some("admin") => Role::Admin,
+        Some(_) => return Err(TokenRefusal::Claim("`role` is neither admin nor member")),
+    };
+    Ok(Principal {
+        tenant_id,
+        user_id,
+        role,
+    })
+}
+
+/// A provider token's principal (CONTRACT §11): `sub` and the tenant claim
+/// as ids (mapped when they are not UUIDs), admin when the role claim — a
+/// string or an array of strings — holds one of the admin roles, member when
+/// it holds none or is missing.
+fn provider_principal(
+    claims: &Map<String, Value>,
+    names: &ClaimNames,
+    source_url: &str,
+) -> Result<Principal, TokenRefusal> {
+    let issuer = claims
+        .get("iss")
+        .and_then(Value::as_str)
+        .unwrap_or(source_url);
+    let sub = claims
+        .get("sub")
+        .and_then(Value::as_str)
+        .filter(|sub| !sub.is_empty())
+        .ok_or(TokenRefusal::Claim("`sub` is missing or not a string"))?;
+    let tenant = match claim(claims, &names.tenant) {
+        Some(Value::String(tenant)) if !tenant.is_empty() => tenant.clone(),
+        Some(Value::Number(tenant)) => tenant.to_string(),
+        _ => {
+            return Err(TokenRefusal::ProviderClaim(format!(
+                "the tenant claim `{}` is missing, empty, or neither a string nor a number",
+                names.tenant
+            )));
+        }
+    };
+    let is_admin_role = |role: &str| names.admin_roles.iter().any(|admin| admin == role);
+    let role = match claim(claims, &names.role) {
+        None | Some(Value::Null) => Role::Member,
+        Some(Value::String(role)) => {
+            if is_admin_role(role) {
+                Role::Admin
+            } else {
+                Role::Member
+            }
+        }
+        Some(Value::Array(roles)) => {
+            let mut admin = false;
+            for role in roles {
+                let role = role.as_str().ok_or_else(|| {
+                    TokenRefusal::ProviderClaim(format!(
+                        "the role claim `{}` is an array holding something other than strings",
+                        names.role
+                    ))
+                })?;
+                admin |= is_admin_role(role);
+            }
+            if admin { Role::Admin } else { Role::Member }
+        }
+        Some(_) => {
+            return Err(TokenRefusal::ProviderClaim(format!(
+                "the role claim `{}` is neither a string nor an array of strings",
+                names.role
+            )));
+        }
+    };
+    Ok(Principal {
+        tenant_id: TenantId::from_uuid(mapped_id(issuer, "tenant", &tenant)),
+        user_id: UserId::from_uuid(mapped_id(issuer, "sub", sub)),
+        role,
+    })
+}
+
+/// The claim `name`: a top-level claim of that name, or else the value at
+/// that dotted path through nested objects (`realm_access.roles`).
+fn claim<'a>(claims: &'a Map<String, Value>, name: &str) -> Option<&'a Value> {
+    if let Some(value) = claims.get(name) {
+        return Some(value);
+    }
+    let mut parts = name.split('.');
+    let mut value = claims.get(parts.next()?)?;
+    for part in parts {
+        value = value.as_object()?.get(part)?;
+    }
+    Some(value)
+}
+
+/// Cola's id for a provider's `sub` or tenant value: the value itself when
+/// it is a UUID, and otherwise the UUIDv5 of `"<kind>:<value>"` under the
+/// namespace UUIDv5(URL, issuer) — stable for ever, distinct per issuer,
+/// and computable by an operator (docs/operations.md shows how).
+#[must_use]
+pub fn mapped_id(issuer: &str, kind: &str, value: &str) -> Uuid {
+    if let Ok(id) = Uuid::parse_str(value) {
+        return id;
+    }
+    let namespace = Uuid::new_v5(&Uuid::NAMESPACE_URL, issuer.as_bytes());
+    Uuid::new_v5(&namespace, format!("{kind}:{value}").as_bytes())
 }
 
 /// The algorithm of an EC public key, by its curve: ES256 for P-256, ES384
@@ -213,13 +417,24 @@ pub enum TokenRefusal {
     Invalid(#[source] jsonwebtoken::errors::Error),
     #[error("{0}")]
     Claim(&'static str),
+    #[error("{0}")]
+    ProviderClaim(String),
+    #[error("the algorithm {0:?} is not the one of the provider's key")]
+    Algorithm(Algorithm),
+    #[error("no key of the identity provider has the kid {0:?}")]
+    UnknownKey(Option<String>),
+    #[error("the console session is invalid or expired")]
+    Session,
 }
 
 /// What the `Caller` extractor needs, shared through app data.
 #[derive(Debug, Clone)]
 pub struct ManagementAuth {
-    /// `None` when no JWT setting is configured: every request is refused.
+    /// `None` when no JWT setting is configured: every bearer token is
+    /// refused.
     pub verifier: Option<Arc<JwtVerifier>>,
+    /// The console's sessions: a session cookie is the other credential.
+    pub sessions: Option<Arc<ConsoleSessions>>,
     pub limiter: Arc<FailureLimiter>,
     pub client_ip: ClientIpResolver,
 }
@@ -238,20 +453,41 @@ fn bearer(request: &HttpRequest) -> Option<&str> {
 }
 
 impl Caller {
-    fn authenticate(request: &HttpRequest) -> Result<Self, Problem> {
-        let Some(auth) = request.app_data::<web::Data<ManagementAuth>>() else {
+    async fn authenticate(request: HttpRequest) -> Result<Self, Problem> {
+        let Some(auth) = request.app_data::<web::Data<ManagementAuth>>().cloned() else {
             return Err(Problem::internal());
         };
-        let client: Option<IpAddr> = auth.client_ip.of_request(request);
+        let client: Option<IpAddr> = auth.client_ip.of_request(&request);
         if let Some(client) = client
             && let Err(wait) = auth.limiter.check(client)
         {
             return Err(Problem::too_many_requests(wait));
         }
-        let outcome = match (&auth.verifier, bearer(request)) {
-            (None, _) => Err(TokenRefusal::NotConfigured),
-            (_, None) => Err(TokenRefusal::Missing),
-            (Some(verifier), Some(token)) => verifier.verify(token),
+        // A bearer JWT wins over a console session cookie: a script that
+        // sends a token means the token.
+        let outcome = match (bearer(&request), &auth.sessions) {
+            (Some(token), _) => match &auth.verifier {
+                None => Err(TokenRefusal::NotConfigured),
+                Some(verifier) => verifier.verify(token).await,
+            },
+            (None, Some(sessions)) if sessions.has_cookie(&request) => {
+                match sessions.principal(&request) {
+                    Ok(principal) => Ok(principal),
+                    // A forged cross-site write is not a failed sign-in:
+                    // it is refused without counting against the address.
+                    Err(SessionRefusal::Forged(reason)) => {
+                        tracing::info!(reason, "console write refused: CSRF check failed");
+                        return Err(Problem::new(
+                            StatusCode::FORBIDDEN,
+                            "csrf",
+                            "this change must come from the console page: its CSRF token or \
+                             Origin is missing or wrong; reload the console",
+                        ));
+                    }
+                    Err(SessionRefusal::Invalid) => Err(TokenRefusal::Session),
+                }
+            }
+            (None, _) => Err(TokenRefusal::Missing),
         };
         outcome.map(Caller).map_err(|refusal| {
             tracing::info!(reason = %cola_application::error_chain(&refusal), "management request refused");
@@ -267,10 +503,10 @@ impl Caller {
 
 impl FromRequest for Caller {
     type Error = Problem;
-    type Future = Ready<Result<Self, Problem>>;
+    type Future = LocalBoxFuture<'static, Result<Self, Problem>>;
 
     fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(Self::authenticate(request))
+        Box::pin(Self::authenticate(request.clone()))
     }
 }
 
@@ -323,6 +559,7 @@ RteyW2wE94HUnTDRofo=\n\
             key: JwtKey::Secret(Secret::new(SECRET.into())),
             issuer: issuer.map(str::to_owned),
             audience: None,
+            claims: ClaimNames::default(),
         })
         .expect("verifier")
     }
@@ -334,8 +571,8 @@ RteyW2wE94HUnTDRofo=\n\
         )
     }
 
-    #[test]
-    fn a_minted_token_verifies_to_its_principal() {
+    #[tokio::test]
+    async fn a_minted_token_verifies_to_its_principal() {
         let (tenant, user) = ids();
         let token = mint_token(
             SECRET,
@@ -347,7 +584,7 @@ RteyW2wE94HUnTDRofo=\n\
             None,
         )
         .expect("token");
-        let principal = verifier(None).verify(&token).expect("valid");
+        let principal = verifier(None).verify(&token).await.expect("valid");
         assert_eq!(
             principal,
             Principal {
@@ -358,8 +595,8 @@ RteyW2wE94HUnTDRofo=\n\
         );
     }
 
-    #[test]
-    fn a_refusal_keeps_the_library_s_reason_as_its_cause() {
+    #[tokio::test]
+    async fn a_refusal_keeps_the_library_s_reason_as_its_cause() {
         let (tenant, user) = ids();
         let token = mint_token(
             SECRET,
@@ -371,15 +608,15 @@ RteyW2wE94HUnTDRofo=\n\
             None,
         )
         .expect("token");
-        let refusal = verifier(None).verify(&token).expect_err("expired");
+        let refusal = verifier(None).verify(&token).await.expect_err("expired");
         assert!(matches!(refusal, TokenRefusal::Invalid(_)));
         let logged = cola_application::error_chain(&refusal);
         assert!(logged.starts_with("invalid token: "), "{logged}");
         assert!(logged.to_lowercase().contains("expired"), "{logged}");
     }
 
-    #[test]
-    fn an_expired_token_is_refused() {
+    #[tokio::test]
+    async fn an_expired_token_is_refused() {
         let (tenant, user) = ids();
         let token = mint_token(
             SECRET,
@@ -391,11 +628,11 @@ RteyW2wE94HUnTDRofo=\n\
             None,
         )
         .expect("token");
-        assert!(verifier(None).verify(&token).is_err());
+        assert!(verifier(None).verify(&token).await.is_err());
     }
 
-    #[test]
-    fn a_token_signed_with_another_secret_is_refused() {
+    #[tokio::test]
+    async fn a_token_signed_with_another_secret_is_refused() {
         let (tenant, user) = ids();
         let token = mint_token(
             &"x".repeat(32),
@@ -407,11 +644,11 @@ RteyW2wE94HUnTDRofo=\n\
             None,
         )
         .expect("token");
-        assert!(verifier(None).verify(&token).is_err());
+        assert!(verifier(None).verify(&token).await.is_err());
     }
 
-    #[test]
-    fn an_unsigned_token_is_refused() {
+    #[tokio::test]
+    async fn an_unsigned_token_is_refused() {
         use base64::Engine;
         let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let header = engine.encode(r#"{"alg":"none","typ":"JWT"}"#);
@@ -424,12 +661,13 @@ RteyW2wE94HUnTDRofo=\n\
         assert!(
             verifier(None)
                 .verify(&format!("{header}.{claims}."))
+                .await
                 .is_err()
         );
     }
 
-    #[test]
-    fn a_wrong_issuer_is_refused_when_one_is_configured() {
+    #[tokio::test]
+    async fn a_wrong_issuer_is_refused_when_one_is_configured() {
         let (tenant, user) = ids();
         let token = mint_token(
             SECRET,
@@ -441,7 +679,7 @@ RteyW2wE94HUnTDRofo=\n\
             None,
         )
         .expect("token");
-        assert!(verifier(Some("idp")).verify(&token).is_err());
+        assert!(verifier(Some("idp")).verify(&token).await.is_err());
         let token = mint_token(
             SECRET,
             tenant,
@@ -452,18 +690,18 @@ RteyW2wE94HUnTDRofo=\n\
             None,
         )
         .expect("token");
-        assert!(verifier(Some("idp")).verify(&token).is_ok());
+        assert!(verifier(Some("idp")).verify(&token).await.is_ok());
     }
 
-    #[test]
-    fn an_unknown_role_is_refused() {
+    #[tokio::test]
+    async fn an_unknown_role_is_refused() {
         let token = signed(&json!({
             "sub": Uuid::from_u128(2).to_string(),
             "tenant_id": Uuid::from_u128(1).to_string(),
             "role": "owner",
             "exp": Utc::now().timestamp() + 3600,
         }));
-        assert!(verifier(None).verify(&token).is_err());
+        assert!(verifier(None).verify(&token).await.is_err());
     }
 
     /// `claims` signed with [`SECRET`].
@@ -481,6 +719,7 @@ RteyW2wE94HUnTDRofo=\n\
             key: JwtKey::Secret(Secret::new(SECRET.into())),
             issuer: None,
             audience: audience.map(str::to_owned),
+            claims: ClaimNames::default(),
         })
         .expect("verifier")
     }
@@ -502,16 +741,16 @@ RteyW2wE94HUnTDRofo=\n\
         json!(Utc::now().timestamp() + 3600)
     }
 
-    #[test]
-    fn an_audience_array_is_accepted_with_no_audience_configured() {
+    #[tokio::test]
+    async fn an_audience_array_is_accepted_with_no_audience_configured() {
         let token = signed(&claims(Some(json!(["account", "cola"])), in_an_hour()));
-        assert!(with_audience(None).verify(&token).is_ok());
+        assert!(with_audience(None).verify(&token).await.is_ok());
         let token = signed(&claims(Some(json!("account")), in_an_hour()));
-        assert!(with_audience(None).verify(&token).is_ok());
+        assert!(with_audience(None).verify(&token).await.is_ok());
     }
 
-    #[test]
-    fn a_configured_audience_must_be_in_the_string_or_array() {
+    #[tokio::test]
+    async fn a_configured_audience_must_be_in_the_string_or_array() {
         let cola = with_audience(Some("cola"));
         for (aud, accepted) in [
             (Some(json!(["account", "cola"])), true),
@@ -522,25 +761,28 @@ RteyW2wE94HUnTDRofo=\n\
             (None, false),
         ] {
             let token = signed(&claims(aud.clone(), in_an_hour()));
-            assert_eq!(cola.verify(&token).is_ok(), accepted, "aud {aud:?}");
+            assert_eq!(cola.verify(&token).await.is_ok(), accepted, "aud {aud:?}");
         }
     }
 
-    #[test]
-    fn a_fractional_exp_is_a_numeric_date_like_any_other() {
+    #[tokio::test]
+    async fn a_fractional_exp_is_a_numeric_date_like_any_other() {
         #[allow(clippy::cast_precision_loss)]
         let now = Utc::now().timestamp() as f64;
         let token = signed(&claims(None, json!(now + 3600.5)));
-        assert!(verifier(None).verify(&token).is_ok());
+        assert!(verifier(None).verify(&token).await.is_ok());
         let token = signed(&claims(None, json!(now - 3600.5)));
-        assert!(verifier(None).verify(&token).is_err(), "expired");
+        assert!(verifier(None).verify(&token).await.is_err(), "expired");
         for exp in [json!("soon"), json!(-1), json!(null)] {
             let token = signed(&claims(None, exp.clone()));
-            assert!(verifier(None).verify(&token).is_err(), "exp {exp}");
+            assert!(verifier(None).verify(&token).await.is_err(), "exp {exp}");
         }
         let mut no_exp = claims(None, json!(0));
         no_exp.as_object_mut().expect("object").remove("exp");
-        assert!(verifier(None).verify(&signed(&no_exp)).is_err(), "no exp");
+        assert!(
+            verifier(None).verify(&signed(&no_exp)).await.is_err(),
+            "no exp"
+        );
     }
 
     /// A verifier reading `pem` as `COLA_JWT_PUBLIC_KEY_FILE`.
@@ -551,6 +793,7 @@ RteyW2wE94HUnTDRofo=\n\
             key: JwtKey::PublicKeyFile(path.clone()),
             issuer: None,
             audience: None,
+            claims: ClaimNames::default(),
         });
         let _ = std::fs::remove_file(&path);
         verifier
@@ -565,38 +808,130 @@ RteyW2wE94HUnTDRofo=\n\
         .expect("token")
     }
 
-    #[test]
-    fn a_p256_key_verifies_es256_tokens() {
+    #[tokio::test]
+    async fn a_p256_key_verifies_es256_tokens() {
         let verifier = from_public_key(P256_PUBLIC).expect("P-256 is supported");
         assert!(
             verifier
                 .verify(&ec_signed(Algorithm::ES256, P256_PRIVATE))
+                .await
                 .is_ok()
         );
     }
 
-    #[test]
-    fn a_p384_key_verifies_es384_tokens_and_no_es256_ones() {
+    #[tokio::test]
+    async fn a_p384_key_verifies_es384_tokens_and_no_es256_ones() {
         let verifier = from_public_key(P384_PUBLIC).expect("P-384 is supported");
         assert!(
             verifier
                 .verify(&ec_signed(Algorithm::ES384, P384_PRIVATE))
+                .await
                 .is_ok()
         );
         assert!(
             verifier
                 .verify(&ec_signed(Algorithm::ES256, P256_PRIVATE))
+                .await
                 .is_err()
         );
     }
 
-    #[test]
-    fn a_key_on_another_curve_is_refused_at_start_up_by_name() {
+    #[tokio::test]
+    async fn a_key_on_another_curve_is_refused_at_start_up_by_name() {
         let error = from_public_key(P521_PUBLIC).expect_err("P-521 is not supported");
         assert!(error.starts_with("COLA_JWT_PUBLIC_KEY_FILE: "), "{error}");
         assert!(
             error.contains("P-256") && error.contains("P-384"),
             "{error}"
         );
+    }
+
+    fn provider_claims(value: serde_json::Value) -> Map<String, Value> {
+        value.as_object().expect("object").clone()
+    }
+
+    fn names(tenant: &str, role: &str, admins: &[&str]) -> ClaimNames {
+        ClaimNames {
+            tenant: tenant.into(),
+            role: role.into(),
+            admin_roles: admins.iter().map(|role| (*role).to_owned()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_non_uuid_sub_maps_to_one_uuid_per_issuer_and_a_uuid_stays_itself() {
+        let alice = mapped_id("https://id.example.com", "sub", "auth0|alice");
+        assert_eq!(
+            alice,
+            mapped_id("https://id.example.com", "sub", "auth0|alice")
+        );
+        assert_ne!(
+            alice,
+            mapped_id("https://other.example.com", "sub", "auth0|alice")
+        );
+        assert_ne!(
+            alice,
+            mapped_id("https://id.example.com", "tenant", "auth0|alice")
+        );
+        assert_eq!(alice.get_version_num(), 5);
+        let id = Uuid::from_u128(7);
+        assert_eq!(
+            mapped_id("https://id.example.com", "sub", &id.to_string()),
+            id
+        );
+    }
+
+    #[test]
+    fn the_role_claim_is_a_string_or_an_array_and_admin_if_any_value_is_listed() {
+        let names = names("org", "realm_access.roles", &["cola-admin", "owner"]);
+        let role = |roles: serde_json::Value| {
+            provider_principal(
+                &provider_claims(
+                    json!({ "sub": "1", "org": "acme", "realm_access": { "roles": roles } }),
+                ),
+                &names,
+                "https://jwks",
+            )
+            .map(|principal| principal.role)
+            .ok()
+        };
+        assert_eq!(role(json!(["viewer", "owner"])), Some(Role::Admin));
+        assert_eq!(role(json!("cola-admin")), Some(Role::Admin));
+        assert_eq!(role(json!(["viewer"])), Some(Role::Member));
+        assert_eq!(role(json!([])), Some(Role::Member));
+        assert_eq!(role(json!(null)), Some(Role::Member));
+        assert!(role(json!([1])).is_none());
+        assert!(role(json!({ "admin": true })).is_none());
+        let no_role = provider_principal(
+            &provider_claims(json!({ "sub": "1", "org": "acme" })),
+            &names,
+            "https://jwks",
+        );
+        assert_eq!(
+            no_role.ok().map(|principal| principal.role),
+            Some(Role::Member)
+        );
+    }
+
+    #[test]
+    fn a_missing_or_empty_tenant_claim_is_refused() {
+        let names = names("org", "role", &["admin"]);
+        for claims in [
+            json!({ "sub": "1" }),
+            json!({ "sub": "1", "org": "" }),
+            json!({ "sub": "1", "org": [] }),
+        ] {
+            assert!(
+                provider_principal(&provider_claims(claims.clone()), &names, "x").is_err(),
+                "{claims}"
+            );
+        }
+        let numeric = provider_principal(
+            &provider_claims(json!({ "sub": "1", "org": 42 })),
+            &names,
+            "x",
+        )
+        .expect("a numeric tenant is its digits");
+        assert_eq!(numeric.tenant_id.as_uuid(), mapped_id("x", "tenant", "42"));
     }
 }

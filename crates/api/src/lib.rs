@@ -5,7 +5,9 @@
 pub mod cli;
 pub mod client_ip;
 pub mod config;
+pub mod console;
 pub mod json;
+pub mod jwks;
 pub mod jwt;
 pub mod mcp;
 pub mod metrics;

@@ -55,6 +55,7 @@ pub enum StartupError {
 pub struct Application {
     server: Server,
     address: SocketAddr,
+    public_url: String,
     flusher: tokio::task::JoinHandle<()>,
     stop_flusher: watch::Sender<bool>,
     usage: Arc<UsageRecorder>,
@@ -114,7 +115,7 @@ impl Application {
             .transpose()
             .map_err(StartupError::Config)?
             .map(Arc::new);
-        if verifier.is_none() {
+        if verifier.is_none() && !settings.dev {
             tracing::warn!(
                 "no COLA_JWT_SECRET or COLA_JWT_PUBLIC_KEY_FILE: the management API refuses every \
                  request. For a local demo run `cola-api --dev`; otherwise set COLA_JWT_SECRET \
@@ -126,11 +127,6 @@ impl Application {
         let resolver = web::Data::new(client_ip.clone());
         let write_limiter = web::Data::new(WriteLimiter::new());
         let limiter = Arc::new(FailureLimiter::new(settings.auth_failure_limit));
-        let management = web::Data::new(ManagementAuth {
-            verifier,
-            limiter: Arc::clone(&limiter),
-            client_ip: client_ip.clone(),
-        });
         let metrics = web::Data::new(
             Metrics::new(Arc::clone(&usage), Arc::clone(&cache), database.clone())
                 .map_err(|e| StartupError::Config(format!("metrics: {e}")))?,
@@ -138,8 +134,8 @@ impl Application {
         let gate = web::Data::new(McpGate {
             authenticator,
             metrics: metrics.clone().into_inner(),
-            limiter,
-            client_ip,
+            limiter: Arc::clone(&limiter),
+            client_ip: client_ip.clone(),
             allowed_origins: settings.allowed_origins.clone(),
         });
         let mcp_server =
@@ -157,6 +153,19 @@ impl Application {
                 address: settings.listen,
                 source,
             })?;
+        let public_url = settings
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{address}"));
+        let console = crate::console::build(&settings, verifier.clone(), &public_url)
+            .map_err(StartupError::Config)?;
+        let management = web::Data::new(ManagementAuth {
+            verifier: verifier.clone(),
+            sessions: console.sessions.clone(),
+            limiter: Arc::clone(&limiter),
+            client_ip: client_ip.clone(),
+        });
+        let console = web::Data::new(console);
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(from_fn(crate::metrics::record))
@@ -170,6 +179,7 @@ impl Application {
                 .app_data(gate.clone())
                 .app_data(mcp_server.clone())
                 .app_data(metrics.clone())
+                .app_data(console.clone())
                 // Routes are tried in this order, so the busiest come first,
                 // before the key routes whose `{id}` patterns need a regex.
                 .configure(mcp::configure)
@@ -181,6 +191,7 @@ impl Application {
                     crate::openapi::document,
                 ))
                 .configure(routes::keys::configure)
+                .configure(crate::console::configure)
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
@@ -203,6 +214,12 @@ impl Application {
         ));
         // Other instances' revocations and permission changes reach this
         // instance's cache through the audit trail they are recorded in.
+        if let Some(keys) = verifier.as_ref().and_then(|v| v.provider_keys()) {
+            // Fetched in the background: the service starts (and `/mcp`
+            // works) while the provider is unreachable; management JWTs are
+            // refused until its keys arrive.
+            tokio::spawn(Arc::clone(keys).keep_fresh(stopped.clone()));
+        }
         tokio::spawn(follow_access_changes(
             Arc::clone(&repository),
             cache,
@@ -212,6 +229,7 @@ impl Application {
         Ok(Self {
             server,
             address,
+            public_url,
             flusher,
             stop_flusher,
             usage,
@@ -223,6 +241,13 @@ impl Application {
     #[must_use]
     pub fn address(&self) -> SocketAddr {
         self.address
+    }
+
+    /// `COLA_PUBLIC_URL`, or `http://` and the address bound; no trailing
+    /// slash.
+    #[must_use]
+    pub fn public_url(&self) -> &str {
+        &self.public_url
     }
 
     /// Serves until SIGINT or SIGTERM, lets in-flight requests finish, then

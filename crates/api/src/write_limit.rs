@@ -19,7 +19,7 @@ use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, web};
 use cola_application::Principal;
 use cola_domain::{TenantId, UserId};
-use futures_util::future::{Ready, ready};
+use futures_util::future::LocalBoxFuture;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -126,8 +126,8 @@ where
 pub struct Writer(pub Principal);
 
 impl Writer {
-    fn admit(request: &HttpRequest, payload: &mut Payload) -> Result<Self, Problem> {
-        let Caller(principal) = Caller::from_request(request, payload).into_inner()?;
+    fn admit(request: &HttpRequest, caller: Caller) -> Result<Self, Problem> {
+        let Caller(principal) = caller;
         let Some(limiter) = request.app_data::<web::Data<WriteLimiter>>() else {
             // Not configured is a wiring mistake; fail closed.
             return Err(Problem::internal());
@@ -147,10 +147,12 @@ impl Writer {
 
 impl FromRequest for Writer {
     type Error = Problem;
-    type Future = Ready<Result<Self, Problem>>;
+    type Future = LocalBoxFuture<'static, Result<Self, Problem>>;
 
     fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        ready(Self::admit(request, payload))
+        let caller = Caller::from_request(request, payload);
+        let request = request.clone();
+        Box::pin(async move { Self::admit(&request, caller.await?) })
     }
 }
 

@@ -37,6 +37,8 @@ pub struct Options {
     pub env: HashMap<String, String>,
     /// Reach PostgreSQL through this local port (a [`Forwarder`]) instead.
     pub postgres_port: Option<u16>,
+    /// Command-line arguments (`--dev`).
+    pub args: Vec<String>,
 }
 
 impl Default for Options {
@@ -45,6 +47,7 @@ impl Default for Options {
             backend: Backend::Sqlite,
             env: HashMap::new(),
             postgres_port: None,
+            args: Vec::new(),
         }
     }
 }
@@ -66,6 +69,13 @@ impl Options {
             postgres_port: Some(forwarder.port),
             ..Self::default()
         }
+    }
+
+    /// Adds a command-line argument.
+    #[must_use]
+    pub fn arg(mut self, arg: &str) -> Self {
+        self.args.push(arg.to_owned());
+        self
     }
 
     #[must_use]
@@ -196,12 +206,20 @@ impl TestApp {
             }
         };
         let jwt_secret = format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple());
-        Self::start(options.env, database_url, jwt_secret, postgres, sqlite_dir)
+        Self::start(
+            &options.args,
+            options.env,
+            database_url,
+            jwt_secret,
+            postgres,
+            sqlite_dir,
+        )
     }
 
     /// Starts another process on the same database (and JWT secret).
     pub fn spawn_sibling(&self, env: HashMap<String, String>) -> Self {
         Self::start(
+            &[],
             env,
             self.database_url.clone(),
             self.jwt_secret.clone(),
@@ -211,6 +229,7 @@ impl TestApp {
     }
 
     fn start(
+        args: &[String],
         env: HashMap<String, String>,
         database_url: String,
         jwt_secret: String,
@@ -219,6 +238,7 @@ impl TestApp {
     ) -> Self {
         let mut command = Command::new(binary());
         command
+            .args(args)
             .env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("COLA_LISTEN", "127.0.0.1:0")

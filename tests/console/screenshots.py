@@ -23,7 +23,7 @@ def main() -> None:
             page.get_by_role("link", name="Sign in as the demo admin").click()
             page.get_by_role("heading", name="Keys of your tenant").wait_for()
             page.screenshot(path=OUT / "empty.png")
-            for name, tools in [("CI deploy bot", "whoami, list_*"), ("Cursor on my desktop", "")]:
+            for name, tools in [("CI deploy bot", "whoami, list_api_keys"), ("Cursor on my desktop", "")]:
                 page.goto(f"{cola.base}/console#/keys/new")
                 page.get_by_label("Name").fill(name)
                 page.get_by_label("Allowed tools").fill(tools)
@@ -42,7 +42,7 @@ def main() -> None:
             page.screenshot(path=OUT / "key.png", full_page=True)
             page.goto(f"{cola.base}/console#/keys")
             page.get_by_role("heading", name="Keys of your tenant").wait_for()
-            page.get_by_text("Claude Code on my laptop").wait_for()
+            page.get_by_role("link", name="Claude Code on my laptop").wait_for()
             page.screenshot(path=OUT / "keys.png", full_page=True)
             browser.close()
     finally:

@@ -79,7 +79,9 @@ impl std::fmt::Debug for ProviderKey {
 
 #[derive(Debug, Default)]
 struct FetchState {
-    last_attempt: Option<Instant>,
+    /// The last fetch an unknown `kid` asked for; the scheduled fetches
+    /// (at start, every [`REFRESH_INTERVAL`]) do not count against it.
+    last_refetch: Option<Instant>,
     /// The JWKS URL, once known (discovery is done once).
     jwks_url: Option<url::Url>,
 }
@@ -148,7 +150,6 @@ impl ProviderKeys {
         &self,
         state: &mut FetchState,
     ) -> Result<Arc<Vec<ProviderKey>>, JwksError> {
-        state.last_attempt = Some(Instant::now());
         let url = match &state.jwks_url {
             Some(url) => url.clone(),
             None => {
@@ -267,11 +268,12 @@ impl ProviderKeys {
             return Some(key);
         }
         if state
-            .last_attempt
+            .last_refetch
             .is_some_and(|last| last.elapsed() < REFETCH_INTERVAL)
         {
             return None;
         }
+        state.last_refetch = Some(Instant::now());
         match self.fetch_locked(&mut state).await {
             Ok(keys) => find(&keys, kid),
             Err(error) => {

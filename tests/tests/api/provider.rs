@@ -327,15 +327,15 @@ async fn a_rotated_key_is_fetched_once_and_unknown_kids_do_not_refetch_within_th
 #[tokio::test]
 async fn check_config_reports_the_provider_s_keys_and_fails_when_it_is_unreachable() {
     let provider = Provider::start(&["ec-1", "rsa-1"]).await;
+    // Run without blocking: the provider answers on this test's runtime.
     let run = |issuer: String| {
-        std::process::Command::new(cola_e2e::binary())
+        tokio::process::Command::new(cola_e2e::binary())
             .arg("check-config")
             .env_clear()
             .env("COLA_OIDC_ISSUER", issuer)
             .output()
-            .unwrap()
     };
-    let found = run(provider.issuer.clone());
+    let found = run(provider.issuer.clone()).await.unwrap();
     let stdout = String::from_utf8_lossy(&found.stdout);
     assert!(found.status.success(), "{stdout}");
     assert!(
@@ -350,7 +350,7 @@ async fn check_config_reports_the_provider_s_keys_and_fails_when_it_is_unreachab
         "{stdout}"
     );
 
-    let unreachable = run("http://127.0.0.1:9".into());
+    let unreachable = run("http://127.0.0.1:9".into()).await.unwrap();
     assert_eq!(unreachable.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&unreachable.stderr);
     assert!(

@@ -778,4 +778,73 @@ mod tests {
         }
         assert!(!mask_url("postgres://cola:hunter2@[db/cola").contains("hunter2"));
     }
+
+    #[test]
+    fn a_provider_url_must_be_https_unless_it_is_this_machine() {
+        for url in [
+            "https://id.example.com/jwks",
+            "http://127.0.0.1:9400/jwks",
+            "http://localhost/jwks",
+        ] {
+            let s = settings(&[("COLA_JWT_JWKS_URL", url)]).expect(url);
+            assert!(
+                matches!(s.jwt.map(|j| j.key), Some(JwtKey::Jwks(JwksSource::Url(_)))),
+                "{url}"
+            );
+        }
+        for url in [
+            "http://id.example.com/jwks",
+            "https://user:pw@id.example.com/jwks",
+            "not a url",
+        ] {
+            let errors = settings(&[("COLA_JWT_JWKS_URL", url)]).expect_err(url);
+            assert_eq!(names(&errors), ["COLA_JWT_JWKS_URL"], "{url}");
+        }
+    }
+
+    #[test]
+    fn a_provider_and_a_static_key_are_not_both_accepted() {
+        let errors = settings(&[
+            ("COLA_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("COLA_OIDC_ISSUER", "https://id.example.com"),
+        ])
+        .expect_err("both");
+        assert_eq!(names(&errors), ["COLA_JWT_SECRET"]);
+    }
+
+    #[test]
+    fn the_issuer_is_checked_as_written_and_claim_names_are_read() {
+        let s = settings(&[
+            ("COLA_OIDC_ISSUER", "https://tenant.auth0.com/"),
+            ("COLA_JWT_ROLE_CLAIM", "realm_access.roles"),
+            ("COLA_JWT_ADMIN_ROLES", "cola-admin, owner"),
+        ])
+        .expect("valid");
+        let jwt = s.jwt.expect("jwt");
+        assert_eq!(jwt.issuer.as_deref(), Some("https://tenant.auth0.com/"));
+        assert_eq!(jwt.claims.role, "realm_access.roles");
+        assert_eq!(jwt.claims.tenant, "tenant_id");
+        assert_eq!(jwt.claims.admin_roles, ["cola-admin", "owner"]);
+    }
+
+    #[test]
+    fn the_console_client_needs_the_issuer_and_a_long_secret() {
+        let errors = settings(&[("COLA_OIDC_CLIENT_ID", "cola")]).expect_err("no issuer");
+        assert_eq!(names(&errors), ["COLA_OIDC_ISSUER"]);
+        let errors = settings(&[
+            ("COLA_OIDC_ISSUER", "https://id.example.com"),
+            ("COLA_OIDC_CLIENT_ID", "cola"),
+        ])
+        .expect_err("no secret");
+        assert_eq!(names(&errors), ["COLA_OIDC_CLIENT_SECRET"]);
+        let errors = settings(&[
+            ("COLA_OIDC_ISSUER", "https://id.example.com"),
+            ("COLA_OIDC_CLIENT_ID", "cola"),
+            ("COLA_OIDC_CLIENT_SECRET", "short"),
+        ])
+        .expect_err("short secret");
+        assert_eq!(names(&errors), ["COLA_OIDC_CLIENT_SECRET"]);
+        let errors = settings(&[("COLA_PUBLIC_URL", "ftp://x")]).expect_err("scheme");
+        assert_eq!(names(&errors), ["COLA_PUBLIC_URL"]);
+    }
 }

@@ -353,7 +353,7 @@ mod tests {
     #[test]
     fn a_tampered_or_foreign_cookie_is_no_session() {
         let (_, cookie) = issued();
-        let tampered = format!("{}x", cookie);
+        let tampered = format!("{cookie}x");
         let request = TestRequest::get()
             .insert_header((COOKIE, tampered))
             .to_http_request();

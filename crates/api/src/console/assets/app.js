@@ -295,7 +295,7 @@ function permissionFields(permissions, servers, serverProblem) {
     h("fieldset", {}, h("legend", {}, "What the key may do"),
       h("label", { class: "check" }, h("input", { type: "checkbox", name: "read", checked: p.read }), "Read (list and read; read-only tools)"),
       h("label", { class: "check" }, h("input", { type: "checkbox", name: "write", checked: p.write }), "Write (tools that change things)"),
-      h("label", { for: "allowed_tools" }, "Allowed tools", h("span", { class: "hint" }, "Tool names (whoami, list_api_keys, revoke_api_key), comma-separated; blank = every tool the flags allow")),
+      h("label", { for: "allowed_tools" }, "Allowed tools", h("span", { class: "hint" }, "Exact tools (whoami, list_api_keys, revoke_api_key), comma-separated; blank = every tool the flags allow")),
       h("input", { type: "text", id: "allowed_tools", name: "allowed_tools", value: p.allowed_tools ? p.allowed_tools.join(", ") : "" }),
       h("label", { for: "allowed_resources" }, "Allowed resources", h("span", { class: "hint" }, "URIs; a trailing * matches a prefix; blank = every resource")),
       h("input", { type: "text", id: "allowed_resources", name: "allowed_resources", value: p.allowed_resources ? p.allowed_resources.join(", ") : "" })),

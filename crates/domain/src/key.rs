@@ -134,11 +134,13 @@ impl McpApiKey {
         now: DateTime<Utc>,
     ) -> Result<Rotation, KeyError> {
         self.ensure_not_revoked()?;
-        if self.status_at(now) == EffectiveStatus::Expired {
-            return Err(KeyError::Expired);
-        }
+        // Named before expiry: a key rotated without grace is expired too,
+        // and "rotate its successor" is the more useful answer.
         if self.replaced_by.is_some() {
             return Err(KeyError::AlreadyRotated);
+        }
+        if self.status_at(now) == EffectiveStatus::Expired {
+            return Err(KeyError::Expired);
         }
         let grace = grace.max(Duration::zero());
         self.expires_at = self.expires_at.min(now + grace);

@@ -182,19 +182,35 @@ async fn only_an_active_key_not_yet_rotated_can_be_rotated() {
         "urn:cola:problem:key-revoked"
     );
 
-    // Expired (rotated with no grace, so expired now): never revived.
-    let expired = app.new_key(&token, &json!({ "name": "expired" })).await;
-    let id = expired["id"].as_str().unwrap();
-    let successor: Value = app
-        .rotate(&token, id, &json!({}))
-        .await
-        .json()
-        .await
-        .unwrap();
+    // Rotated without grace (so expired too): still "already rotated".
+    let no_grace = app.new_key(&token, &json!({ "name": "no grace" })).await;
+    let id = no_grace["id"].as_str().unwrap();
+    let successor: Value = app.rotate(&token, id, &json!({})).await.json().await.unwrap();
     assert_eq!(
         problem_type(app.rotate(&token, id, &json!({})).await).await,
         "urn:cola:problem:key-already-rotated"
     );
+
+    // Expired on its own: refused, and never revived (Unkey's reroll bug).
+    let soon = (Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    let expired = app
+        .new_key(&token, &json!({ "name": "expiring", "expires_at": soon }))
+        .await;
+    let id = expired["id"].as_str().unwrap();
+    let became_expired = eventually(Duration::from_secs(20), || async {
+        let key: Value = app.get_key(&token, id).await.json().await.unwrap();
+        (key["status"] == "expired").then_some(())
+    })
+    .await;
+    assert!(became_expired.is_some());
+    let refused = app
+        .rotate(&token, id, &json!({ "grace_period_secs": 3600 }))
+        .await;
+    assert_eq!(problem_type(refused).await, "urn:cola:problem:key-expired");
+    let still: Value = app.get_key(&token, id).await.json().await.unwrap();
+    assert_eq!(still["status"], "expired");
+    assert_eq!(still["expires_at"], expired["expires_at"]);
+    assert_eq!(app.event_log(&token, id).await.len(), 1, "nothing recorded");
     // The successor itself can be rotated, with no body at all.
     let response = app
         .client

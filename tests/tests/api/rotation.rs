@@ -185,7 +185,12 @@ async fn only_an_active_key_not_yet_rotated_can_be_rotated() {
     // Rotated without grace (so expired too): still "already rotated".
     let no_grace = app.new_key(&token, &json!({ "name": "no grace" })).await;
     let id = no_grace["id"].as_str().unwrap();
-    let successor: Value = app.rotate(&token, id, &json!({})).await.json().await.unwrap();
+    let successor: Value = app
+        .rotate(&token, id, &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(
         problem_type(app.rotate(&token, id, &json!({})).await).await,
         "urn:cola:problem:key-already-rotated"

@@ -431,6 +431,49 @@ impl TestApp {
         .await
     }
 
+    /// `POST /api/mcp/keys/{id}/rotate` with `body`.
+    pub async fn rotate(&self, token: &str, id: &str, body: &Value) -> Response {
+        self.request(
+            Method::POST,
+            &format!("/api/mcp/keys/{id}/rotate"),
+            token,
+            Some(body),
+        )
+        .await
+    }
+
+    /// `DELETE /api/mcp/users/{user}/keys`.
+    pub async fn offboard(&self, token: &str, user: &str) -> Response {
+        self.request(
+            Method::DELETE,
+            &format!("/api/mcp/users/{user}/keys"),
+            token,
+            None,
+        )
+        .await
+    }
+
+    /// `POST /api/mcp/keys/report` with `body`, without any credential.
+    pub async fn report(&self, body: &Value) -> Response {
+        self.client
+            .post(format!("{}/api/mcp/keys/report", self.base))
+            .json(body)
+            .send()
+            .await
+            .expect("report request")
+    }
+
+    /// The types of a key's audit events, oldest first, with their data.
+    pub async fn event_log(&self, token: &str, id: &str) -> Vec<(String, Value)> {
+        let events: Value = self.events(token, id).await.json().await.expect("json");
+        events["items"]
+            .as_array()
+            .expect("items")
+            .iter()
+            .map(|event| (event["type"].as_str().unwrap().to_owned(), event.clone()))
+            .collect()
+    }
+
     /// The text of `GET /metrics`.
     pub async fn metrics(&self) -> String {
         self.client

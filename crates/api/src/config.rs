@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::secret_scanning::SecretScanningKeys;
+
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://cola.db?mode=rwc";
 const MIN_JWT_SECRET_BYTES: usize = 32;
 
@@ -119,6 +121,8 @@ pub struct Settings {
     pub usage_flush_interval: Duration,
     pub auth_cache_ttl: Duration,
     pub auth_failure_limit: u32,
+    /// GitHub's secret-scanning public keys; `None`: that route answers 404.
+    pub secret_scanning_keys: Option<SecretScanningKeys>,
     pub log_format: LogFormat,
     pub log_filter: String,
     /// `--dev` (not an environment variable): the console signs in as the
@@ -445,6 +449,14 @@ impl Settings {
             Duration::from_secs(read.number("COLA_AUTH_CACHE_TTL_SECS", 30, (0, 3600)));
         let auth_failure_limit = as_u32(read.number("COLA_AUTH_FAILURE_LIMIT", 20, (20, 99)));
 
+        let secret_scanning_keys = read
+            .text("COLA_SECRET_SCANNING_KEYS_FILE")
+            .and_then(|path| {
+                SecretScanningKeys::load(&PathBuf::from(path.trim()))
+                    .map_err(|error| read.errors.push(("COLA_SECRET_SCANNING_KEYS_FILE", error)))
+                    .ok()
+            });
+
         let log_format = match read.text("COLA_LOG_FORMAT").as_deref().map(str::trim) {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -477,6 +489,7 @@ impl Settings {
             usage_flush_interval,
             auth_cache_ttl,
             auth_failure_limit,
+            secret_scanning_keys,
             log_format,
             log_filter,
             dev: false,
@@ -573,6 +586,13 @@ impl Settings {
             (
                 "COLA_AUTH_FAILURE_LIMIT",
                 self.auth_failure_limit.to_string(),
+            ),
+            (
+                "COLA_SECRET_SCANNING_KEYS_FILE",
+                self.secret_scanning_keys.as_ref().map_or_else(
+                    || "unset (POST /api/secret-scanning/github answers 404)".to_owned(),
+                    |keys| format!("{} public key(s)", keys.len()),
+                ),
             ),
             (
                 "COLA_LOG_FORMAT",
@@ -688,6 +708,22 @@ mod tests {
         assert_eq!(s.max_active_keys_per_user, 25);
         assert_eq!(s.usage_flush_interval, Duration::from_millis(5000));
         assert_eq!(s.auth_cache_ttl, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn an_unreadable_or_invalid_secret_scanning_keys_file_is_refused_by_name() {
+        let errors = settings(&[("COLA_SECRET_SCANNING_KEYS_FILE", "/nonexistent/keys.json")])
+            .expect_err("missing file");
+        assert_eq!(names(&errors), ["COLA_SECRET_SCANNING_KEYS_FILE"]);
+        let path = std::env::temp_dir().join(format!("cola-keys-{}.json", uuid::Uuid::new_v4()));
+        std::fs::write(&path, r#"{"public_keys": []}"#).expect("write");
+        let errors = settings(&[(
+            "COLA_SECRET_SCANNING_KEYS_FILE",
+            path.to_str().expect("path"),
+        )])
+        .expect_err("no keys");
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(names(&errors), ["COLA_SECRET_SCANNING_KEYS_FILE"]);
     }
 
     #[test]

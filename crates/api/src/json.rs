@@ -134,6 +134,38 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     }
 }
 
+/// As [`JsonBody`], except that a request with no body at all (no
+/// `Content-Type`, no length) is `T::default()`: for a POST whose every field
+/// is optional, such as a rotation.
+#[derive(Debug)]
+pub struct OptionalJsonBody<T>(pub T);
+
+fn has_no_body(request: &HttpRequest) -> bool {
+    let headers = request.headers();
+    let length_zero = headers
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .is_none_or(|value| value.trim() == "0");
+    headers.get(CONTENT_TYPE).is_none()
+        && headers
+            .get(actix_web::http::header::TRANSFER_ENCODING)
+            .is_none()
+        && length_zero
+}
+
+impl<T: DeserializeOwned + Default + 'static> FromRequest for OptionalJsonBody<T> {
+    type Error = Problem;
+    type Future = LocalBoxFuture<'static, Result<Self, Problem>>;
+
+    fn from_request(request: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        if has_no_body(request) {
+            return Box::pin(std::future::ready(Ok(Self(T::default()))));
+        }
+        let body = JsonBody::<T>::from_request(request, payload);
+        Box::pin(async move { body.await.map(|JsonBody(value)| Self(value)) })
+    }
+}
+
 /// Deserializes `body`, naming the field at fault.
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, Problem> {
     let mut deserializer = serde_json::Deserializer::from_slice(body);

@@ -66,6 +66,27 @@ pub enum ManagementFailures {
     Unavailable(ProblemDetails),
 }
 
+/// The failures every public route that does work can answer with
+/// (documentation only).
+#[derive(Debug, IntoResponses)]
+#[allow(dead_code)]
+pub enum PublicFailures {
+    /// Too many failed attempts from this address
+    #[response(
+        status = 429,
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
+    )]
+    RateLimited(ProblemDetails),
+    /// Database unavailable, or key verification at capacity
+    #[response(
+        status = 503,
+        content_type = "application/problem+json",
+        headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))
+    )]
+    Unavailable(ProblemDetails),
+}
+
 /// The failures of a route that reads a JSON body (documentation only).
 #[derive(Debug, IntoResponses)]
 #[allow(dead_code)]
@@ -141,6 +162,10 @@ impl Modify for BearerJwt {
         routes::keys::update_metadata,
         routes::keys::update_permissions,
         routes::keys::events,
+        routes::keys::rotate,
+        routes::users::offboard,
+        routes::report::report,
+        routes::report::github,
         routes::health::health,
         routes::health::ready,
     ),
@@ -151,6 +176,13 @@ impl Modify for BearerJwt {
         cola_application::PermissionsInput,
         cola_application::UpdateMetadataRequest,
         cola_application::UpdatePermissionsRequest,
+        cola_application::RateLimitInput,
+        cola_application::RotateKeyRequest,
+        cola_application::ReportKeyRequest,
+        cola_application::OffboardView,
+        routes::report::ReportReceived,
+        routes::report::GithubMatch,
+        routes::report::GithubLabel,
         cola_application::KeyView,
         cola_application::CreatedKeyView,
         cola_application::KeyPage,
@@ -163,6 +195,7 @@ impl Modify for BearerJwt {
     modifiers(&BearerJwt),
     tags(
         (name = "keys", description = "Key management (management JWT required)"),
+        (name = "reports", description = "Reporting leaked keys (public; holding the key is the proof)"),
         (name = "service", description = "Liveness and readiness (public)"),
     ),
 )]

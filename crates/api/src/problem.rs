@@ -175,6 +175,26 @@ impl ApiError {
                 "key-revoked",
                 "the key is revoked and can no longer be changed",
             ),
+            AppError::KeyExpired => Problem::new(
+                StatusCode::CONFLICT,
+                "key-expired",
+                "the key has expired and cannot be rotated; create a new one",
+            ),
+            AppError::KeyAlreadyRotated => Problem::new(
+                StatusCode::CONFLICT,
+                "key-already-rotated",
+                "the key has already been rotated; rotate its successor instead",
+            ),
+            AppError::KeyChanged => Problem::new(
+                StatusCode::CONFLICT,
+                "key-changed",
+                "the key changed meanwhile; read it again and retry",
+            ),
+            AppError::Forbidden => Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "a member may act only on their own keys",
+            ),
             AppError::Unavailable(source) => {
                 tracing::warn!(error = %cola_application::error_chain(&**source), "dependency unavailable");
                 Problem::unavailable()
@@ -192,7 +212,12 @@ impl ResponseError for ApiError {
         match &self.0 {
             AppError::Invalid(_) => StatusCode::BAD_REQUEST,
             AppError::NotFound => StatusCode::NOT_FOUND,
-            AppError::LimitReached { .. } | AppError::KeyRevoked => StatusCode::CONFLICT,
+            AppError::LimitReached { .. }
+            | AppError::KeyRevoked
+            | AppError::KeyExpired
+            | AppError::KeyAlreadyRotated
+            | AppError::KeyChanged => StatusCode::CONFLICT,
+            AppError::Forbidden => StatusCode::FORBIDDEN,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

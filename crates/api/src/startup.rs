@@ -22,6 +22,7 @@ use crate::client_ip::ClientIpResolver;
 use crate::config::Settings;
 use crate::json::MAX_BODY_BYTES;
 use crate::jwt::{JwtVerifier, ManagementAuth};
+use crate::key_rate_limit::KeyRateLimiter;
 use crate::mcp::{self, McpGate, McpServer};
 use crate::metrics::Metrics;
 use crate::rate_limit::FailureLimiter;
@@ -135,9 +136,11 @@ impl Application {
             authenticator,
             metrics: metrics.clone().into_inner(),
             limiter: Arc::clone(&limiter),
+            key_limiter: Arc::new(KeyRateLimiter::new()),
             client_ip: client_ip.clone(),
             allowed_origins: settings.allowed_origins.clone(),
         });
+        let secret_scanning = settings.secret_scanning_keys.clone().map(web::Data::new);
         let mcp_server =
             web::Data::new(McpServer::new(Arc::new(McpService::new(Arc::clone(&keys)))));
         let keys = web::Data::from(keys);
@@ -167,8 +170,11 @@ impl Application {
         });
         let console = web::Data::new(console);
         let server = HttpServer::new(move || {
-            App::new()
-                .wrap(from_fn(crate::metrics::record))
+            let mut app = App::new();
+            if let Some(keys) = &secret_scanning {
+                app = app.app_data(keys.clone());
+            }
+            app.wrap(from_fn(crate::metrics::record))
                 .wrap(from_fn(crate::telemetry::echo_request_id))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
@@ -190,8 +196,12 @@ impl Application {
                     "/api/openapi.json",
                     crate::openapi::document,
                 ))
+                // Before the key routes: `/api/mcp/keys/report` would
+                // otherwise be taken for a key id.
+                .configure(routes::report::configure)
                 .configure(routes::keys::configure)
                 .configure(crate::console::configure)
+                .configure(routes::users::configure)
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())

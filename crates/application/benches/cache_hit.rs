@@ -72,6 +72,26 @@ impl ApiKeyRepository for FakeRepository {
         Ok(false)
     }
 
+    async fn rotate(
+        &self,
+        _: &McpApiKey,
+        _: &cola_domain::Rotation,
+        _: &SecretHash,
+        _: u32,
+    ) -> Result<(), RepositoryError> {
+        Ok(())
+    }
+
+    async fn revoke_all_active(
+        &self,
+        _: TenantId,
+        _: UserId,
+        _: UserId,
+        _: DateTime<Utc>,
+    ) -> Result<Vec<McpApiKey>, RepositoryError> {
+        Ok(Vec::new())
+    }
+
     async fn events(
         &self,
         _: TenantId,
@@ -141,6 +161,7 @@ fn cache_hit(c: &mut Criterion) {
             prefix: secret.prefix(),
             permissions: ApiKeyPermissions::default(),
             ip_whitelist: IpWhitelist::parse(&["127.0.0.0/8", "10.0.0.0/8"]).unwrap(),
+            rate_limit: None,
             expires_at: now + chrono::Duration::days(365),
         },
         now,

@@ -579,6 +579,7 @@ impl KeyAuthenticator {
             prefix: key.prefix().clone(),
             permissions: key.permissions().clone(),
             ip_whitelist: key.ip_whitelist().clone(),
+            rate_limit: key.rate_limit(),
             expires_at: key.expires_at(),
         }))
     }

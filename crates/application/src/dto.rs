@@ -11,7 +11,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, ApiKeySecret, EffectiveStatus, ExpiryPolicy, ExpiryRequest,
-    IpWhitelist, KeyDescription, KeyName, McpApiKey,
+    IpWhitelist, KeyDescription, KeyName, LeakReport, McpApiKey, RateLimit,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -82,6 +82,33 @@ impl PermissionsInput {
     }
 }
 
+/// A key's own rate limit as given: at most `requests` per `per_secs`
+/// seconds (a burst of `requests`, refilled continuously).
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = RateLimit)]
+pub struct RateLimitInput {
+    /// 1..1 000 000.
+    #[schema(minimum = 1, maximum = 1_000_000)]
+    pub requests: i64,
+    /// 1..86 400.
+    #[schema(minimum = 1, maximum = 86_400)]
+    pub per_secs: i64,
+}
+
+impl RateLimitInput {
+    /// The domain's limit, or each failure under `rate_limit.<field>`.
+    fn parse(self, errors: &mut FieldErrors) -> Option<RateLimit> {
+        RateLimit::new(self.requests, self.per_secs)
+            .map_err(|found| {
+                for error in found {
+                    errors.add(format!("rate_limit.{}", error.field()), error.to_string());
+                }
+            })
+            .ok()
+    }
+}
+
 /// `POST /api/mcp/keys`. Owner and tenant come from the caller, never from
 /// the body: unknown fields (`tenant_id`, `user_id`, `key`, …) are refused.
 #[derive(Debug, Clone, Deserialize, ToSchema)]
@@ -109,6 +136,9 @@ pub struct CreateKeyRequest {
     /// When the key expires: in the future and within the maximum TTL.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
+    /// The key's own rate limit; omitted or `null` = none.
+    #[serde(default)]
+    pub rate_limit: Option<RateLimitInput>,
 }
 
 /// A create request as a typed command: every field parsed, the expiry
@@ -119,6 +149,7 @@ pub(crate) struct NewKeyCommand {
     pub description: Option<KeyDescription>,
     pub permissions: ApiKeyPermissions,
     pub ip_whitelist: IpWhitelist,
+    pub rate_limit: Option<RateLimit>,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -148,6 +179,7 @@ impl CreateKeyRequest {
             now,
             &mut errors,
         );
+        let rate_limit = self.rate_limit.map(|given| given.parse(&mut errors));
         match (name, description, permissions, ip_whitelist, expires_at) {
             (
                 Some(name),
@@ -160,6 +192,7 @@ impl CreateKeyRequest {
                 description,
                 permissions,
                 ip_whitelist,
+                rate_limit: rate_limit.flatten(),
                 expires_at,
             }),
             _ => Err(errors),
@@ -251,6 +284,108 @@ impl UpdateMetadataRequest {
     }
 }
 
+/// `POST /api/mcp/keys/{id}/rotate`: every field is optional.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateKeyRequest {
+    /// How long the old key stays usable, 0..86 400 seconds (default 0:
+    /// refused from the next request on). Never past its own expiry.
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 86_400, default = 0)]
+    pub grace_period_secs: Option<i64>,
+    /// Days until the new key expires, as at create; neither this nor
+    /// `expires_at` means the default TTL.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    pub expires_in_days: Option<i64>,
+    /// When the new key expires, as at create.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The longest grace a rotation may give the old key.
+pub const MAX_GRACE_PERIOD_SECS: i64 = 86_400;
+
+/// A rotate request as a typed command.
+#[derive(Debug)]
+pub(crate) struct RotateCommand {
+    pub grace: chrono::Duration,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl RotateKeyRequest {
+    pub(crate) fn into_command(
+        self,
+        expiry: &ExpiryPolicy,
+        now: DateTime<Utc>,
+    ) -> Result<RotateCommand, FieldErrors> {
+        let mut errors = FieldErrors::default();
+        let grace = match self.grace_period_secs.unwrap_or(0) {
+            secs if (0..=MAX_GRACE_PERIOD_SECS).contains(&secs) => {
+                Some(chrono::Duration::seconds(secs))
+            }
+            _ => {
+                errors.add(
+                    "grace_period_secs",
+                    format!("must be a whole number from 0 to {MAX_GRACE_PERIOD_SECS}"),
+                );
+                None
+            }
+        };
+        let expires_at = parse_expiry(
+            self.expires_in_days,
+            self.expires_at,
+            expiry,
+            now,
+            &mut errors,
+        );
+        match (grace, expires_at) {
+            (Some(grace), Some(expires_at)) if errors.is_empty() => {
+                Ok(RotateCommand { grace, expires_at })
+            }
+            _ => Err(errors),
+        }
+    }
+}
+
+/// `POST /api/mcp/keys/report`: a key found where it should not be.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportKeyRequest {
+    /// The full key as found. Anything is accepted; only a real key is acted on.
+    pub key: String,
+    /// Where it was found (at most 2048 characters).
+    #[serde(default)]
+    #[schema(max_length = 2048)]
+    pub url: Option<String>,
+    /// Who or what found it (at most 200 characters).
+    #[serde(default)]
+    #[schema(max_length = 200)]
+    pub source: Option<String>,
+}
+
+impl ReportKeyRequest {
+    /// The presented text and the checked report. Only `url` and `source`
+    /// can be refused: whatever `key` holds is answered alike.
+    pub fn into_command(self) -> Result<(String, LeakReport), FieldErrors> {
+        let report =
+            LeakReport::new(self.url.as_deref(), self.source.as_deref()).map_err(|found| {
+                let mut errors = FieldErrors::default();
+                for (field, error) in found {
+                    errors.add(field, error.to_string());
+                }
+                errors
+            })?;
+        Ok((self.key, report))
+    }
+}
+
+/// `DELETE /api/mcp/users/{user_id}/keys`: how many keys were revoked.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+pub struct OffboardView {
+    pub revoked: u64,
+}
+
 /// `PATCH /api/mcp/keys/{id}/permissions`: a `permissions` object that is
 /// given replaces the old one whole (its omitted fields take defaults).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
@@ -265,12 +400,22 @@ pub struct UpdatePermissionsRequest {
     #[serde(default)]
     #[schema(value_type = Vec<String>, required = false, max_items = 50)]
     pub ip_whitelist: Patch<Vec<String>>,
+    /// Replaces the key's rate limit; `null` removes it.
+    #[serde(default)]
+    #[schema(value_type = Option<RateLimitInput>, required = false)]
+    pub rate_limit: Patch<RateLimitInput>,
+}
+
+/// A permissions PATCH as a typed change: `None` keeps a part.
+#[derive(Debug, Default)]
+pub(crate) struct AccessUpdate {
+    pub permissions: Option<ApiKeyPermissions>,
+    pub ip_whitelist: Option<IpWhitelist>,
+    pub rate_limit: Option<Option<RateLimit>>,
 }
 
 impl UpdatePermissionsRequest {
-    pub(crate) fn into_valid(
-        self,
-    ) -> Result<(Option<ApiKeyPermissions>, Option<IpWhitelist>), FieldErrors> {
+    pub(crate) fn into_valid(self) -> Result<AccessUpdate, FieldErrors> {
         let mut errors = FieldErrors::default();
         let permissions = match self.permissions {
             Patch::Keep => None,
@@ -290,8 +435,17 @@ impl UpdatePermissionsRequest {
                 .map_err(|e| errors.add("ip_whitelist", e.to_string()))
                 .ok(),
         };
+        let rate_limit = match self.rate_limit {
+            Patch::Keep => None,
+            Patch::Null => Some(None),
+            Patch::Set(given) => given.parse(&mut errors).map(Some),
+        };
         if errors.is_empty() {
-            Ok((permissions, ip_whitelist))
+            Ok(AccessUpdate {
+                permissions,
+                ip_whitelist,
+                rate_limit,
+            })
         } else {
             Err(errors)
         }
@@ -398,6 +552,9 @@ pub struct KeyView {
     pub permissions: ApiKeyPermissions,
     /// Normalised CIDRs; `[]` = any address.
     pub ip_whitelist: Vec<String>,
+    /// The key's own rate limit; `null` = none.
+    #[schema(value_type = Option<RateLimitInput>, required)]
+    pub rate_limit: Option<RateLimit>,
     pub usage_count: u64,
     #[schema(required)]
     pub last_used_at: Option<DateTime<Utc>>,
@@ -423,6 +580,7 @@ impl KeyView {
             status: key.status_at(now),
             permissions: key.permissions().clone(),
             ip_whitelist: key.ip_whitelist().to_strings(),
+            rate_limit: key.rate_limit(),
             usage_count: key.usage().count,
             last_used_at: key.usage().last_used_at,
             created_at: key.created_at(),
@@ -511,6 +669,8 @@ pub mod schema {
         PermissionsUpdated,
         #[schema(rename = "api_key.revoked")]
         Revoked,
+        #[schema(rename = "api_key.rotated")]
+        Rotated,
     }
 
     /// A key's permissions.
@@ -575,6 +735,7 @@ mod tests {
                 prefix: secret.prefix(),
                 permissions: ApiKeyPermissions::default(),
                 ip_whitelist: IpWhitelist::default(),
+                rate_limit: None,
                 expires_at: now + chrono::Duration::days(1),
             },
             now,
@@ -669,6 +830,61 @@ mod tests {
         let request: UpdateMetadataRequest =
             serde_json::from_value(json!({ "description": null })).expect("shape");
         assert_eq!(request.into_valid().expect("valid"), (None, Some(None)));
+    }
+
+    #[test]
+    fn a_rate_limit_out_of_range_names_each_field() {
+        let errors =
+            create(json!({ "name": "n", "rate_limit": { "requests": 0, "per_secs": 86_401 } }))
+                .expect_err("out of range");
+        assert_eq!(
+            fields(&errors),
+            ["rate_limit.per_secs", "rate_limit.requests"]
+        );
+        let valid = create(json!({ "name": "n", "rate_limit": null })).expect("none");
+        assert_eq!(valid.rate_limit, None);
+    }
+
+    #[test]
+    fn a_null_rate_limit_in_a_patch_removes_it_and_an_omitted_one_keeps_it() {
+        let patch = |body| {
+            serde_json::from_value::<UpdatePermissionsRequest>(body)
+                .expect("shape")
+                .into_valid()
+                .expect("valid")
+        };
+        assert_eq!(patch(json!({ "rate_limit": null })).rate_limit, Some(None));
+        assert_eq!(patch(json!({})).rate_limit, None);
+    }
+
+    #[test]
+    fn a_grace_period_beyond_a_day_is_refused() {
+        let policy = ExpiryPolicy::new(90, 365).expect("policy");
+        let rotate = |body| {
+            serde_json::from_value::<RotateKeyRequest>(body)
+                .expect("shape")
+                .into_command(&policy, now())
+        };
+        for grace in [-1, 86_401] {
+            let errors = rotate(json!({ "grace_period_secs": grace })).expect_err("refused");
+            assert_eq!(fields(&errors), ["grace_period_secs"]);
+        }
+        let valid = rotate(json!({})).expect("defaults");
+        assert_eq!(valid.grace, chrono::Duration::zero());
+        assert_eq!(valid.expires_at, now() + chrono::Duration::days(90));
+    }
+
+    #[test]
+    fn a_report_is_refused_only_for_its_url_or_source() {
+        let report = |body| {
+            serde_json::from_value::<ReportKeyRequest>(body)
+                .expect("shape")
+                .into_command()
+        };
+        assert!(report(json!({ "key": "not a key at all" })).is_ok());
+        let errors = report(json!({ "key": "x", "url": "u".repeat(2049), "source": "a\u{7}" }))
+            .expect_err("too long");
+        assert_eq!(fields(&errors), ["source", "url"]);
     }
 
     #[test]

@@ -54,6 +54,17 @@ pub enum AppError {
     LimitReached { max: u32 },
     #[error("the key is revoked and can no longer be changed")]
     KeyRevoked,
+    #[error("the key has expired")]
+    KeyExpired,
+    #[error("the key has already been rotated")]
+    KeyAlreadyRotated,
+    /// A concurrent change won (revoked, rotated or expired meanwhile).
+    #[error("the key changed meanwhile")]
+    KeyChanged,
+    /// The caller may not act on another user (a member offboarding someone
+    /// else). Keys themselves never answer this: not yours is `NotFound`.
+    #[error("not allowed for this caller")]
+    Forbidden,
     #[error("the database is unavailable")]
     Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("unexpected failure")]

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, DomainEvent, EffectiveStatus, IpWhitelist, KeyName, KeyPrefix,
-    KeyUsage, McpApiKey, NewKey, TenantId, UserId,
+    KeyUsage, McpApiKey, NewKey, Rotation, TenantId, UserId,
 };
 use uuid::Uuid;
 
@@ -43,6 +43,7 @@ pub(crate) fn active_key(tenant: TenantId, owner: UserId, prefix: KeyPrefix) -> 
             prefix,
             permissions: ApiKeyPermissions::default(),
             ip_whitelist: IpWhitelist::default(),
+            rate_limit: None,
             expires_at: now + chrono::Duration::days(30),
         },
         now,
@@ -106,6 +107,27 @@ impl ApiKeyRepository for MemoryRepository {
 
     async fn apply_change(&self, _: &McpApiKey, _: &DomainEvent) -> Result<bool, RepositoryError> {
         Ok(false)
+    }
+    async fn rotate(
+        &self,
+        old: &McpApiKey,
+        rotation: &Rotation,
+        _: &SecretHash,
+        _: u32,
+    ) -> Result<(), RepositoryError> {
+        *self.inserts.lock().expect("inserts") += 1;
+        self.add(old.clone());
+        self.add(rotation.successor.clone());
+        Ok(())
+    }
+    async fn revoke_all_active(
+        &self,
+        _: TenantId,
+        _: UserId,
+        _: UserId,
+        _: DateTime<Utc>,
+    ) -> Result<Vec<McpApiKey>, RepositoryError> {
+        Ok(Vec::new())
     }
     async fn events(
         &self,

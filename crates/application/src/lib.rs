@@ -18,8 +18,9 @@ pub use auth::{
     follow_access_changes,
 };
 pub use dto::{
-    CreateKeyRequest, CreatedKeyView, EventList, EventView, KeyPage, KeyView, ListKeysQuery, Patch,
-    PermissionsInput, UpdateMetadataRequest, UpdatePermissionsRequest, schema,
+    CreateKeyRequest, CreatedKeyView, EventList, EventView, KeyPage, KeyView, ListKeysQuery,
+    MAX_GRACE_PERIOD_SECS, OffboardView, Patch, PermissionsInput, RateLimitInput, ReportKeyRequest,
+    RotateKeyRequest, UpdateMetadataRequest, UpdatePermissionsRequest, schema,
 };
 pub use error::{AppError, FieldErrors, chain as error_chain};
 pub use mcp::{
@@ -32,5 +33,5 @@ pub use ports::{
     UsageDelta,
 };
 pub use principal::{AdmittedKey, McpPrincipal, Principal, Role};
-pub use service::{ApiKeyService, KeyPolicy};
+pub use service::{ApiKeyService, KeyPolicy, ReportOutcome};
 pub use usage::UsageRecorder;

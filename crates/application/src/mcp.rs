@@ -310,6 +310,7 @@ mod tests {
             prefix: KeyPrefix::parse("cola_abcdefghijkl").expect("prefix"),
             permissions,
             ip_whitelist: IpWhitelist::parse::<&str>(&[]).expect("any address"),
+            rate_limit: None,
             expires_at: Utc::now(),
         })
     }

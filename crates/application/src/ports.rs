@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_domain::{
     ApiKeyId, ApiKeySecret, DomainEvent, EffectiveStatus, EventKind, KeyPrefix, McpApiKey,
-    TenantId, UserId,
+    Rotation, TenantId, UserId,
 };
 use serde_json::Value;
 use thiserror::Error;
@@ -24,6 +24,10 @@ pub enum RepositoryError {
     /// Another key already has this prefix; nothing was written.
     #[error("the key prefix is taken")]
     PrefixTaken,
+    /// The key changed since it was read (revoked, rotated or expired
+    /// meanwhile); nothing was written.
+    #[error("the key changed meanwhile")]
+    KeyChanged,
     /// A stored row does not satisfy the domain's rules.
     #[error("a stored row is corrupt: {0}")]
     Corrupt(String),
@@ -151,6 +155,30 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         event: &DomainEvent,
     ) -> Result<bool, RepositoryError>;
 
+    /// Rotates `old` (as the domain left it: its expiry pulled in, its
+    /// successor named) in one transaction: the old key's new expiry and
+    /// successor, the successor's row, and both events — only if the stored
+    /// old key is still active and not rotated (`KeyChanged` otherwise), and
+    /// unless the owner would then hold more than `max_active` keys that count
+    /// against the cap (`CapReached`).
+    async fn rotate(
+        &self,
+        old: &McpApiKey,
+        rotation: &Rotation,
+        hash: &SecretHash,
+        max_active: u32,
+    ) -> Result<(), RepositoryError>;
+
+    /// Revokes every active key of `owner` in one transaction, one
+    /// `api_key.revoked` event each (by `actor`); returns the keys revoked.
+    async fn revoke_all_active(
+        &self,
+        tenant: TenantId,
+        owner: UserId,
+        actor: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<McpApiKey>, RepositoryError>;
+
     /// The key's audit trail, oldest first.
     async fn events(
         &self,
@@ -165,7 +193,7 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         prefix: &KeyPrefix,
     ) -> Result<Option<StoredCredential>, RepositoryError>;
 
-    /// Revocations and permission changes recorded in the last
+    /// Revocations, permission changes and rotations recorded in the last
     /// [`ACCESS_CHANGE_WINDOW`], by any instance and of any tenant: the feed
     /// that keeps every instance's verified-key cache honest. The window is
     /// measured by the database's clock, against the instant the database

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use cola_domain::{ApiKeyId, ApiKeyPermissions, IpWhitelist, KeyPrefix, TenantId, UserId};
+use cola_domain::{
+    ApiKeyId, ApiKeyPermissions, IpWhitelist, KeyPrefix, RateLimit, TenantId, UserId,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -42,6 +44,8 @@ pub struct AdmittedKey {
     pub prefix: KeyPrefix,
     pub permissions: ApiKeyPermissions,
     pub ip_whitelist: IpWhitelist,
+    /// The key's own rate limit, enforced on every admitted request.
+    pub rate_limit: Option<RateLimit>,
     pub expires_at: DateTime<Utc>,
 }
 

@@ -3,15 +3,18 @@
 
 use std::sync::Arc;
 
-use cola_domain::{ApiKeyId, ApiKeySecret, ExpiryPolicy, KeyError, McpApiKey, NewKey, TenantId};
+use cola_domain::{
+    ApiKeyId, ApiKeySecret, EffectiveStatus, ExpiryPolicy, KeyError, LeakReport, McpApiKey, NewKey,
+    Successor, TenantId, UserId,
+};
 use rand::rngs::OsRng;
 use tracing::instrument;
 use uuid::Uuid;
 
 use crate::auth::VerifiedKeyCache;
 use crate::dto::{
-    CreateKeyRequest, CreatedKeyView, EventView, KeyPage, KeyView, ListKeysQuery,
-    UpdateMetadataRequest, UpdatePermissionsRequest, encode_cursor,
+    CreateKeyRequest, CreatedKeyView, EventView, KeyPage, KeyView, ListKeysQuery, OffboardView,
+    RotateKeyRequest, UpdateMetadataRequest, UpdatePermissionsRequest, encode_cursor,
 };
 use crate::error::AppError;
 use crate::ports::{ApiKeyRepository, Clock, Cursor, KeyListFilter, RepositoryError, SecretHasher};
@@ -20,6 +23,44 @@ use crate::principal::Principal;
 /// How many times a create retries when a freshly generated prefix collides
 /// (≈71 random bits: practically never).
 const PREFIX_ATTEMPTS: usize = 3;
+
+/// What a leak report found. Only the log and the secret-scanning answer
+/// tell these apart; the public report answers every one alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// Malformed or a bad checksum: nothing was looked up.
+    NotAKey,
+    /// Well-formed, but no stored key has its prefix.
+    Unknown,
+    /// A stored prefix with another secret: someone else's guess.
+    WrongSecret,
+    /// A real key, active until now: revoked.
+    Revoked,
+    /// A real key that was revoked already.
+    AlreadyRevoked,
+    /// A real key that has expired: nothing left to revoke.
+    Expired,
+}
+
+impl ReportOutcome {
+    /// Whether the reported text is a real key (its secret verified).
+    #[must_use]
+    pub fn is_genuine(self) -> bool {
+        matches!(self, Self::Revoked | Self::AlreadyRevoked | Self::Expired)
+    }
+
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NotAKey => "not_a_key",
+            Self::Unknown => "unknown",
+            Self::WrongSecret => "wrong_secret",
+            Self::Revoked => "revoked",
+            Self::AlreadyRevoked => "already_revoked",
+            Self::Expired => "expired",
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct KeyPolicy {
@@ -101,6 +142,7 @@ impl ApiKeyService {
                     prefix: secret.prefix(),
                     permissions: valid.permissions.clone(),
                     ip_whitelist: valid.ip_whitelist.clone(),
+                    rate_limit: valid.rate_limit,
                     expires_at,
                 },
                 now,
@@ -182,11 +224,17 @@ impl ApiKeyService {
         id: ApiKeyId,
         request: UpdatePermissionsRequest,
     ) -> Result<KeyView, AppError> {
-        let (permissions, ip_whitelist) = request.into_valid().map_err(AppError::Invalid)?;
+        let change = request.into_valid().map_err(AppError::Invalid)?;
         let mut key = self.visible_key(actor, id).await?;
         let now = self.clock.now();
         let event = key
-            .update_permissions(permissions, ip_whitelist, actor.user_id, now)
+            .change_access(
+                change.permissions,
+                change.ip_whitelist,
+                change.rate_limit,
+                actor.user_id,
+                now,
+            )
             .map_err(key_error)?;
         let changed = event.is_some();
         self.persist(&key, event).await?;
@@ -208,6 +256,141 @@ impl ApiKeyService {
         }
         self.cache.forget_key(key.prefix());
         Ok(())
+    }
+
+    /// Replaces a key by a new one with the same name, description,
+    /// permissions, allow-list, rate limit and owner; the old key stays
+    /// usable for the grace period (never past its own expiry). One
+    /// transaction writes both keys and both events; this instance forgets
+    /// the old key before returning, the others within the change feed's
+    /// bound. A rotation needs no free slot under the cap: the new key takes
+    /// the old one's.
+    #[instrument(name = "rotate key", skip_all, fields(tenant = %actor.tenant_id, key_id = %id))]
+    pub async fn rotate(
+        &self,
+        actor: Principal,
+        id: ApiKeyId,
+        request: RotateKeyRequest,
+    ) -> Result<CreatedKeyView, AppError> {
+        let now = self.clock.now();
+        let command = request
+            .into_command(&self.policy.expiry, now)
+            .map_err(AppError::Invalid)?;
+        let current = self.visible_key(actor, id).await?;
+        let max = self.policy.max_active_keys_per_user;
+        for _ in 0..PREFIX_ATTEMPTS {
+            let secret = generate_secret()?;
+            let mut old = current.clone();
+            // Decided by the domain before any argon2 work: a key that
+            // cannot be rotated costs no hash.
+            let rotation = old
+                .rotate(
+                    Successor {
+                        id: ApiKeyId::from_uuid(Uuid::now_v7()),
+                        prefix: secret.prefix(),
+                        expires_at: command.expires_at,
+                    },
+                    command.grace,
+                    actor.user_id,
+                    now,
+                )
+                .map_err(key_error)?;
+            let hash = self.hasher.hash(&secret).await.map_err(hash_error)?;
+            match self.repository.rotate(&old, &rotation, &hash, max).await {
+                Ok(()) => {
+                    self.cache.forget_key(old.prefix());
+                    let new = &rotation.successor;
+                    tracing::info!(
+                        key_prefix = %old.prefix(),
+                        replaced_by = %new.prefix(),
+                        grace_secs = command.grace.num_seconds(),
+                        "key rotated"
+                    );
+                    return Ok(CreatedKeyView {
+                        view: KeyView::of(new, now),
+                        key: secret,
+                    });
+                }
+                Err(RepositoryError::PrefixTaken) => {}
+                Err(RepositoryError::CapReached) => return Err(AppError::LimitReached { max }),
+                Err(RepositoryError::KeyChanged) => return Err(AppError::KeyChanged),
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(AppError::Unexpected(
+            "could not generate a unique key prefix".into(),
+        ))
+    }
+
+    /// Revokes every active key of `user` (an admin: any user of the tenant;
+    /// a member: only themself), in one transaction with one event per key.
+    #[instrument(name = "offboard user", skip_all, fields(tenant = %actor.tenant_id, user = %user))]
+    pub async fn offboard(&self, actor: Principal, user: UserId) -> Result<OffboardView, AppError> {
+        if !actor.can_manage(user) {
+            return Err(AppError::Forbidden);
+        }
+        let revoked = self
+            .repository
+            .revoke_all_active(actor.tenant_id, user, actor.user_id, self.clock.now())
+            .await?;
+        for key in &revoked {
+            self.cache.forget_key(key.prefix());
+        }
+        tracing::info!(revoked = revoked.len(), "user offboarded");
+        Ok(OffboardView {
+            revoked: u64::try_from(revoked.len()).unwrap_or(u64::MAX),
+        })
+    }
+
+    /// Acts on a report that `presented` leaked: a real, active key is
+    /// revoked at once. Format and checksum come first, so junk costs no
+    /// lookup; an unknown prefix costs a dummy verification, as at `/mcp`,
+    /// so timing does not tell it from a wrong secret.
+    #[instrument(name = "report key", skip_all)]
+    pub async fn report(
+        &self,
+        presented: &str,
+        report: &LeakReport,
+    ) -> Result<ReportOutcome, AppError> {
+        let Ok(secret) = ApiKeySecret::parse(presented.trim()) else {
+            return Ok(ReportOutcome::NotAKey);
+        };
+        let Some(stored) = self.repository.find_credential(&secret.prefix()).await? else {
+            self.hasher
+                .verify_dummy(&secret)
+                .await
+                .map_err(hash_error)?;
+            return Ok(ReportOutcome::Unknown);
+        };
+        if !self
+            .hasher
+            .verify(&secret, &stored.hash)
+            .await
+            .map_err(hash_error)?
+        {
+            return Ok(ReportOutcome::WrongSecret);
+        }
+        let mut key = stored.key;
+        let now = self.clock.now();
+        let outcome = match key.status_at(now) {
+            EffectiveStatus::Revoked => ReportOutcome::AlreadyRevoked,
+            EffectiveStatus::Expired => ReportOutcome::Expired,
+            EffectiveStatus::Active => match key.revoke_reported(report, now) {
+                Some(event) if self.repository.apply_change(&key, &event).await? => {
+                    ReportOutcome::Revoked
+                }
+                // Revoked meanwhile by someone else: the outcome asked for.
+                _ => ReportOutcome::AlreadyRevoked,
+            },
+        };
+        self.cache.forget_key(key.prefix());
+        tracing::info!(
+            key_prefix = %key.prefix(),
+            tenant = %key.tenant_id(),
+            outcome = outcome.as_str(),
+            "key reported"
+        );
+        Ok(outcome)
     }
 
     #[instrument(name = "list key events", skip_all, fields(tenant = %actor.tenant_id, key_id = %id))]
@@ -256,6 +439,8 @@ fn generate_secret() -> Result<ApiKeySecret, AppError> {
 fn key_error(error: KeyError) -> AppError {
     match error {
         KeyError::Revoked => AppError::KeyRevoked,
+        KeyError::Expired => AppError::KeyExpired,
+        KeyError::AlreadyRotated => AppError::KeyAlreadyRotated,
     }
 }
 

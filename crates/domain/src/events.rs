@@ -12,6 +12,7 @@ pub enum EventKind {
     ApiKeyMetadataUpdated,
     ApiKeyPermissionsUpdated,
     ApiKeyRevoked,
+    ApiKeyRotated,
 }
 
 impl EventKind {
@@ -23,6 +24,7 @@ impl EventKind {
             Self::ApiKeyMetadataUpdated => "api_key.metadata_updated",
             Self::ApiKeyPermissionsUpdated => "api_key.permissions_updated",
             Self::ApiKeyRevoked => "api_key.revoked",
+            Self::ApiKeyRotated => "api_key.rotated",
         }
     }
 
@@ -33,6 +35,7 @@ impl EventKind {
             Self::ApiKeyMetadataUpdated,
             Self::ApiKeyPermissionsUpdated,
             Self::ApiKeyRevoked,
+            Self::ApiKeyRotated,
         ]
         .into_iter()
         .find(|kind| kind.as_str() == name)

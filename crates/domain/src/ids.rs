@@ -59,3 +59,10 @@ uuid_id!(
     /// The public id of a key (a UUIDv7, so ids sort by creation time).
     ApiKeyId
 );
+
+impl UserId {
+    /// The actor of changes no user made: a key revoked because its holder
+    /// reported it leaked (the nil UUID, which no identity provider issues
+    /// as a user id).
+    pub const SYSTEM: Self = Self(Uuid::nil());
+}

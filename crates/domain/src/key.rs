@@ -3,13 +3,13 @@
 
 use std::net::IpAddr;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
 use thiserror::Error;
 
 use crate::{
     ApiKeyId, ApiKeyPermissions, DomainEvent, EffectiveStatus, EventKind, IpWhitelist,
-    KeyDescription, KeyName, KeyPrefix, TenantId, UserId,
+    KeyDescription, KeyName, KeyPrefix, LeakReport, RateLimit, TenantId, UserId,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -18,6 +18,13 @@ pub enum KeyError {
     /// look usable again.
     #[error("the key is revoked and can no longer be changed")]
     Revoked,
+    /// An expired key stays expired: rotating it must not give it, or a
+    /// successor, a new life (Unkey's reroll did).
+    #[error("the key has expired")]
+    Expired,
+    /// A key is replaced once; its successor is the key to rotate next.
+    #[error("the key has already been rotated")]
+    AlreadyRotated,
 }
 
 /// Everything a key is issued with.
@@ -31,7 +38,25 @@ pub struct NewKey {
     pub prefix: KeyPrefix,
     pub permissions: ApiKeyPermissions,
     pub ip_whitelist: IpWhitelist,
+    pub rate_limit: Option<RateLimit>,
     pub expires_at: DateTime<Utc>,
+}
+
+/// What a rotation issues in the old key's place; everything else is copied.
+#[derive(Debug, Clone)]
+pub struct Successor {
+    pub id: ApiKeyId,
+    pub prefix: KeyPrefix,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A rotation's outcome: the new key and the two events, `api_key.rotated`
+/// on the old key and `api_key.created` on the new one.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    pub successor: McpApiKey,
+    pub rotated: DomainEvent,
+    pub created: DomainEvent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,9 +81,12 @@ pub struct McpApiKey {
     prefix: KeyPrefix,
     permissions: ApiKeyPermissions,
     ip_whitelist: IpWhitelist,
+    rate_limit: Option<RateLimit>,
     created_at: DateTime<Utc>,
     expires_at: DateTime<Utc>,
     revocation: Option<Revocation>,
+    /// The key that replaced this one, once it has been rotated.
+    replaced_by: Option<ApiKeyId>,
     usage: KeyUsage,
 }
 
@@ -67,20 +95,90 @@ impl McpApiKey {
     #[must_use]
     pub fn issue(new: NewKey, now: DateTime<Utc>) -> (Self, DomainEvent) {
         let key = Self::restore(new, now, None, KeyUsage::default());
-        let event = key.event(
-            EventKind::ApiKeyCreated,
-            key.owner,
+        let event = key.created_event(key.owner, now, None);
+        (key, event)
+    }
+
+    fn created_event(
+        &self,
+        actor: UserId,
+        now: DateTime<Utc>,
+        rotated_from: Option<ApiKeyId>,
+    ) -> DomainEvent {
+        let mut data = json!({
+            "name": self.name,
+            "description": self.description,
+            "key_prefix": self.prefix,
+            "permissions": self.permissions,
+            "ip_whitelist": self.ip_whitelist,
+            "expires_at": self.expires_at,
+        });
+        if let Some(limit) = self.rate_limit {
+            data["rate_limit"] = json!(limit);
+        }
+        if let Some(old) = rotated_from {
+            data["rotated_from"] = json!(old);
+        }
+        self.event(EventKind::ApiKeyCreated, actor, now, data)
+    }
+
+    /// Replaces the key: the successor copies its name, description,
+    /// permissions, allow-list, rate limit and owner, and this key's life is
+    /// pulled in to `now + grace`, never past its own expiry. Only an active
+    /// key that was not rotated before can be rotated.
+    pub fn rotate(
+        &mut self,
+        successor: Successor,
+        grace: Duration,
+        actor: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Rotation, KeyError> {
+        self.ensure_not_revoked()?;
+        // Named before expiry: a key rotated without grace is expired too,
+        // and "rotate its successor" is the more useful answer.
+        if self.replaced_by.is_some() {
+            return Err(KeyError::AlreadyRotated);
+        }
+        if self.status_at(now) == EffectiveStatus::Expired {
+            return Err(KeyError::Expired);
+        }
+        let grace = grace.max(Duration::zero());
+        self.expires_at = self.expires_at.min(now + grace);
+        self.replaced_by = Some(successor.id);
+        let new = Self::restore(
+            NewKey {
+                id: successor.id,
+                tenant_id: self.tenant_id,
+                owner: self.owner,
+                name: self.name.clone(),
+                description: self.description.clone(),
+                prefix: successor.prefix,
+                permissions: self.permissions.clone(),
+                ip_whitelist: self.ip_whitelist.clone(),
+                rate_limit: self.rate_limit,
+                expires_at: successor.expires_at,
+            },
+            now,
+            None,
+            KeyUsage::default(),
+        );
+        let rotated = self.event(
+            EventKind::ApiKeyRotated,
+            actor,
             now,
             json!({
-                "name": key.name,
-                "description": key.description,
-                "key_prefix": key.prefix,
-                "permissions": key.permissions,
-                "ip_whitelist": key.ip_whitelist,
-                "expires_at": key.expires_at,
+                "key_prefix": self.prefix,
+                "replaced_by": new.id,
+                "expires_at": self.expires_at,
+                "grace_period_secs": grace.num_seconds(),
             }),
         );
-        (key, event)
+        let created = new.created_event(actor, now, Some(self.id));
+        Ok(Rotation {
+            successor: new,
+            rotated,
+            created,
+        })
     }
 
     /// Rebuilds a key from storage.
@@ -100,11 +198,20 @@ impl McpApiKey {
             prefix: new.prefix,
             permissions: new.permissions,
             ip_whitelist: new.ip_whitelist,
+            rate_limit: new.rate_limit,
             created_at,
             expires_at: new.expires_at,
             revocation,
+            replaced_by: None,
             usage,
         }
+    }
+
+    /// A restored key that was rotated into `successor`.
+    #[must_use]
+    pub fn replaced_by_key(mut self, successor: Option<ApiKeyId>) -> Self {
+        self.replaced_by = successor;
+        self
     }
 
     /// Renames and/or re-describes the key. `None` keeps a field as it is;
@@ -146,6 +253,21 @@ impl McpApiKey {
         actor: UserId,
         now: DateTime<Utc>,
     ) -> Result<Option<DomainEvent>, KeyError> {
+        self.change_access(permissions, ip_whitelist, None, actor, now)
+    }
+
+    /// Replaces what the key may do: its permissions, its IP allow-list and
+    /// its rate limit (`Some(None)` removes the limit). `None` keeps a part
+    /// as it is. One `api_key.permissions_updated` event names every part
+    /// that changed; none when nothing did.
+    pub fn change_access(
+        &mut self,
+        permissions: Option<ApiKeyPermissions>,
+        ip_whitelist: Option<IpWhitelist>,
+        rate_limit: Option<Option<RateLimit>>,
+        actor: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DomainEvent>, KeyError> {
         self.ensure_not_revoked()?;
         let mut changes = serde_json::Map::new();
         if let Some(permissions) = permissions.filter(|p| *p != self.permissions) {
@@ -155,6 +277,10 @@ impl McpApiKey {
         if let Some(list) = ip_whitelist.filter(|list| *list != self.ip_whitelist) {
             changes.insert("ip_whitelist".into(), json!(list));
             self.ip_whitelist = list;
+        }
+        if let Some(limit) = rate_limit.filter(|limit| *limit != self.rate_limit) {
+            changes.insert("rate_limit".into(), json!(limit));
+            self.rate_limit = limit;
         }
         if changes.is_empty() {
             return Ok(None);
@@ -179,6 +305,32 @@ impl McpApiKey {
             actor,
             now,
             json!({ "key_prefix": self.prefix }),
+        ))
+    }
+
+    /// Revokes a key whose holder reported it leaked. The actor is
+    /// [`UserId::SYSTEM`]: the reporter proved they hold the key, not who
+    /// they are. Nothing is recorded for a key already revoked.
+    pub fn revoke_reported(
+        &mut self,
+        report: &LeakReport,
+        now: DateTime<Utc>,
+    ) -> Option<DomainEvent> {
+        if self.revocation.is_some() {
+            return None;
+        }
+        let actor = UserId::SYSTEM;
+        self.revocation = Some(Revocation { at: now, by: actor });
+        Some(self.event(
+            EventKind::ApiKeyRevoked,
+            actor,
+            now,
+            json!({
+                "key_prefix": self.prefix,
+                "reason": "reported",
+                "url": report.where_found(),
+                "source": report.found_by(),
+            }),
         ))
     }
 
@@ -262,6 +414,14 @@ impl McpApiKey {
         &self.ip_whitelist
     }
     #[must_use]
+    pub fn rate_limit(&self) -> Option<RateLimit> {
+        self.rate_limit
+    }
+    #[must_use]
+    pub fn replaced_by(&self) -> Option<ApiKeyId> {
+        self.replaced_by
+    }
+    #[must_use]
     pub fn created_at(&self) -> DateTime<Utc> {
         self.created_at
     }
@@ -305,6 +465,7 @@ mod tests {
                 prefix: secret.prefix(),
                 permissions: ApiKeyPermissions::default(),
                 ip_whitelist: IpWhitelist::default(),
+                rate_limit: None,
                 expires_at: now() + Duration::days(30),
             },
             now(),
@@ -412,6 +573,101 @@ mod tests {
             now(),
         );
         assert_eq!(same, Ok(None));
+    }
+
+    fn successor() -> Successor {
+        let Ok(secret) = ApiKeySecret::generate(&mut rand::rngs::StdRng::seed_from_u64(10));
+        Successor {
+            id: ApiKeyId::from_uuid(Uuid::from_u128(5)),
+            prefix: secret.prefix(),
+            expires_at: now() + Duration::days(90),
+        }
+    }
+
+    #[test]
+    fn a_rotation_copies_the_key_and_pulls_the_old_expiry_in_to_the_grace() {
+        let (mut key, _) = new_key();
+        let limit = RateLimit::new(10, 60).expect("limit");
+        key.change_access(None, None, Some(Some(limit)), admin(), now())
+            .expect("editable");
+        let rotation = key
+            .rotate(successor(), Duration::seconds(30), admin(), now())
+            .expect("rotatable");
+        let new = &rotation.successor;
+        assert_eq!(key.expires_at(), now() + Duration::seconds(30));
+        assert_eq!(key.replaced_by(), Some(new.id()));
+        assert_eq!(
+            (new.name(), new.owner(), new.rate_limit()),
+            (key.name(), key.owner(), Some(limit))
+        );
+        assert_eq!(new.permissions(), key.permissions());
+        assert_eq!(rotation.rotated.kind, EventKind::ApiKeyRotated);
+        assert_eq!(rotation.rotated.data["replaced_by"], json!(new.id()));
+        assert_eq!(rotation.created.kind, EventKind::ApiKeyCreated);
+        assert_eq!(rotation.created.key_id, new.id());
+        assert_eq!(rotation.created.data["rotated_from"], json!(key.id()));
+        assert_eq!(rotation.created.actor_user_id, admin());
+    }
+
+    #[test]
+    fn a_grace_never_outlives_the_old_expiry() {
+        let (mut key, _) = new_key();
+        let expiry = key.expires_at();
+        key.rotate(successor(), Duration::days(400), admin(), now())
+            .expect("rotatable");
+        assert_eq!(key.expires_at(), expiry);
+    }
+
+    #[test]
+    fn a_grace_of_zero_expires_the_old_key_at_once() {
+        let (mut key, _) = new_key();
+        key.rotate(successor(), Duration::zero(), admin(), now())
+            .expect("rotatable");
+        assert_eq!(key.status_at(now()), EffectiveStatus::Expired);
+    }
+
+    #[test]
+    fn only_an_active_key_not_rotated_before_can_be_rotated() {
+        let (mut rotated, _) = new_key();
+        rotated
+            .rotate(successor(), Duration::hours(1), admin(), now())
+            .expect("first");
+        assert_eq!(
+            rotated
+                .rotate(successor(), Duration::hours(1), admin(), now())
+                .map(|_| ()),
+            Err(KeyError::AlreadyRotated)
+        );
+        let (expired, _) = new_key();
+        let mut expired = expired;
+        let later = expired.expires_at();
+        assert_eq!(
+            expired
+                .rotate(successor(), Duration::hours(1), admin(), later)
+                .map(|_| ()),
+            Err(KeyError::Expired)
+        );
+        assert_eq!(expired.expires_at(), later, "an expired key is not revived");
+        let (mut revoked, _) = new_key();
+        revoked.revoke(admin(), now());
+        assert_eq!(
+            revoked
+                .rotate(successor(), Duration::hours(1), admin(), now())
+                .map(|_| ()),
+            Err(KeyError::Revoked)
+        );
+    }
+
+    #[test]
+    fn a_reported_key_is_revoked_by_the_system_with_the_report() {
+        let (mut key, _) = new_key();
+        let report = LeakReport::new(Some("https://example.com/x"), Some("paste")).expect("ok");
+        let event = key.revoke_reported(&report, now()).expect("revoked");
+        assert_eq!(event.actor_user_id, UserId::SYSTEM);
+        assert_eq!(event.data["reason"], "reported");
+        assert_eq!(event.data["url"], "https://example.com/x");
+        assert_eq!(event.data["source"], "paste");
+        assert!(key.revoke_reported(&report, now()).is_none());
     }
 
     #[test]

@@ -11,6 +11,8 @@ mod ip_whitelist;
 mod key;
 mod name;
 mod permissions;
+mod rate_limit;
+mod report;
 mod scope;
 mod secret;
 mod status;
@@ -22,11 +24,13 @@ pub use ip_whitelist::{
     IpWhitelist, IpWhitelistError, MAX_IP_WHITELIST_ENTRIES, RESERVED_PREFIX, UNREADABLE_CLIENT,
     is_reserved,
 };
-pub use key::{KeyError, KeyUsage, McpApiKey, NewKey, Revocation};
+pub use key::{KeyError, KeyUsage, McpApiKey, NewKey, Revocation, Rotation, Successor};
 pub use name::{KeyDescription, KeyName, NameError};
 pub use permissions::{
     ApiKeyPermissions, MAX_ALLOWED_ENTRIES, PermissionsError, ResourcePattern, ToolName,
 };
+pub use rate_limit::{MAX_RATE_LIMIT_PER_SECS, MAX_RATE_LIMIT_REQUESTS, RateLimit, RateLimitError};
+pub use report::{LeakReport, MAX_REPORT_SOURCE_CHARS, MAX_REPORT_URL_CHARS, ReportError};
 pub use scope::{Surface, SurfaceScope};
 pub use secret::{ApiKeySecret, KEY_LENGTH, KEY_PREFIX_LENGTH, KeyFormatError, KeyPrefix};
 pub use status::{ApiKeyStatus, EffectiveStatus};

@@ -10,7 +10,8 @@ use cola_application::{
 };
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, DomainEvent, EffectiveStatus, EventKind, IpWhitelist,
-    KeyDescription, KeyName, KeyPrefix, KeyUsage, McpApiKey, NewKey, Revocation, TenantId, UserId,
+    KeyDescription, KeyName, KeyPrefix, KeyUsage, McpApiKey, NewKey, RateLimit, Revocation,
+    Rotation, TenantId, UserId,
 };
 use sea_orm::sea_query::{Alias, Expr, IntoIden, Query};
 use sea_orm::{
@@ -137,6 +138,14 @@ fn to_domain(row: api_key::Model) -> Result<McpApiKey, RepositoryError> {
         }),
         (status, _, _) => return Err(corrupt(format!("status `{status}` of {}", row.id))),
     };
+    let rate_limit = match (row.rate_limit_requests, row.rate_limit_per_secs) {
+        (None, None) => None,
+        (Some(requests), Some(per_secs)) => Some(
+            RateLimit::new(i64::from(requests), i64::from(per_secs))
+                .map_err(|errors| corrupt(format!("rate limit of {}: {errors:?}", row.id)))?,
+        ),
+        _ => return Err(corrupt(format!("half a rate limit on {}", row.id))),
+    };
     let new = NewKey {
         id: ApiKeyId::from_uuid(row.id),
         tenant_id: TenantId::from_uuid(row.tenant_id),
@@ -151,13 +160,24 @@ fn to_domain(row: api_key::Model) -> Result<McpApiKey, RepositoryError> {
         prefix: KeyPrefix::parse(&row.key_prefix).map_err(corrupt)?,
         permissions,
         ip_whitelist: IpWhitelist::parse(&ip_entries).map_err(corrupt)?,
+        rate_limit,
         expires_at: row.expires_at,
     };
     let usage = KeyUsage {
         count: u64::try_from(row.usage_count).unwrap_or(0),
         last_used_at: row.last_used_at,
     };
-    Ok(McpApiKey::restore(new, row.created_at, revocation, usage))
+    Ok(McpApiKey::restore(new, row.created_at, revocation, usage)
+        .replaced_by_key(row.replaced_by.map(ApiKeyId::from_uuid)))
+}
+
+/// The stored columns of a rate limit: both null for none.
+fn rate_limit_columns(limit: Option<RateLimit>) -> (Option<i32>, Option<i32>) {
+    let column = |value: u32| i32::try_from(value).unwrap_or(i32::MAX);
+    (
+        limit.map(|limit| column(limit.requests())),
+        limit.map(|limit| column(limit.per_secs())),
+    )
 }
 
 fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, RepositoryError> {
@@ -278,6 +298,115 @@ fn active_at(now: DateTime<Utc>) -> Condition {
         .add(api_key::Column::ExpiresAt.gt(now))
 }
 
+/// The keys of `owner` that count against the active-key cap: active and
+/// not replaced. A rotated key in its grace period is on its way out; its
+/// successor holds the slot.
+fn counted_against_cap(tenant: TenantId, owner: UserId, now: DateTime<Utc>) -> Condition {
+    Condition::all()
+        .add(api_key::Column::TenantId.eq(tenant.as_uuid()))
+        .add(api_key::Column::UserId.eq(owner.as_uuid()))
+        .add(active_at(now))
+        .add(api_key::Column::ReplacedBy.is_null())
+}
+
+/// Takes the owner's advisory lock (PostgreSQL), so creates, rotations and
+/// offboarding of one owner are counted and written one at a time.
+async fn lock_owner(
+    txn: &DatabaseTransaction,
+    tenant: TenantId,
+    owner: UserId,
+) -> Result<(), RepositoryError> {
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock($1)",
+            [owner_lock_id(tenant, owner).into()],
+        ))
+        .await
+        .map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Inserts a new key's row; a prefix collision is `PrefixTaken`.
+async fn insert_row(
+    txn: &DatabaseTransaction,
+    key: &McpApiKey,
+    hash: &SecretHash,
+) -> Result<(), RepositoryError> {
+    let (rate_limit_requests, rate_limit_per_secs) = rate_limit_columns(key.rate_limit());
+    let row = api_key::ActiveModel {
+        id: Set(key.id().as_uuid()),
+        tenant_id: Set(key.tenant_id().as_uuid()),
+        user_id: Set(key.owner().as_uuid()),
+        name: Set(key.name().as_str().to_owned()),
+        description: Set(key.description().map(|d| d.as_str().to_owned())),
+        key_prefix: Set(key.prefix().as_str().to_owned()),
+        key_hash: Set(hash.as_str().to_owned()),
+        permissions: Set(json(key.permissions())?),
+        ip_whitelist: Set(json(key.ip_whitelist())?),
+        status: Set(ACTIVE.to_owned()),
+        usage_count: Set(0),
+        last_used_at: Set(None),
+        created_at: Set(key.created_at()),
+        expires_at: Set(key.expires_at()),
+        revoked_at: Set(None),
+        revoked_by: Set(None),
+        rate_limit_requests: Set(rate_limit_requests),
+        rate_limit_per_secs: Set(rate_limit_per_secs),
+        replaced_by: Set(None),
+    };
+    if let Err(error) = row.insert(txn).await {
+        return Err(match error.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => RepositoryError::PrefixTaken,
+            _ => db_error(error),
+        });
+    }
+    Ok(())
+}
+
+/// Whether `owner`, with the row just inserted, is over `max_active`.
+async fn over_cap(
+    txn: &DatabaseTransaction,
+    key: &McpApiKey,
+    max_active: u32,
+) -> Result<bool, RepositoryError> {
+    let active = api_key::Entity::find()
+        .filter(counted_against_cap(
+            key.tenant_id(),
+            key.owner(),
+            key.created_at(),
+        ))
+        .count(txn)
+        .await
+        .map_err(db_error)?;
+    Ok(active > u64::from(max_active))
+}
+
+/// Revokes one key as `key.revocation()` says, only if it is still active.
+async fn write_revocation(
+    txn: &DatabaseTransaction,
+    key: &McpApiKey,
+) -> Result<bool, RepositoryError> {
+    let revocation = key
+        .revocation()
+        .ok_or_else(|| corrupt("a revoked event for an unrevoked key"))?;
+    let result = api_key::Entity::update_many()
+        .col_expr(api_key::Column::Status, Expr::value(REVOKED))
+        .col_expr(api_key::Column::RevokedAt, Expr::value(revocation.at))
+        .col_expr(
+            api_key::Column::RevokedBy,
+            Expr::value(revocation.by.as_uuid()),
+        )
+        .filter(api_key::Column::TenantId.eq(key.tenant_id().as_uuid()))
+        .filter(api_key::Column::Id.eq(key.id().as_uuid()))
+        .filter(api_key::Column::Status.eq(ACTIVE))
+        .exec(txn)
+        .await
+        .map_err(db_error)?;
+    Ok(result.rows_affected > 0)
+}
+
 #[async_trait]
 impl ApiKeyRepository for SeaOrmApiKeyRepository {
     async fn insert(
@@ -288,49 +417,11 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
         max_active: u32,
     ) -> Result<(), RepositoryError> {
         let txn = self.database.connection().begin().await.map_err(db_error)?;
-        if self.database.backend() == DbBackend::Postgres {
-            txn.execute_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT pg_advisory_xact_lock($1)",
-                [owner_lock_id(key.tenant_id(), key.owner()).into()],
-            ))
-            .await
-            .map_err(db_error)?;
-        }
+        lock_owner(&txn, key.tenant_id(), key.owner()).await?;
         // Inserting before counting takes SQLite's write lock first, so two
         // concurrent creates cannot both count the same total.
-        let row = api_key::ActiveModel {
-            id: Set(key.id().as_uuid()),
-            tenant_id: Set(key.tenant_id().as_uuid()),
-            user_id: Set(key.owner().as_uuid()),
-            name: Set(key.name().as_str().to_owned()),
-            description: Set(key.description().map(|d| d.as_str().to_owned())),
-            key_prefix: Set(key.prefix().as_str().to_owned()),
-            key_hash: Set(hash.as_str().to_owned()),
-            permissions: Set(json(key.permissions())?),
-            ip_whitelist: Set(json(key.ip_whitelist())?),
-            status: Set(ACTIVE.to_owned()),
-            usage_count: Set(0),
-            last_used_at: Set(None),
-            created_at: Set(key.created_at()),
-            expires_at: Set(key.expires_at()),
-            revoked_at: Set(None),
-            revoked_by: Set(None),
-        };
-        if let Err(error) = row.insert(&txn).await {
-            return Err(match error.sql_err() {
-                Some(SqlErr::UniqueConstraintViolation(_)) => RepositoryError::PrefixTaken,
-                _ => db_error(error),
-            });
-        }
-        let active = api_key::Entity::find()
-            .filter(api_key::Column::TenantId.eq(key.tenant_id().as_uuid()))
-            .filter(api_key::Column::UserId.eq(key.owner().as_uuid()))
-            .filter(active_at(key.created_at()))
-            .count(&txn)
-            .await
-            .map_err(db_error)?;
-        if active > u64::from(max_active) {
+        insert_row(&txn, key, hash).await?;
+        if over_cap(&txn, key, max_active).await? {
             txn.rollback().await.map_err(db_error)?;
             return Err(RepositoryError::CapReached);
         }
@@ -345,9 +436,7 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
         now: DateTime<Utc>,
     ) -> Result<u64, RepositoryError> {
         api_key::Entity::find()
-            .filter(api_key::Column::TenantId.eq(tenant.as_uuid()))
-            .filter(api_key::Column::UserId.eq(owner.as_uuid()))
-            .filter(active_at(now))
+            .filter(counted_against_cap(tenant, owner, now))
             .count(self.database.connection())
             .await
             .map_err(db_error)
@@ -428,6 +517,11 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
                     let list = json(key.ip_whitelist())?;
                     columns.push((api_key::Column::IpWhitelist, Expr::value(list)));
                 }
+                if changes(event, "rate_limit") {
+                    let (requests, per_secs) = rate_limit_columns(key.rate_limit());
+                    columns.push((api_key::Column::RateLimitRequests, Expr::value(requests)));
+                    columns.push((api_key::Column::RateLimitPerSecs, Expr::value(per_secs)));
+                }
                 set_columns(update, event, columns)?
             }
             EventKind::ApiKeyRevoked => {
@@ -442,7 +536,12 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
                         Expr::value(revocation.by.as_uuid()),
                     )
             }
-            EventKind::ApiKeyCreated => return Err(corrupt("a created event is not a change")),
+            EventKind::ApiKeyCreated | EventKind::ApiKeyRotated => {
+                return Err(corrupt(format!(
+                    "a {} event is not a change of one key",
+                    event.kind.as_str()
+                )));
+            }
         };
         let txn = self.database.connection().begin().await.map_err(db_error)?;
         let result = update
@@ -459,6 +558,88 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
         insert_event(&txn, event).await?;
         txn.commit().await.map_err(db_error)?;
         Ok(true)
+    }
+
+    async fn rotate(
+        &self,
+        old: &McpApiKey,
+        rotation: &Rotation,
+        hash: &SecretHash,
+        max_active: u32,
+    ) -> Result<(), RepositoryError> {
+        let new = &rotation.successor;
+        let successor = old
+            .replaced_by()
+            .ok_or_else(|| corrupt("a rotation that names no successor"))?;
+        let txn = self.database.connection().begin().await.map_err(db_error)?;
+        lock_owner(&txn, old.tenant_id(), old.owner()).await?;
+        // Conditional on the key being as the rotation found it: still
+        // active, never rotated, not expired. A concurrent rotation or
+        // revocation makes this write nothing, and then nothing is written.
+        let pulled_in = api_key::Entity::update_many()
+            .col_expr(api_key::Column::ExpiresAt, Expr::value(old.expires_at()))
+            .col_expr(
+                api_key::Column::ReplacedBy,
+                Expr::value(successor.as_uuid()),
+            )
+            .filter(api_key::Column::TenantId.eq(old.tenant_id().as_uuid()))
+            .filter(api_key::Column::Id.eq(old.id().as_uuid()))
+            .filter(active_at(new.created_at()))
+            .filter(api_key::Column::ReplacedBy.is_null())
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        if pulled_in.rows_affected == 0 {
+            txn.rollback().await.map_err(db_error)?;
+            return Err(RepositoryError::KeyChanged);
+        }
+        insert_row(&txn, new, hash).await?;
+        if over_cap(&txn, new, max_active).await? {
+            txn.rollback().await.map_err(db_error)?;
+            return Err(RepositoryError::CapReached);
+        }
+        insert_event(&txn, &rotation.rotated).await?;
+        insert_event(&txn, &rotation.created).await?;
+        txn.commit().await.map_err(db_error)
+    }
+
+    async fn revoke_all_active(
+        &self,
+        tenant: TenantId,
+        owner: UserId,
+        actor: UserId,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<McpApiKey>, RepositoryError> {
+        let txn = self.database.connection().begin().await.map_err(db_error)?;
+        lock_owner(&txn, tenant, owner).await?;
+        if txn.get_database_backend() == DbBackend::Sqlite {
+            // A write first takes SQLite's write lock, so the keys read next
+            // cannot change (or gain a sibling) before they are revoked.
+            txn.execute_unprepared("UPDATE api_keys SET status = status WHERE 0 = 1")
+                .await
+                .map_err(db_error)?;
+        }
+        let rows = api_key::Entity::find()
+            .filter(api_key::Column::TenantId.eq(tenant.as_uuid()))
+            .filter(api_key::Column::UserId.eq(owner.as_uuid()))
+            .filter(active_at(now))
+            .order_by_asc(api_key::Column::Id)
+            .all(&txn)
+            .await
+            .map_err(db_error)?;
+        let mut revoked = Vec::with_capacity(rows.len());
+        for row in rows {
+            let mut key = to_domain(row)?;
+            let Some(event) = key.revoke(actor, now) else {
+                continue;
+            };
+            if write_revocation(&txn, &key).await? {
+                insert_event(&txn, &event).await?;
+                revoked.push(key);
+            }
+        }
+        txn.commit().await.map_err(db_error)?;
+        Ok(revoked)
     }
 
     async fn events(
@@ -517,8 +698,8 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
         // PostgreSQL's `now()` (not `clock_timestamp()`) is stable within
         // the statement, so the index on `recorded_at` can be used.
         let (floor, placeholders) = match backend {
-            DbBackend::Postgres => ("now() - $1 * interval '1 millisecond'", ["$2", "$3"]),
-            _ => ("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)", ["?", "?"]),
+            DbBackend::Postgres => ("now() - $1 * interval '1 millisecond'", ["$2", "$3", "$4"]),
+            _ => ("strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?)", ["?", "?", "?"]),
         };
         let window = match backend {
             DbBackend::Postgres => window_ms.into(),
@@ -529,8 +710,8 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
         let sql = format!(
             "SELECT e.id, e.key_id, k.key_prefix FROM api_key_events e \
              JOIN api_keys k ON k.tenant_id = e.tenant_id AND k.id = e.key_id \
-             WHERE e.{RECORDED_AT} >= {floor} AND e.event_type IN ({}, {})",
-            placeholders[0], placeholders[1]
+             WHERE e.{RECORDED_AT} >= {floor} AND e.event_type IN ({}, {}, {})",
+            placeholders[0], placeholders[1], placeholders[2]
         );
         let statement = Statement::from_sql_and_values(
             backend,
@@ -539,6 +720,8 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
                 window,
                 EventKind::ApiKeyRevoked.as_str().into(),
                 EventKind::ApiKeyPermissionsUpdated.as_str().into(),
+                // A rotation shortens the old key's life.
+                EventKind::ApiKeyRotated.as_str().into(),
             ],
         );
         let rows = self

@@ -110,6 +110,7 @@ fn new_key(
             )
             .unwrap(),
             ip_whitelist: IpWhitelist::parse(&["10.0.0.0/8", "2001:db8::1"]).unwrap(),
+            rate_limit: None,
             expires_at,
         },
         now(),
@@ -168,7 +169,254 @@ on_both_databases!(
     changes_made_from_one_stale_read_keep_each_others_fields,
     the_change_feed_keeps_a_change_from_a_writer_whose_clock_lags,
     the_change_feed_drops_what_the_database_recorded_over_ten_seconds_ago,
+    a_rotation_writes_both_keys_and_both_events_or_nothing,
+    a_rotated_key_no_longer_counts_against_the_cap,
+    offboarding_revokes_every_active_key_of_the_owner_alone,
+    a_rate_limit_reads_back_and_changes_with_the_permissions,
 );
+
+/// Stores a new key of `owner`; returns it.
+async fn insert(f: &Fixture, tenant: TenantId, owner: UserId, name: &str) -> McpApiKey {
+    let (key, event, secret) = new_key(tenant, owner, name, now() + Duration::days(1));
+    f.repository
+        .insert(&key, &f.hasher.hash(&secret).await.unwrap(), &event, 10)
+        .await
+        .unwrap();
+    key
+}
+
+/// Rotates `key` in the domain with `grace`: the rotated copy, the rotation
+/// and the successor's hash.
+async fn rotated(
+    f: &Fixture,
+    key: &McpApiKey,
+    grace: Duration,
+) -> (
+    McpApiKey,
+    cola_domain::Rotation,
+    cola_application::SecretHash,
+) {
+    let Ok(secret) = ApiKeySecret::generate(&mut test_rng());
+    let mut old = key.clone();
+    let rotation = old
+        .rotate(
+            cola_domain::Successor {
+                id: ApiKeyId::from_uuid(Uuid::now_v7()),
+                prefix: secret.prefix(),
+                expires_at: now() + Duration::days(30),
+            },
+            grace,
+            key.owner(),
+            now(),
+        )
+        .unwrap();
+    let hash = f.hasher.hash(&secret).await.unwrap();
+    (old, rotation, hash)
+}
+
+async fn a_rotation_writes_both_keys_and_both_events_or_nothing(f: Fixture) {
+    let (tenant, owner) = tenant();
+    let key = insert(&f, tenant, owner, "rotating").await;
+    let (old, rotation, hash) = rotated(&f, &key, Duration::seconds(60)).await;
+    // A second rotation from the same stale read loses, writing nothing.
+    let (stale_old, stale_rotation, stale_hash) = rotated(&f, &key, Duration::zero()).await;
+    f.repository
+        .rotate(&old, &rotation, &hash, 10)
+        .await
+        .unwrap();
+    let lost = f
+        .repository
+        .rotate(&stale_old, &stale_rotation, &stale_hash, 10)
+        .await;
+    assert!(matches!(lost, Err(RepositoryError::KeyChanged)), "{lost:?}");
+    assert!(
+        f.repository
+            .find(tenant, stale_rotation.successor.id())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let stored = f.repository.find(tenant, key.id()).await.unwrap().unwrap();
+    assert_eq!(stored.expires_at(), old.expires_at());
+    assert_eq!(stored.replaced_by(), Some(rotation.successor.id()));
+    let new = f
+        .repository
+        .find(tenant, rotation.successor.id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(new.name(), key.name());
+    assert_eq!(new.permissions(), key.permissions());
+    assert_eq!(new.replaced_by(), None);
+    let kinds = |events: Vec<cola_application::RecordedEvent>| -> Vec<EventKind> {
+        events.iter().map(|e| e.kind).collect()
+    };
+    assert_eq!(
+        kinds(f.repository.events(tenant, key.id()).await.unwrap()),
+        [EventKind::ApiKeyCreated, EventKind::ApiKeyRotated]
+    );
+    assert_eq!(
+        kinds(f.repository.events(tenant, new.id()).await.unwrap()),
+        [EventKind::ApiKeyCreated]
+    );
+    // The rotation reaches the other instances' caches.
+    let feed = f.repository.recent_access_changes().await.unwrap();
+    assert!(feed.iter().any(|change| change.key_id == key.id()));
+
+    // A revoked key is not rotated by a stale read either.
+    let other = insert(&f, tenant, owner, "revoked").await;
+    let (stale, stale_rotation, stale_hash) = rotated(&f, &other, Duration::zero()).await;
+    let mut revoking = other.clone();
+    let event = revoking.revoke(owner, now()).unwrap();
+    assert!(f.repository.apply_change(&revoking, &event).await.unwrap());
+    let lost = f
+        .repository
+        .rotate(&stale, &stale_rotation, &stale_hash, 10)
+        .await;
+    assert!(matches!(lost, Err(RepositoryError::KeyChanged)), "{lost:?}");
+}
+
+async fn a_rotated_key_no_longer_counts_against_the_cap(f: Fixture) {
+    let (tenant, owner) = tenant();
+    let first = insert(&f, tenant, owner, "one").await;
+    insert(&f, tenant, owner, "two").await;
+    assert_eq!(
+        f.repository
+            .count_active(tenant, owner, now())
+            .await
+            .unwrap(),
+        2
+    );
+    // At a cap of 2, the successor takes the rotated key's slot.
+    let (old, rotation, hash) = rotated(&f, &first, Duration::hours(1)).await;
+    f.repository
+        .rotate(&old, &rotation, &hash, 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.repository
+            .count_active(tenant, owner, now())
+            .await
+            .unwrap(),
+        2
+    );
+    let (key, event, secret) = new_key(tenant, owner, "three", now() + Duration::days(1));
+    let refused = f
+        .repository
+        .insert(&key, &f.hasher.hash(&secret).await.unwrap(), &event, 2)
+        .await;
+    assert!(
+        matches!(refused, Err(RepositoryError::CapReached)),
+        "{refused:?}"
+    );
+}
+
+async fn offboarding_revokes_every_active_key_of_the_owner_alone(f: Fixture) {
+    let (tenant, owner) = tenant();
+    let admin = UserId::from_uuid(Uuid::new_v4());
+    let colleague = UserId::from_uuid(Uuid::new_v4());
+    let keys = [
+        insert(&f, tenant, owner, "a").await,
+        insert(&f, tenant, owner, "b").await,
+    ];
+    let mut revoked_before = insert(&f, tenant, owner, "c").await;
+    let event = revoked_before.revoke(owner, now()).unwrap();
+    assert!(
+        f.repository
+            .apply_change(&revoked_before, &event)
+            .await
+            .unwrap()
+    );
+    let theirs = insert(&f, tenant, colleague, "theirs").await;
+    // The same user id in another tenant is another user.
+    let elsewhere = insert(&f, TenantId::from_uuid(Uuid::new_v4()), owner, "elsewhere").await;
+
+    let revoked = f
+        .repository
+        .revoke_all_active(tenant, owner, admin, now())
+        .await
+        .unwrap();
+    let mut ids: Vec<ApiKeyId> = revoked.iter().map(McpApiKey::id).collect();
+    ids.sort();
+    let mut expected: Vec<ApiKeyId> = keys.iter().map(McpApiKey::id).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+    for key in &keys {
+        let stored = f.repository.find(tenant, key.id()).await.unwrap().unwrap();
+        assert_eq!(stored.status_at(now()), EffectiveStatus::Revoked);
+        assert_eq!(stored.revocation().unwrap().by, admin);
+        let events = f.repository.events(tenant, key.id()).await.unwrap();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1].kind, EventKind::ApiKeyRevoked);
+        assert_eq!(events[1].actor_user_id, admin);
+    }
+    // Revoked before: no second event.
+    assert_eq!(
+        f.repository
+            .events(tenant, revoked_before.id())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    let theirs = f
+        .repository
+        .find(tenant, theirs.id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(theirs.status_at(now()), EffectiveStatus::Active);
+    let elsewhere = f
+        .repository
+        .find(elsewhere.tenant_id(), elsewhere.id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(elsewhere.status_at(now()), EffectiveStatus::Active);
+    assert!(
+        f.repository
+            .revoke_all_active(tenant, owner, admin, now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn a_rate_limit_reads_back_and_changes_with_the_permissions(f: Fixture) {
+    let (tenant, owner) = tenant();
+    let key = insert(&f, tenant, owner, "limited").await;
+    assert_eq!(key.rate_limit(), None);
+    let limit = cola_domain::RateLimit::new(1_000_000, 86_400).unwrap();
+    let mut changed = key.clone();
+    let event = changed
+        .change_access(None, None, Some(Some(limit)), owner, now())
+        .unwrap()
+        .unwrap();
+    assert!(f.repository.apply_change(&changed, &event).await.unwrap());
+    let stored = f.repository.find(tenant, key.id()).await.unwrap().unwrap();
+    assert_eq!(stored.rate_limit(), Some(limit));
+    assert_eq!(
+        stored.permissions(),
+        key.permissions(),
+        "only the limit changed"
+    );
+    let credential = f
+        .repository
+        .find_credential(key.prefix())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(credential.key.rate_limit(), Some(limit));
+    let mut lifted = stored.clone();
+    let event = lifted
+        .change_access(None, None, Some(None), owner, now())
+        .unwrap()
+        .unwrap();
+    assert!(f.repository.apply_change(&lifted, &event).await.unwrap());
+    let stored = f.repository.find(tenant, key.id()).await.unwrap().unwrap();
+    assert_eq!(stored.rate_limit(), None);
+}
 
 async fn a_stored_key_reads_back_equal_and_only_in_its_tenant(f: Fixture) {
     let (tenant, owner) = tenant();
@@ -343,6 +591,7 @@ async fn a_taken_prefix_is_reported(f: Fixture) {
             prefix: key.prefix().clone(),
             permissions: ApiKeyPermissions::default(),
             ip_whitelist: IpWhitelist::default(),
+            rate_limit: None,
             expires_at: now() + Duration::days(1),
         },
         now(),

@@ -10,7 +10,15 @@ use serde_json::{Value, json};
 
 use crate::Tenant;
 
-/// The routes `startup.rs` and `routes::keys::configure` mount for the
+/// Public routes: no credential, holding a key is the proof.
+const PUBLIC: &[&str] = &[
+    "/api/mcp/keys/report",
+    "/api/secret-scanning/github",
+    "/health",
+    "/ready",
+];
+
+/// The routes `startup.rs` and `routes::*::configure` mount for the
 /// management API and the service surface, as (method, path template).
 const MOUNTED: &[(&str, &str)] = &[
     ("POST", "/api/mcp/keys"),
@@ -20,6 +28,10 @@ const MOUNTED: &[(&str, &str)] = &[
     ("PATCH", "/api/mcp/keys/{id}/metadata"),
     ("PATCH", "/api/mcp/keys/{id}/permissions"),
     ("GET", "/api/mcp/keys/{id}/events"),
+    ("POST", "/api/mcp/keys/{id}/rotate"),
+    ("DELETE", "/api/mcp/users/{user_id}/keys"),
+    ("POST", "/api/mcp/keys/report"),
+    ("POST", "/api/secret-scanning/github"),
     ("GET", "/health"),
     ("GET", "/ready"),
 ];
@@ -89,7 +101,7 @@ async fn the_document_is_openapi_3_1_with_the_bearer_jwt_scheme() {
                 .is_some_and(|list| list.iter().any(|entry| entry.get(name).is_some()));
             assert_eq!(
                 secured,
-                path.starts_with("/api/mcp/keys"),
+                !PUBLIC.contains(&path.as_str()),
                 "{method} {path}: the management routes, and only they, need the JWT"
             );
             // Every error a route documents is a problem body.
@@ -136,14 +148,23 @@ async fn the_document_lists_exactly_the_mounted_routes_and_each_answers() {
     let token = app.token(tenant.id, tenant.alice, "member");
     let created = app.new_key(&token, &json!({ "name": "openapi" })).await;
     let id = created["id"].as_str().unwrap().to_owned();
-    let mut calls: Vec<(&str, &str)> = MOUNTED.to_vec();
-    // Revoke last: a revoked key cannot be changed.
-    calls.sort_by_key(|(method, _)| *method == "DELETE");
+    // A GitHub alert needs GitHub's signature: `report.rs` calls it.
+    let mut calls: Vec<(&str, &str)> = MOUNTED
+        .iter()
+        .copied()
+        .filter(|(_, path)| *path != "/api/secret-scanning/github")
+        .collect();
+    // Rotate, then revoke and offboard last: a revoked key cannot be changed.
+    calls.sort_by_key(|(method, path)| (*method == "DELETE", path.ends_with("/rotate")));
     for (method, template) in calls {
-        let path = template.replace("{id}", &id);
-        let body = match method {
-            "POST" => Some(json!({ "name": "openapi, again" })),
-            "PATCH" => Some(json!({})),
+        let path = template
+            .replace("{id}", &id)
+            .replace("{user_id}", &tenant.alice.to_string());
+        let body = match (method, template) {
+            (_, "/api/mcp/keys/{id}/rotate") => Some(json!({ "grace_period_secs": 60 })),
+            (_, "/api/mcp/keys/report") => Some(json!({ "key": "not a key" })),
+            ("POST", _) => Some(json!({ "name": "openapi, again" })),
+            ("PATCH", _) => Some(json!({})),
             _ => None,
         };
         let response = app
@@ -172,7 +193,9 @@ async fn the_document_lists_exactly_the_mounted_routes_and_each_answers() {
     // A method the document does not list for a path is not mounted there.
     let other = uuid::Uuid::new_v4().to_string();
     for (template, methods) in &documented {
-        let path = template.replace("{id}", &other);
+        let path = template
+            .replace("{id}", &other)
+            .replace("{user_id}", &other);
         for method in METHODS.iter().filter(|m| !methods.contains(**m)) {
             let response = app
                 .request(

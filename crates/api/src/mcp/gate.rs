@@ -17,6 +17,7 @@ use cola_application::{AuthFailure, AuthPath, KeyAuthenticator, McpPrincipal};
 use cola_domain::KeyPrefix;
 
 use crate::client_ip::ClientIpResolver;
+use crate::key_rate_limit::KeyRateLimiter;
 use crate::mcp::protocol;
 use crate::metrics::Metrics;
 use crate::rate_limit::FailureLimiter;
@@ -26,6 +27,8 @@ pub struct McpGate {
     pub authenticator: Arc<KeyAuthenticator>,
     pub metrics: Arc<Metrics>,
     pub limiter: Arc<FailureLimiter>,
+    /// Each key's own rate limit, taken on every admitted request.
+    pub key_limiter: Arc<KeyRateLimiter>,
     pub client_ip: ClientIpResolver,
     /// Normalised `scheme://host[:port]` origins allowed to call `/mcp`.
     pub allowed_origins: Vec<String>,
@@ -169,6 +172,28 @@ pub async fn authenticate(
     let decision = to_completion(decide(gate.clone(), presented, client)).await;
     match decision {
         Some(Decision::Admitted(principal)) => {
+            let key = principal.key();
+            if let Some(limit) = key.rate_limit
+                && let Err(wait) = gate.key_limiter.check(key.key_id, limit)
+            {
+                tracing::info!(
+                    key_prefix = %key.prefix,
+                    tenant = %key.tenant_id,
+                    %client,
+                    outcome = "key_rate_limited",
+                    "mcp request refused"
+                );
+                gate.metrics.auth_outcome("key_rate_limited");
+                return refuse(
+                    request,
+                    retry_later(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        protocol::RATE_LIMITED,
+                        "this key's rate limit is reached; try again later",
+                        wait,
+                    ),
+                );
+            }
             request.extensions_mut().insert(principal);
             next.call(request)
                 .await

@@ -4,12 +4,12 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use cola_application::{
-    ApiKeyService, CreateKeyRequest, EventList, ListKeysQuery, UpdateMetadataRequest,
-    UpdatePermissionsRequest,
+    ApiKeyService, CreateKeyRequest, EventList, ListKeysQuery, RotateKeyRequest,
+    UpdateMetadataRequest, UpdatePermissionsRequest,
 };
 use cola_domain::ApiKeyId;
 
-use crate::json::{JsonBody, parse_query};
+use crate::json::{JsonBody, OptionalJsonBody, parse_query};
 use crate::jwt::Caller;
 use crate::problem::{ApiError, Problem};
 use crate::routes::method_not_allowed;
@@ -38,6 +38,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
             web::resource("/api/mcp/keys/{id}/permissions")
                 .route(web::patch().to(update_permissions))
                 .default_service(web::to(method_not_allowed("PATCH"))),
+        )
+        .service(
+            web::resource("/api/mcp/keys/{id}/rotate")
+                .route(web::post().to(rotate))
+                .default_service(web::to(method_not_allowed("POST"))),
         )
         .service(
             web::resource("/api/mcp/keys/{id}/events")
@@ -210,6 +215,43 @@ pub(crate) async fn revoke(
     let id = key_id(&id)?;
     keys.revoke(caller.0, id).await.map_err(ApiError)?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/mcp/keys/{id}/rotate",
+    operation_id = "rotate_key",
+    summary = "Replace a key by a new one, the old one usable for a grace period",
+    description = "The new key copies the old one's name, description, permissions, allow-list, \
+                   rate limit and owner; its expiry is the policy default unless given. The old \
+                   key stays usable until `now + grace_period_secs` (never past its own expiry), \
+                   then is refused like an expired key. The body may be omitted (grace 0). The \
+                   response carries the new key in `key`, this once.",
+    params(("id" = uuid::Uuid, Path, description = "The key to rotate")),
+    request_body(content = RotateKeyRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new key", body = cola_application::CreatedKeyView, headers(("Location" = String, description = "The new key's URL"))),
+        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such key (or not yours)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked, expired or already rotated", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::openapi::BodyFailures,
+        crate::openapi::ManagementFailures,
+    ),
+    security(("bearer_jwt" = [])),
+    tag = "keys",
+)]
+pub(crate) async fn rotate(
+    caller: Writer,
+    keys: web::Data<ApiKeyService>,
+    id: web::Path<String>,
+    body: OptionalJsonBody<RotateKeyRequest>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let id = key_id(&id)?;
+    let created = keys.rotate(caller.0, id, body.0).await.map_err(ApiError)?;
+    Ok(HttpResponse::Created()
+        .insert_header(("location", format!("/api/mcp/keys/{}", created.view.id)))
+        .insert_header(("cache-control", "no-store"))
+        .json(created))
 }
 
 #[utoipa::path(

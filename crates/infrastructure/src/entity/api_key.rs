@@ -23,6 +23,9 @@ pub struct Model {
     pub expires_at: DateTimeUtc,
     pub revoked_at: Option<DateTimeUtc>,
     pub revoked_by: Option<Uuid>,
+    pub rate_limit_requests: Option<i32>,
+    pub rate_limit_per_secs: Option<i32>,
+    pub replaced_by: Option<Uuid>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -7,6 +7,7 @@ mod dto;
 mod error;
 #[cfg(test)]
 mod fakes;
+mod gateway;
 mod mcp;
 mod ports;
 mod principal;
@@ -22,6 +23,11 @@ pub use dto::{
     PermissionsInput, UpdateMetadataRequest, UpdatePermissionsRequest, schema,
 };
 pub use error::{AppError, FieldErrors, chain as error_chain};
+pub use gateway::{
+    CATALOGUE_REFETCH_INTERVAL, CATALOGUE_TTL, Hidden, ListKind, ToolCatalogue, ToolLookup,
+    Verdict, authorise as authorise_gateway_message, filter_list, is_read_only,
+    may_see_notification,
+};
 pub use mcp::{
     BuiltinTool, KEY_URI_PREFIX, KeyResource, McpService, ReadResourceError, RevokedView,
     ToolFailure, ToolOutput, UnknownTool, WhoAmIView,

@@ -11,6 +11,7 @@ mod gateway;
 mod mcp;
 mod ports;
 mod principal;
+mod servers;
 mod service;
 mod usage;
 
@@ -18,9 +19,11 @@ pub use auth::{
     AuthFailure, AuthPath, FEED_FRESHNESS, KeyAuthenticator, Refusal, VerifiedKeyCache,
     follow_access_changes,
 };
+pub use cola_domain::UpstreamSecret;
 pub use dto::{
-    CreateKeyRequest, CreatedKeyView, EventList, EventView, KeyPage, KeyView, ListKeysQuery, Patch,
-    PermissionsInput, UpdateMetadataRequest, UpdatePermissionsRequest, schema,
+    CreateKeyRequest, CreatedKeyView, EventList, EventView, GrantInput, KeyPage, KeyView,
+    ListKeysQuery, Patch, PermissionsInput, UpdateMetadataRequest, UpdatePermissionsRequest,
+    schema,
 };
 pub use error::{AppError, FieldErrors, chain as error_chain};
 pub use gateway::{
@@ -33,10 +36,16 @@ pub use mcp::{
     ToolFailure, ToolOutput, UnknownTool, WhoAmIView,
 };
 pub use ports::{
-    ACCESS_CHANGE_WINDOW, AccessChange, ApiKeyRepository, Clock, Cursor, HashError, KeyListFilter,
-    RecordedEvent, RepositoryError, SecretHash, SecretHasher, StoredCredential, SystemClock,
-    UsageDelta,
+    ACCESS_CHANGE_WINDOW, AccessChange, ApiKeyRepository, Clock, CredentialSealer, Cursor,
+    HashError, HeadersWrite, HostResolver, KeyListFilter, RecordedEvent, RepositoryError,
+    ResolveError, SealError, SecretHash, SecretHasher, ServerRepository, StoredCredential,
+    StoredServer, SystemClock, UsageDelta,
 };
 pub use principal::{AdmittedKey, McpPrincipal, Principal, Role};
+pub use servers::{
+    CreateServerRequest, ListServersQuery, RESOLUTION_TTL, ResolvedServer, ServerDirectory,
+    ServerLookupError, ServerPage, ServerService, ServerServiceParts, ServerView,
+    UpdateServerRequest,
+};
 pub use service::{ApiKeyService, KeyPolicy};
 pub use usage::UsageRecorder;

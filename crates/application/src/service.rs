@@ -10,11 +10,13 @@ use uuid::Uuid;
 
 use crate::auth::VerifiedKeyCache;
 use crate::dto::{
-    CreateKeyRequest, CreatedKeyView, EventView, KeyPage, KeyView, ListKeysQuery,
+    CreateKeyRequest, CreatedKeyView, EventView, KeyPage, KeyView, KnownServers, ListKeysQuery,
     UpdateMetadataRequest, UpdatePermissionsRequest, encode_cursor,
 };
 use crate::error::AppError;
-use crate::ports::{ApiKeyRepository, Clock, Cursor, KeyListFilter, RepositoryError, SecretHasher};
+use crate::ports::{
+    ApiKeyRepository, Clock, Cursor, KeyListFilter, RepositoryError, SecretHasher, ServerRepository,
+};
 use crate::principal::Principal;
 
 /// How many times a create retries when a freshly generated prefix collides
@@ -29,6 +31,8 @@ pub struct KeyPolicy {
 
 pub struct ApiKeyService {
     repository: Arc<dyn ApiKeyRepository>,
+    /// To check the servers a key's grants name.
+    servers: Arc<dyn ServerRepository>,
     hasher: Arc<dyn SecretHasher>,
     clock: Arc<dyn Clock>,
     cache: Arc<VerifiedKeyCache>,
@@ -47,6 +51,7 @@ impl ApiKeyService {
     #[must_use]
     pub fn new(
         repository: Arc<dyn ApiKeyRepository>,
+        servers: Arc<dyn ServerRepository>,
         hasher: Arc<dyn SecretHasher>,
         clock: Arc<dyn Clock>,
         cache: Arc<VerifiedKeyCache>,
@@ -54,6 +59,7 @@ impl ApiKeyService {
     ) -> Self {
         Self {
             repository,
+            servers,
             hasher,
             clock,
             cache,
@@ -70,8 +76,11 @@ impl ApiKeyService {
         request: CreateKeyRequest,
     ) -> Result<CreatedKeyView, AppError> {
         let now = self.clock.now();
+        let known = self
+            .known_servers(actor.tenant_id, &request.server_slugs())
+            .await?;
         let valid = request
-            .into_command(&self.policy.expiry, now)
+            .into_command(&self.policy.expiry, &known, now)
             .map_err(AppError::Invalid)?;
         let expires_at = valid.expires_at;
 
@@ -182,7 +191,10 @@ impl ApiKeyService {
         id: ApiKeyId,
         request: UpdatePermissionsRequest,
     ) -> Result<KeyView, AppError> {
-        let (permissions, ip_whitelist) = request.into_valid().map_err(AppError::Invalid)?;
+        let known = self
+            .known_servers(actor.tenant_id, &request.server_slugs())
+            .await?;
+        let (permissions, ip_whitelist) = request.into_valid(&known).map_err(AppError::Invalid)?;
         let mut key = self.visible_key(actor, id).await?;
         let now = self.clock.now();
         let event = key
@@ -220,6 +232,25 @@ impl ApiKeyService {
     /// Whether the database answers (for readiness).
     pub async fn ping(&self) -> Result<(), AppError> {
         self.repository.ping().await.map_err(AppError::from)
+    }
+
+    /// The tenant's servers among `slugs`, for validating grants.
+    async fn known_servers(
+        &self,
+        tenant: TenantId,
+        slugs: &[cola_domain::ServerSlug],
+    ) -> Result<KnownServers, AppError> {
+        if slugs.is_empty() {
+            return Ok(KnownServers::new());
+        }
+        let found = self.servers.find_slugs(tenant, slugs).await?;
+        Ok(found
+            .into_iter()
+            .map(|server| {
+                let slug = server.slug().clone();
+                (slug.as_str().to_owned(), (server.id(), slug))
+            })
+            .collect())
     }
 
     /// The key if the actor may see it; otherwise `NotFound`, exactly as for
@@ -329,6 +360,7 @@ mod tests {
         let hasher = Arc::new(CountingHasher::default());
         let service = ApiKeyService::new(
             Arc::clone(&repository) as Arc<dyn ApiKeyRepository>,
+            Arc::new(crate::fakes::MemoryServers::default()),
             Arc::clone(&hasher) as Arc<dyn SecretHasher>,
             Arc::new(SystemClock),
             Arc::new(VerifiedKeyCache::new(Duration::from_secs(30)).expect("OS random")),

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod client_ip;
 pub mod config;
+pub mod gateway;
 pub mod json;
 pub mod jwt;
 pub mod mcp;

@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cola_domain::AllowedNetworks;
+use cola_infrastructure::SecretsKey;
 use ipnet::IpNet;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://cola.db?mode=rwc";
@@ -68,6 +70,11 @@ pub struct Settings {
     pub usage_flush_interval: Duration,
     pub auth_cache_ttl: Duration,
     pub auth_failure_limit: u32,
+    /// Seals upstream servers' headers at rest; `None`: servers cannot
+    /// hold headers.
+    pub secrets_key: Option<SecretsKey>,
+    /// Networks upstream URLs may resolve into although not public.
+    pub gateway_allowed_networks: AllowedNetworks,
     pub log_format: LogFormat,
     pub log_filter: String,
 }
@@ -255,6 +262,20 @@ impl Settings {
             Duration::from_secs(read.number("COLA_AUTH_CACHE_TTL_SECS", 30, (0, 3600)));
         let auth_failure_limit = as_u32(read.number("COLA_AUTH_FAILURE_LIMIT", 20, (20, 99)));
 
+        let secrets_key = read.text("COLA_SECRETS_KEY").and_then(|raw| {
+            SecretsKey::parse_base64(&raw)
+                .map_err(|e| read.errors.push(("COLA_SECRETS_KEY", e.to_string())))
+                .ok()
+        });
+        let gateway_allowed_networks = AllowedNetworks::parse(
+            &read.list("COLA_GATEWAY_ALLOWED_NETWORKS"),
+        )
+        .unwrap_or_else(|e| {
+            read.errors
+                .push(("COLA_GATEWAY_ALLOWED_NETWORKS", e.to_string()));
+            AllowedNetworks::default()
+        });
+
         let log_format = match read.text("COLA_LOG_FORMAT").as_deref().map(str::trim) {
             None | Some("pretty") => LogFormat::Pretty,
             Some("json") => LogFormat::Json,
@@ -285,6 +306,8 @@ impl Settings {
             usage_flush_interval,
             auth_cache_ttl,
             auth_failure_limit,
+            secrets_key,
+            gateway_allowed_networks,
             log_format,
             log_filter,
         })
@@ -344,6 +367,23 @@ impl Settings {
             (
                 "COLA_AUTH_FAILURE_LIMIT",
                 self.auth_failure_limit.to_string(),
+            ),
+            (
+                "COLA_SECRETS_KEY",
+                if self.secrets_key.is_some() {
+                    "set (masked)".to_owned()
+                } else {
+                    "unset (servers cannot hold headers)".to_owned()
+                },
+            ),
+            (
+                "COLA_GATEWAY_ALLOWED_NETWORKS",
+                self.gateway_allowed_networks
+                    .networks()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
             ),
             (
                 "COLA_LOG_FORMAT",
@@ -475,6 +515,26 @@ mod tests {
                 "COLA_LOG_FORMAT",
             ]
         );
+    }
+
+    #[test]
+    fn a_secrets_key_must_be_the_base64_of_32_bytes() {
+        let errors = settings(&[("COLA_SECRETS_KEY", "c2hvcnQ=")]).expect_err("too short");
+        assert_eq!(names(&errors), ["COLA_SECRETS_KEY"]);
+        let key = SecretsKey::generate().expect("random").to_base64();
+        let s = settings(&[("COLA_SECRETS_KEY", &key)]).expect("valid");
+        assert!(s.secrets_key.is_some());
+        assert!(!format!("{:?} {:?}", s, s.describe()).contains(key.as_str()));
+    }
+
+    #[test]
+    fn allowed_gateway_networks_are_cidrs_and_named_when_not() {
+        let errors = settings(&[("COLA_GATEWAY_ALLOWED_NETWORKS", "10.0.0.0/8,bogus")])
+            .expect_err("invalid");
+        assert_eq!(names(&errors), ["COLA_GATEWAY_ALLOWED_NETWORKS"]);
+        let s =
+            settings(&[("COLA_GATEWAY_ALLOWED_NETWORKS", "127.0.0.0/8, ::1/128")]).expect("valid");
+        assert_eq!(s.gateway_allowed_networks, AllowedNetworks::loopback());
     }
 
     #[test]

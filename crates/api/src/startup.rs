@@ -9,11 +9,15 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use cola_application::{
-    ApiKeyRepository, ApiKeyService, Clock, KeyAuthenticator, KeyPolicy, McpService, SecretHasher,
+    ApiKeyRepository, ApiKeyService, Clock, CredentialSealer, KeyAuthenticator, KeyPolicy,
+    McpService, SecretHasher, ServerDirectory, ServerRepository, ServerService, ServerServiceParts,
     SystemClock, UsageRecorder, VerifiedKeyCache, follow_access_changes,
 };
 use cola_domain::ExpiryPolicy;
-use cola_infrastructure::{Argon2Hasher, Database, HasherSettings, SeaOrmApiKeyRepository};
+use cola_infrastructure::{
+    Argon2Hasher, Database, HasherSettings, SeaOrmApiKeyRepository, SeaOrmServerRepository, Sealer,
+    SystemHostResolver,
+};
 use thiserror::Error;
 use tokio::sync::watch;
 use tracing_actix_web::TracingLogger;
@@ -92,13 +96,54 @@ impl Application {
                 .map_err(|e| StartupError::Config(e.to_string()))?,
             max_active_keys_per_user: settings.max_active_keys_per_user,
         };
+        let server_repository: Arc<dyn ServerRepository> =
+            Arc::new(SeaOrmServerRepository::new(database.clone()));
+        // One sealer under COLA_SECRETS_KEY: upstream headers here, and
+        // whatever else must be sealed (the gateway's session ids).
+        let sealer = settings
+            .secrets_key
+            .as_ref()
+            .map(|key| Arc::new(Sealer::new(key)));
+        let credentials = sealer
+            .clone()
+            .map(|sealer| sealer as Arc<dyn CredentialSealer>);
+        if credentials.is_none() {
+            let sealed = server_repository
+                .count_with_headers()
+                .await
+                .map_err(|e| StartupError::Config(cola_application::error_chain(&e)))?;
+            if sealed > 0 {
+                return Err(StartupError::Config(format!(
+                    "invalid configuration: COLA_SECRETS_KEY: required: {sealed} registered \
+                     server(s) hold encrypted upstream headers"
+                )));
+            }
+        }
+        let directory = Arc::new(ServerDirectory::new(
+            Arc::clone(&server_repository),
+            credentials.clone(),
+        ));
         let keys = Arc::new(ApiKeyService::new(
             Arc::clone(&repository),
+            Arc::clone(&server_repository),
             Arc::clone(&hasher),
             Arc::clone(&clock),
             Arc::clone(&cache),
             policy,
         ));
+        let servers = web::Data::new(ServerService::new(ServerServiceParts {
+            repository: server_repository,
+            resolver: Arc::new(SystemHostResolver),
+            sealer: credentials,
+            clock: Arc::clone(&clock),
+            allowed: settings.gateway_allowed_networks.clone(),
+            directory: Arc::clone(&directory),
+            keys: Arc::clone(&cache),
+        }));
+        // For the gateway (`/mcp/{slug}`): the slug lookup, and the sealer
+        // when a secrets key is configured.
+        let directory = web::Data::from(directory);
+        let sealer = sealer.map(web::Data::from);
         let authenticator = Arc::new(KeyAuthenticator::new(
             Arc::clone(&repository),
             hasher,
@@ -158,14 +203,20 @@ impl Application {
                 source,
             })?;
         let server = HttpServer::new(move || {
-            App::new()
-                .wrap(from_fn(crate::metrics::record))
+            let app = App::new();
+            let app = match &sealer {
+                Some(sealer) => app.app_data(sealer.clone()),
+                None => app,
+            };
+            app.wrap(from_fn(crate::metrics::record))
                 .wrap(from_fn(crate::telemetry::echo_request_id))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
                 .app_data(resolver.clone())
                 .app_data(write_limiter.clone())
                 .app_data(keys.clone())
+                .app_data(servers.clone())
+                .app_data(directory.clone())
                 .app_data(management.clone())
                 .app_data(gate.clone())
                 .app_data(mcp_server.clone())
@@ -181,6 +232,7 @@ impl Application {
                     crate::openapi::document,
                 ))
                 .configure(routes::keys::configure)
+                .configure(routes::servers::configure)
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())

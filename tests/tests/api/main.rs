@@ -16,6 +16,7 @@ mod logging;
 mod metrics;
 mod openapi;
 mod resilience;
+mod servers;
 mod tenancy;
 mod validation;
 mod write_limit;

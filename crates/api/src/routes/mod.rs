@@ -2,6 +2,7 @@
 
 pub mod health;
 pub mod keys;
+pub mod servers;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ALLOW, HeaderValue};

@@ -11,12 +11,12 @@ use actix_web::{App, HttpServer, web};
 use cola_application::{
     ApiKeyRepository, ApiKeyService, Clock, CredentialSealer, KeyAuthenticator, KeyPolicy,
     McpService, SecretHasher, ServerDirectory, ServerRepository, ServerService, ServerServiceParts,
-    SystemClock, UsageRecorder, VerifiedKeyCache, follow_access_changes,
+    SystemClock, ToolCatalogue, UsageRecorder, VerifiedKeyCache, follow_access_changes,
 };
 use cola_domain::ExpiryPolicy;
 use cola_infrastructure::{
     Argon2Hasher, Database, HasherSettings, SeaOrmApiKeyRepository, SeaOrmServerRepository, Sealer,
-    SystemHostResolver,
+    SecretsKey, SystemHostResolver, UpstreamClient,
 };
 use thiserror::Error;
 use tokio::sync::watch;
@@ -24,6 +24,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::client_ip::ClientIpResolver;
 use crate::config::Settings;
+use crate::gateway::{Gateway, Sessions};
 use crate::json::MAX_BODY_BYTES;
 use crate::jwt::{JwtVerifier, ManagementAuth};
 use crate::mcp::{self, McpGate, McpServer};
@@ -140,10 +141,6 @@ impl Application {
             directory: Arc::clone(&directory),
             keys: Arc::clone(&cache),
         }));
-        // For the gateway (`/mcp/{slug}`): the slug lookup, and the sealer
-        // when a secrets key is configured.
-        let directory = web::Data::from(directory);
-        let sealer = sealer.map(web::Data::from);
         let authenticator = Arc::new(KeyAuthenticator::new(
             Arc::clone(&repository),
             hasher,
@@ -187,6 +184,12 @@ impl Application {
             client_ip,
             allowed_origins: settings.allowed_origins.clone(),
         });
+        let gateway = web::Data::new(build_gateway(
+            &settings,
+            directory,
+            sealer,
+            metrics.clone().into_inner(),
+        )?);
         let mcp_server =
             web::Data::new(McpServer::new(Arc::new(McpService::new(Arc::clone(&keys)))));
         let keys = web::Data::from(keys);
@@ -203,12 +206,8 @@ impl Application {
                 source,
             })?;
         let server = HttpServer::new(move || {
-            let app = App::new();
-            let app = match &sealer {
-                Some(sealer) => app.app_data(sealer.clone()),
-                None => app,
-            };
-            app.wrap(from_fn(crate::metrics::record))
+            App::new()
+                .wrap(from_fn(crate::metrics::record))
                 .wrap(from_fn(crate::telemetry::echo_request_id))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
@@ -216,7 +215,7 @@ impl Application {
                 .app_data(write_limiter.clone())
                 .app_data(keys.clone())
                 .app_data(servers.clone())
-                .app_data(directory.clone())
+                .app_data(gateway.clone())
                 .app_data(management.clone())
                 .app_data(gate.clone())
                 .app_data(mcp_server.clone())
@@ -224,6 +223,7 @@ impl Application {
                 // Routes are tried in this order, so the busiest come first,
                 // before the key routes whose `{id}` patterns need a regex.
                 .configure(mcp::configure)
+                .configure(crate::gateway::configure)
                 .service(routes::get_only("/health", routes::health::health))
                 .service(routes::get_only("/ready", routes::health::ready))
                 .service(routes::get_only("/metrics", crate::metrics::scrape))
@@ -464,4 +464,39 @@ mod tests {
         // No wait after the last attempt: nothing follows it.
         assert_eq!(retried(5).await, (Err(3), 3, vec![ms250, ms500]));
     }
+}
+
+/// The gateway's parts: the server directory, a client whose every
+/// connection is checked against the operator's address rules, the
+/// per-server tool catalogue, and the session sealer. Without
+/// `COLA_SECRETS_KEY` session ids are sealed under a key of this process
+/// alone: sessions then work on one instance and end with it (warned).
+fn build_gateway(
+    settings: &Settings,
+    directory: Arc<ServerDirectory>,
+    sealer: Option<Arc<Sealer>>,
+    metrics: Arc<Metrics>,
+) -> Result<Gateway, StartupError> {
+    let allowed = settings.gateway_allowed_networks.clone();
+    let client = UpstreamClient::new(Arc::new(move |address| allowed.permits(address)))
+        .map_err(|e| StartupError::Config(format!("the upstream HTTP client: {e}")))?;
+    let sealer = match sealer {
+        Some(sealer) => (*sealer).clone(),
+        None => {
+            tracing::warn!(
+                "no COLA_SECRETS_KEY: gateway sessions are sealed under a key of this process \
+                 and do not survive a restart or reach another instance"
+            );
+            let key = SecretsKey::generate()
+                .map_err(|e| StartupError::Config(format!("a session key: {e}")))?;
+            Sealer::new(&key)
+        }
+    };
+    Ok(Gateway {
+        directory,
+        client,
+        catalogue: Arc::new(ToolCatalogue::new()),
+        sessions: Sessions::new(sealer),
+        metrics,
+    })
 }

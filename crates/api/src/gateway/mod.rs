@@ -87,7 +87,12 @@ struct Exchange<'a> {
 impl Exchange<'_> {
     /// The one log line and the metrics of a gateway request. Never a
     /// header value, a URL or a body: the slug names the server.
-    fn finish(&self, outcome: &str, upstream_status: Option<u16>, response: HttpResponse) -> HttpResponse {
+    fn finish(
+        &self,
+        outcome: &str,
+        upstream_status: Option<u16>,
+        response: HttpResponse,
+    ) -> HttpResponse {
         let key = self.principal.key();
         tracing::info!(
             key_prefix = %key.prefix,
@@ -141,8 +146,14 @@ impl Exchange<'_> {
         self.finish(
             outcome,
             status,
-            Reply::error(http, &Value::Null, code, &message, Some(json!({ "server": slug })))
-                .into_response(),
+            Reply::error(
+                http,
+                &Value::Null,
+                code,
+                &message,
+                Some(json!({ "server": slug })),
+            )
+            .into_response(),
         )
     }
 
@@ -196,7 +207,11 @@ impl Exchange<'_> {
         insert(&mut headers, "accept", accept);
         insert(&mut headers, "content-type", b"application/json");
         if let Some(version) = client.get(protocol::HEADER_PROTOCOL_VERSION) {
-            insert(&mut headers, protocol::HEADER_PROTOCOL_VERSION, version.as_bytes());
+            insert(
+                &mut headers,
+                protocol::HEADER_PROTOCOL_VERSION,
+                version.as_bytes(),
+            );
         }
         // The stateless era's mirrored headers were checked against the
         // body; a handshake-era request's were not, so they are not passed.
@@ -240,7 +255,10 @@ impl Exchange<'_> {
 
     /// The upstream's session id in the client's `Mcp-Session-Id`: `Ok(None)`
     /// without one, `Err` when it is not a session of this key and server.
-    fn upstream_session(&self, client: &HeaderMap) -> Result<Option<zeroize::Zeroizing<String>>, ()> {
+    fn upstream_session(
+        &self,
+        client: &HeaderMap,
+    ) -> Result<Option<zeroize::Zeroizing<String>>, ()> {
         let Some(presented) = client.get(SESSION_HEADER) else {
             return Ok(None);
         };
@@ -268,13 +286,32 @@ impl Exchange<'_> {
     }
 
     /// The upstream's answer as the client gets it.
-    async fn relay(&self, response: UpstreamResponse, list: Option<(ListKind, Value)>, had_session: bool) -> HttpResponse {
+    async fn relay(
+        &self,
+        response: UpstreamResponse,
+        list: Option<(ListKind, Value)>,
+        had_session: bool,
+    ) -> HttpResponse {
         let status = response.status;
         match status {
-            401 | 403 => return self.upstream_refused("upstream_refused_credential", "refused Cola's credential", status),
-            300..=399 => return self.upstream_refused("upstream_redirect", "answered with a redirect", status),
+            401 | 403 => {
+                return self.upstream_refused(
+                    "upstream_refused_credential",
+                    "refused Cola's credential",
+                    status,
+                );
+            }
+            300..=399 => {
+                return self.upstream_refused(
+                    "upstream_redirect",
+                    "answered with a redirect",
+                    status,
+                );
+            }
             404 if had_session => return self.unknown_session_from_upstream(status),
-            500..=599 => return self.upstream_refused("upstream_error", "failed to answer", status),
+            500..=599 => {
+                return self.upstream_refused("upstream_error", "failed to answer", status);
+            }
             _ => {}
         }
         let Ok(http) = StatusCode::from_u16(status) else {
@@ -287,7 +324,11 @@ impl Exchange<'_> {
                 .ok()
                 .and_then(|id| self.gateway.sessions.seal(&self.binding, id));
             let Some(sealed) = sealed else {
-                return self.upstream_refused("upstream_error", "gave an unusable session id", status);
+                return self.upstream_refused(
+                    "upstream_error",
+                    "gave an unusable session id",
+                    status,
+                );
             };
             builder.insert_header((SESSION_HEADER, sealed));
         }
@@ -295,7 +336,14 @@ impl Exchange<'_> {
             .headers
             .get(reqwest::header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
-            .map(|value| value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .map(|value| {
+                value
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
             .unwrap_or_default();
         if content_type == EVENT_STREAM && http.is_success() {
             let lens = self.lens(list);
@@ -311,16 +359,32 @@ impl Exchange<'_> {
             let body = match response.read_to_limit(MAX_UPSTREAM_JSON_BYTES).await {
                 Ok(body) => body,
                 Err(cola_infrastructure::ReadBodyError::TooLarge) => {
-                    return self.upstream_refused("upstream_too_large", "answered with more than Cola relays", status);
+                    return self.upstream_refused(
+                        "upstream_too_large",
+                        "answered with more than Cola relays",
+                        status,
+                    );
                 }
                 Err(cola_infrastructure::ReadBodyError::Upstream(error)) => {
                     return self.upstream_failed(&error, Some(status));
                 }
             };
+            // An acknowledgement (202) may say JSON and carry nothing.
+            if body.is_empty() {
+                return self.finish("relayed", Some(status), builder.finish());
+            }
             let Some(shown) = self.lens(list).json_body(&body) else {
-                return self.upstream_refused("upstream_error", "gave an unreadable answer", status);
+                return self.upstream_refused(
+                    "upstream_error",
+                    "gave an unreadable answer",
+                    status,
+                );
             };
-            return self.finish("relayed", Some(status), builder.content_type("application/json").body(shown));
+            return self.finish(
+                "relayed",
+                Some(status),
+                builder.content_type("application/json").body(shown),
+            );
         }
         // No body Cola can vouch for (a 202, a 405 without JSON …): the
         // status alone.
@@ -363,10 +427,15 @@ impl Exchange<'_> {
                 params.insert("cursor".to_owned(), cursor);
             }
             let id = Value::from(format!("cola-catalogue-{}", uuid::Uuid::new_v4()));
-            let message = json!({ "jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params });
+            let message =
+                json!({ "jsonrpc": "2.0", "id": id, "method": "tools/list", "params": params });
             let mut headers = self.upstream_headers(&HeaderMap::new(), None, upstream_session);
             if let Some(version) = client.get(protocol::HEADER_PROTOCOL_VERSION) {
-                insert(&mut headers, protocol::HEADER_PROTOCOL_VERSION, version.as_bytes());
+                insert(
+                    &mut headers,
+                    protocol::HEADER_PROTOCOL_VERSION,
+                    version.as_bytes(),
+                );
             }
             insert(&mut headers, "accept", DEFAULT_ACCEPT.as_bytes());
             if era == Era::Stateless {
@@ -407,7 +476,9 @@ impl Exchange<'_> {
             match result.get("nextCursor") {
                 Some(next @ Value::String(_)) => cursor = Some(next.clone()),
                 _ => {
-                    self.gateway.catalogue.record(self.server.id.as_uuid(), &tools);
+                    self.gateway
+                        .catalogue
+                        .record(self.server.id.as_uuid(), &tools);
                     return true;
                 }
             }
@@ -467,16 +538,29 @@ async fn open_exchange<'g>(
             tracing::warn!(error = %cola_application::error_chain(&error), "a gateway server lookup failed");
             gateway.metrics.gateway_request("lookup_failed", started);
             let (status, code, message) = if unavailable {
-                (StatusCode::SERVICE_UNAVAILABLE, protocol::UNAVAILABLE, "the server registry is unavailable; try again shortly")
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    protocol::UNAVAILABLE,
+                    "the server registry is unavailable; try again shortly",
+                )
             } else {
-                (StatusCode::BAD_GATEWAY, UPSTREAM_FAILED, "the MCP server cannot be used right now")
+                (
+                    StatusCode::BAD_GATEWAY,
+                    UPSTREAM_FAILED,
+                    "the MCP server cannot be used right now",
+                )
             };
             return Err(Reply::error(status, &Value::Null, code, message, None).into_response());
         }
     };
     // A verify-only server has no endpoint, and a server the key holds no
     // grant for is one it cannot see: both as if the slug were unknown.
-    if server.url.is_none() || key.permissions.scope_on(Surface::Server(server.id)).is_none() {
+    if server.url.is_none()
+        || key
+            .permissions
+            .scope_on(Surface::Server(server.id))
+            .is_none()
+    {
         return Err(unknown());
     }
     let binding = Binding {
@@ -562,7 +646,13 @@ pub async fn post(
             };
             return exchange.refuse(
                 "bad_request",
-                Reply::error(status, &Value::Null, protocol::INVALID_REQUEST, &error.to_string(), None),
+                Reply::error(
+                    status,
+                    &Value::Null,
+                    protocol::INVALID_REQUEST,
+                    &error.to_string(),
+                    None,
+                ),
             );
         }
     };
@@ -576,7 +666,13 @@ pub async fn post(
             };
             return exchange.refuse(
                 "bad_request",
-                Reply::error(StatusCode::BAD_REQUEST, &Value::Null, protocol::PARSE_ERROR, &message, None),
+                Reply::error(
+                    StatusCode::BAD_REQUEST,
+                    &Value::Null,
+                    protocol::PARSE_ERROR,
+                    &message,
+                    None,
+                ),
             );
         }
     };
@@ -587,7 +683,11 @@ pub async fn post(
     forward_message(exchange, request.headers(), message).await
 }
 
-async fn forward_message(mut exchange: Exchange<'_>, client: &HeaderMap, message: Message) -> HttpResponse {
+async fn forward_message(
+    mut exchange: Exchange<'_>,
+    client: &HeaderMap,
+    message: Message,
+) -> HttpResponse {
     let (era, forwarded, list) = match message {
         Message::Request(request) => {
             exchange.method.clone_from(&request.method);
@@ -599,21 +699,36 @@ async fn forward_message(mut exchange: Exchange<'_>, client: &HeaderMap, message
                 Err(()) if era == Era::Stateless => None,
                 Err(()) => return exchange.unknown_session(),
             };
-            let lookup = |name: &str| exchange.gateway.catalogue.lookup(exchange.server.id.as_uuid(), name);
+            let lookup = |name: &str| {
+                exchange
+                    .gateway
+                    .catalogue
+                    .lookup(exchange.server.id.as_uuid(), name)
+            };
             let decide = |lookup: &dyn Fn(&str) -> ToolLookup| {
                 exchange
                     .principal
                     .key()
                     .permissions
                     .scope_on(Surface::Server(exchange.server.id))
-                    .map(|scope| authorise_gateway_message(&scope, &request.method, &request.params, lookup))
+                    .map(|scope| {
+                        authorise_gateway_message(&scope, &request.method, &request.params, lookup)
+                    })
             };
             let mut verdict = decide(&lookup);
             if verdict == Some(Verdict::NeedsCatalogue) {
                 let meta = request.params.get("_meta");
-                let fetched = exchange.gateway.catalogue.claim_fetch(exchange.server.id.as_uuid())
+                let fetched = exchange
+                    .gateway
+                    .catalogue
+                    .claim_fetch(exchange.server.id.as_uuid())
                     && exchange
-                        .fetch_catalogue(client, era, meta, upstream_session.as_deref().map(String::as_str))
+                        .fetch_catalogue(
+                            client,
+                            era,
+                            meta,
+                            upstream_session.as_deref().map(String::as_str),
+                        )
                         .await;
                 if !fetched {
                     tracing::info!(slug = %exchange.server.slug, "the upstream's tool catalogue is unknown; a call that needs it is refused");
@@ -629,17 +744,34 @@ async fn forward_message(mut exchange: Exchange<'_>, client: &HeaderMap, message
                 // Still unknown after asking: the decision cannot be made,
                 // so the call is refused as a tool the key cannot see.
                 Some(Verdict::NeedsCatalogue) => {
-                    let name = request.params.get("name").and_then(Value::as_str).unwrap_or_default();
-                    return exchange.refuse("hidden", hidden(era, &request.id, &Hidden::Tool(name.to_owned())));
+                    let name = request
+                        .params
+                        .get("name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default();
+                    return exchange.refuse(
+                        "hidden",
+                        hidden(era, &request.id, &Hidden::Tool(name.to_owned())),
+                    );
                 }
                 Some(Verdict::Invalid(message)) => {
                     return exchange.refuse(
                         "bad_request",
-                        Reply::error(StatusCode::OK, &request.id, protocol::INVALID_PARAMS, message, None),
+                        Reply::error(
+                            StatusCode::OK,
+                            &request.id,
+                            protocol::INVALID_PARAMS,
+                            message,
+                            None,
+                        ),
                     );
                 }
                 Some(Verdict::UnknownMethod) => {
-                    let status = if era == Era::Stateless { StatusCode::NOT_FOUND } else { StatusCode::OK };
+                    let status = if era == Era::Stateless {
+                        StatusCode::NOT_FOUND
+                    } else {
+                        StatusCode::OK
+                    };
                     return exchange.refuse(
                         "unknown_method",
                         Reply::error(
@@ -652,9 +784,18 @@ async fn forward_message(mut exchange: Exchange<'_>, client: &HeaderMap, message
                     );
                 }
                 // The grant went away since the exchange opened.
-                None => return exchange.refuse("unknown_server", Reply::error(
-                    StatusCode::NOT_FOUND, &Value::Null, NOT_FOUND,
-                    "no MCP server of that name is reachable with this key", None)),
+                None => {
+                    return exchange.refuse(
+                        "unknown_server",
+                        Reply::error(
+                            StatusCode::NOT_FOUND,
+                            &Value::Null,
+                            NOT_FOUND,
+                            "no MCP server of that name is reachable with this key",
+                            None,
+                        ),
+                    );
+                }
             };
             let body = json!({
                 "jsonrpc": "2.0",
@@ -699,12 +840,26 @@ async fn forward_message(mut exchange: Exchange<'_>, client: &HeaderMap, message
     let Ok(body) = serde_json::to_vec(&body) else {
         return exchange.refuse(
             "bad_request",
-            Reply::error(StatusCode::BAD_REQUEST, &Value::Null, protocol::INVALID_REQUEST, "the message cannot be forwarded", None),
+            Reply::error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                protocol::INVALID_REQUEST,
+                "the message cannot be forwarded",
+                None,
+            ),
         );
     };
-    let headers = exchange.upstream_headers(client, era, upstream_session.as_deref().map(String::as_str));
-    match exchange.send(reqwest::Method::POST, headers, Some(body)).await {
-        Ok(response) => exchange.relay(response, list, upstream_session.is_some()).await,
+    let headers =
+        exchange.upstream_headers(client, era, upstream_session.as_deref().map(String::as_str));
+    match exchange
+        .send(reqwest::Method::POST, headers, Some(body))
+        .await
+    {
+        Ok(response) => {
+            exchange
+                .relay(response, list, upstream_session.is_some())
+                .await
+        }
         Err(error) => exchange.upstream_failed(&error, None),
     }
 }
@@ -718,12 +873,20 @@ fn is_stateless_request(headers: &HeaderMap) -> bool {
 
 /// GET: a handshake-era session's stream of server messages. The
 /// stateless era has none (405).
-pub async fn get(request: HttpRequest, slug: web::Path<String>, gateway: web::Data<Gateway>) -> HttpResponse {
+pub async fn get(
+    request: HttpRequest,
+    slug: web::Path<String>,
+    gateway: web::Data<Gateway>,
+) -> HttpResponse {
     session_request(request, slug, gateway, reqwest::Method::GET).await
 }
 
 /// DELETE: ends a handshake-era session at the upstream.
-pub async fn delete(request: HttpRequest, slug: web::Path<String>, gateway: web::Data<Gateway>) -> HttpResponse {
+pub async fn delete(
+    request: HttpRequest,
+    slug: web::Path<String>,
+    gateway: web::Data<Gateway>,
+) -> HttpResponse {
     session_request(request, slug, gateway, reqwest::Method::DELETE).await
 }
 
@@ -733,21 +896,28 @@ async fn session_request(
     gateway: web::Data<Gateway>,
     method: reqwest::Method,
 ) -> HttpResponse {
-    let exchange = match open_exchange(&request, &gateway, &slug, method.as_str().to_owned()).await {
+    let exchange = match open_exchange(&request, &gateway, &slug, method.as_str().to_owned()).await
+    {
         Ok(exchange) => exchange,
         Err(response) => return response,
     };
     let client = request.headers();
     if is_stateless_request(client) {
         let mut response = method_not_allowed("POST")(request.clone()).into_inner();
-        response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("POST"));
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
         return exchange.finish("method_not_allowed", None, response);
     }
     let upstream_session = match exchange.upstream_session(client) {
         Ok(session) => session,
         Err(()) => return exchange.unknown_session(),
     };
-    let mut headers = exchange.upstream_headers(client, Some(Era::Handshake), upstream_session.as_deref().map(String::as_str));
+    let mut headers = exchange.upstream_headers(
+        client,
+        Some(Era::Handshake),
+        upstream_session.as_deref().map(String::as_str),
+    );
     headers.remove(reqwest::header::CONTENT_TYPE);
     if method == reqwest::Method::GET {
         insert(&mut headers, "accept", EVENT_STREAM.as_bytes());
@@ -760,7 +930,11 @@ async fn session_request(
         }
     }
     match exchange.send(method, headers, None).await {
-        Ok(response) => exchange.relay(response, None, upstream_session.is_some()).await,
+        Ok(response) => {
+            exchange
+                .relay(response, None, upstream_session.is_some())
+                .await
+        }
         Err(error) => exchange.upstream_failed(&error, None),
     }
 }

@@ -79,7 +79,10 @@ where
         loop {
             match tokio::time::timeout(KEEP_ALIVE, events.next()).await {
                 Err(_quiet) => {
-                    return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), Some((events, lens))));
+                    return Some((
+                        Ok(Bytes::from_static(b": keep-alive\n\n")),
+                        Some((events, lens)),
+                    ));
                 }
                 Ok(None) => return None,
                 Ok(Some(Err(error))) => {

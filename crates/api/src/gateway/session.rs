@@ -51,7 +51,9 @@ impl Sessions {
     /// that id is not one Cola carries (too long, or not visible ASCII).
     #[must_use]
     pub fn seal(&self, binding: &Binding, upstream_id: &str) -> Option<String> {
-        let visible = upstream_id.bytes().all(|byte| (0x21..=0x7e).contains(&byte));
+        let visible = upstream_id
+            .bytes()
+            .all(|byte| (0x21..=0x7e).contains(&byte));
         if upstream_id.is_empty() || upstream_id.len() > MAX_UPSTREAM_ID_BYTES || !visible {
             return None;
         }
@@ -77,7 +79,11 @@ impl Sessions {
         let sealed = URL_SAFE_NO_PAD.decode(encoded).ok()?;
         let opened = self
             .sealer
-            .open(SealContext::GatewaySession, &binding.associated_data(), &sealed)
+            .open(
+                SealContext::GatewaySession,
+                &binding.associated_data(),
+                &sealed,
+            )
             .ok()?;
         String::from_utf8(opened.to_vec()).ok().map(Zeroizing::new)
     }

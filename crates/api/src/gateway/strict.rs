@@ -105,10 +105,7 @@ impl<'de> Visitor<'de> for StrictVisitor {
 /// A key as it may be shown in an error: at most 64 characters, without
 /// control characters.
 fn printable(key: &str) -> String {
-    key.chars()
-        .filter(|c| !c.is_control())
-        .take(64)
-        .collect()
+    key.chars().filter(|c| !c.is_control()).take(64).collect()
 }
 
 #[cfg(test)]

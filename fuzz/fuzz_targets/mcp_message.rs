@@ -87,7 +87,7 @@ fuzz_target!(|input: Input| {
             assert_eq!(sent.get("id"), Some(&request.id));
             assert!(request.params.is_object());
         }
-        Ok(Message::Acknowledge) => {
+        Ok(Message::Notification(_) | Message::Response(_)) => {
             let sent = sent.expect("an acknowledgement of valid JSON");
             assert_eq!(sent["jsonrpc"], "2.0");
         }

@@ -453,6 +453,33 @@ impl TestApp {
         .await
     }
 
+    pub async fn create_server(&self, token: &str, body: &Value) -> Response {
+        self.request(Method::POST, "/api/mcp/servers", token, Some(body))
+            .await
+    }
+
+    /// Registers a server that must succeed; returns the server resource.
+    pub async fn new_server(&self, token: &str, body: &Value) -> Value {
+        let response = self.create_server(token, body).await;
+        assert_eq!(response.status(), 201, "register failed");
+        response.json().await.expect("json")
+    }
+
+    pub async fn get_server(&self, token: &str, id: &str) -> Response {
+        self.request(Method::GET, &format!("/api/mcp/servers/{id}"), token, None)
+            .await
+    }
+
+    pub async fn list_servers(&self, token: &str, query: &str) -> Response {
+        self.request(
+            Method::GET,
+            &format!("/api/mcp/servers{query}"),
+            token,
+            None,
+        )
+        .await
+    }
+
     /// `POST /api/mcp/keys/report` with `body`, without any credential.
     pub async fn report(&self, body: &Value) -> Response {
         self.client
@@ -472,6 +499,26 @@ impl TestApp {
             .iter()
             .map(|event| (event["type"].as_str().unwrap().to_owned(), event.clone()))
             .collect()
+    }
+
+    pub async fn patch_server(&self, token: &str, id: &str, body: &Value) -> Response {
+        self.request(
+            Method::PATCH,
+            &format!("/api/mcp/servers/{id}"),
+            token,
+            Some(body),
+        )
+        .await
+    }
+
+    pub async fn delete_server(&self, token: &str, id: &str) -> Response {
+        self.request(
+            Method::DELETE,
+            &format!("/api/mcp/servers/{id}"),
+            token,
+            None,
+        )
+        .await
     }
 
     /// The text of `GET /metrics`.
@@ -657,6 +704,16 @@ impl Drop for Forwarder {
         self.acceptor.abort();
         self.cut();
     }
+}
+
+/// A fresh `COLA_SECRETS_KEY`: the base64 of 32 random bytes.
+#[must_use]
+pub fn secrets_key() -> String {
+    use base64::Engine;
+    let mut bytes = Vec::with_capacity(32);
+    bytes.extend_from_slice(Uuid::new_v4().as_bytes());
+    bytes.extend_from_slice(Uuid::new_v4().as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// A well-formed key nobody issued: `cola_`, 30 random base62 characters and

@@ -12,7 +12,7 @@ import { createInterface } from "node:readline";
 const BIN = process.env.COLA_BIN ?? new URL("../../target/debug/cola-api", import.meta.url).pathname;
 
 export class Cola {
-  static async start() {
+  static async start(extraEnv = {}) {
     const dir = mkdtempSync(join(tmpdir(), "cola-ts-"));
     const env = {
       PATH: process.env.PATH,
@@ -21,6 +21,7 @@ export class Cola {
       COLA_JWT_SECRET: randomBytes(32).toString("hex"),
       COLA_LOG_FORMAT: "json",
       RUST_LOG: "info",
+      ...extraEnv,
     };
     const child = spawn(BIN, [], { env, stdio: ["ignore", "ignore", "pipe"] });
     const log = [];
@@ -48,11 +49,11 @@ export class Cola {
     return new URL("/mcp", this.base);
   }
 
-  /** A management JWT for a fresh member of a fresh tenant, from `cola-api dev-token`. */
-  owner() {
+  /** A management JWT for a fresh user (a member unless `role` says otherwise) of a fresh tenant, from `cola-api dev-token`. */
+  owner(role = "member") {
     const tenant = randomUUID();
     const user = randomUUID();
-    const token = execFileSync(BIN, ["dev-token", "--tenant", tenant, "--user", user, "--role", "member"], {
+    const token = execFileSync(BIN, ["dev-token", "--tenant", tenant, "--user", user, "--role", role], {
       env: this.env,
       encoding: "utf8",
     }).trim();

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use chrono::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cola_application::Role;
-use cola_domain::{TenantId, UserId};
+use cola_domain::{AllowedNetworks, TenantId, UserId};
+use cola_infrastructure::SecretsKey;
 use uuid::Uuid;
 
 use crate::config::{JwksSource, JwtKey, JwtSettings, Secret, Settings};
@@ -17,6 +18,9 @@ use crate::startup::Application;
 
 /// Where `--dev` keeps the JWT secret it generates, so tokens survive restarts.
 pub const DEV_SECRET_FILE: &str = ".cola-dev-secret";
+/// Where `--dev` keeps the secrets key it generates, so the upstream headers
+/// it sealed still open after a restart.
+pub const DEV_SECRETS_KEY_FILE: &str = ".cola-dev-secrets-key";
 /// The demo tenant and user `--dev` and `dev-token` use by default.
 pub const DEMO_TENANT: Uuid = Uuid::from_u128(0x0000_0000_0000_4000_8000_0000_0000_0001);
 pub const DEMO_USER: Uuid = Uuid::from_u128(0x0000_0000_0000_4000_8000_0000_0000_0002);
@@ -132,6 +136,24 @@ fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
     std::fs::write(path, contents)
 }
 
+/// The secrets key `--dev` uses when `COLA_SECRETS_KEY` is unset: the one
+/// kept in [`DEV_SECRETS_KEY_FILE`], or a new one written there. A file that
+/// holds something else is an error, not replaced: headers sealed under the
+/// key it held would no longer open.
+fn dev_secrets_key(path: &Path) -> Result<SecretsKey, String> {
+    match std::fs::read_to_string(path) {
+        Ok(existing) => SecretsKey::parse_base64(&existing)
+            .map_err(|e| format!("{} holds no secrets key: {e}", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let key = SecretsKey::generate().map_err(|e| e.to_string())?;
+            write_private(path, &key.to_base64())
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(key)
+        }
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+    }
+}
+
 #[allow(clippy::print_stdout)]
 async fn serve(args: ServeArgs) -> ExitCode {
     let mut settings = match load_settings() {
@@ -171,6 +193,19 @@ async fn serve(args: ServeArgs) -> ExitCode {
             },
         };
         dev_banner_secret = Some(secret);
+        if settings.secrets_key.is_none() {
+            match dev_secrets_key(&PathBuf::from(DEV_SECRETS_KEY_FILE)) {
+                Ok(key) => settings.secrets_key = Some(key),
+                Err(error) => {
+                    eprintln!("--dev: {error}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        // A local demo registers servers on the same machine.
+        if settings.gateway_allowed_networks.is_empty() {
+            settings.gateway_allowed_networks = AllowedNetworks::loopback();
+        }
     }
     let issuer = settings.jwt.as_ref().and_then(|j| j.issuer.clone());
     let audience = settings.jwt.as_ref().and_then(|j| j.audience.clone());

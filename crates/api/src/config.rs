@@ -6,6 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cola_domain::AllowedNetworks;
+use cola_infrastructure::SecretsKey;
 use ipnet::IpNet;
 
 use crate::secret_scanning::SecretScanningKeys;
@@ -123,6 +125,11 @@ pub struct Settings {
     pub auth_failure_limit: u32,
     /// GitHub's secret-scanning public keys; `None`: that route answers 404.
     pub secret_scanning_keys: Option<SecretScanningKeys>,
+    /// Seals upstream servers' headers at rest; `None`: servers cannot
+    /// hold headers.
+    pub secrets_key: Option<SecretsKey>,
+    /// Networks upstream URLs may resolve into although not public.
+    pub gateway_allowed_networks: AllowedNetworks,
     pub log_format: LogFormat,
     pub log_filter: String,
     /// `--dev` (not an environment variable): the console signs in as the
@@ -456,6 +463,19 @@ impl Settings {
                     .map_err(|error| read.errors.push(("COLA_SECRET_SCANNING_KEYS_FILE", error)))
                     .ok()
             });
+        let secrets_key = read.text("COLA_SECRETS_KEY").and_then(|raw| {
+            SecretsKey::parse_base64(&raw)
+                .map_err(|e| read.errors.push(("COLA_SECRETS_KEY", e.to_string())))
+                .ok()
+        });
+        let gateway_allowed_networks = AllowedNetworks::parse(
+            &read.list("COLA_GATEWAY_ALLOWED_NETWORKS"),
+        )
+        .unwrap_or_else(|e| {
+            read.errors
+                .push(("COLA_GATEWAY_ALLOWED_NETWORKS", e.to_string()));
+            AllowedNetworks::default()
+        });
 
         let log_format = match read.text("COLA_LOG_FORMAT").as_deref().map(str::trim) {
             None | Some("pretty") => LogFormat::Pretty,
@@ -490,6 +510,8 @@ impl Settings {
             auth_cache_ttl,
             auth_failure_limit,
             secret_scanning_keys,
+            secrets_key,
+            gateway_allowed_networks,
             log_format,
             log_filter,
             dev: false,
@@ -593,6 +615,23 @@ impl Settings {
                     || "unset (POST /api/secret-scanning/github answers 404)".to_owned(),
                     |keys| format!("{} public key(s)", keys.len()),
                 ),
+            ),
+            (
+                "COLA_SECRETS_KEY",
+                if self.secrets_key.is_some() {
+                    "set (masked)".to_owned()
+                } else {
+                    "unset (servers cannot hold headers)".to_owned()
+                },
+            ),
+            (
+                "COLA_GATEWAY_ALLOWED_NETWORKS",
+                self.gateway_allowed_networks
+                    .networks()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
             ),
             (
                 "COLA_LOG_FORMAT",
@@ -754,6 +793,26 @@ mod tests {
                 "COLA_LOG_FORMAT",
             ]
         );
+    }
+
+    #[test]
+    fn a_secrets_key_must_be_the_base64_of_32_bytes() {
+        let errors = settings(&[("COLA_SECRETS_KEY", "c2hvcnQ=")]).expect_err("too short");
+        assert_eq!(names(&errors), ["COLA_SECRETS_KEY"]);
+        let key = SecretsKey::generate().expect("random").to_base64();
+        let s = settings(&[("COLA_SECRETS_KEY", &key)]).expect("valid");
+        assert!(s.secrets_key.is_some());
+        assert!(!format!("{:?} {:?}", s, s.describe()).contains(key.as_str()));
+    }
+
+    #[test]
+    fn allowed_gateway_networks_are_cidrs_and_named_when_not() {
+        let errors = settings(&[("COLA_GATEWAY_ALLOWED_NETWORKS", "10.0.0.0/8,bogus")])
+            .expect_err("invalid");
+        assert_eq!(names(&errors), ["COLA_GATEWAY_ALLOWED_NETWORKS"]);
+        let s =
+            settings(&[("COLA_GATEWAY_ALLOWED_NETWORKS", "127.0.0.0/8, ::1/128")]).expect("valid");
+        assert_eq!(s.gateway_allowed_networks, AllowedNetworks::loopback());
     }
 
     #[test]

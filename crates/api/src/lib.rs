@@ -6,6 +6,7 @@ pub mod cli;
 pub mod client_ip;
 pub mod config;
 pub mod console;
+pub mod gateway;
 pub mod json;
 pub mod jwks;
 pub mod jwt;

@@ -32,6 +32,8 @@ pub struct Metrics {
     cache_entries: IntGauge,
     verifications_in_progress: IntGauge,
     pool: IntGaugeVec,
+    gateway_requests: IntCounterVec,
+    gateway_duration: prometheus::Histogram,
     sources: Sources,
 }
 
@@ -101,6 +103,21 @@ impl Metrics {
             ),
             &["state"],
         )?;
+        // No tenant, server or key labels: their number is unbounded, and
+        // which tenant uses which server is not the scraper's business.
+        let gateway_requests = IntCounterVec::new(
+            Opts::new(
+                "cola_gateway_requests_total",
+                "Requests through the gateway (/mcp/{slug}) by outcome",
+            ),
+            &["outcome"],
+        )?;
+        let gateway_duration = prometheus::Histogram::with_opts(HistogramOpts::new(
+            "cola_gateway_request_duration_seconds",
+            "Time from an admitted gateway request to the upstream's answer starting",
+        ))?;
+        registry.register(Box::new(gateway_requests.clone()))?;
+        registry.register(Box::new(gateway_duration.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(mcp_auth.clone()))?;
@@ -119,12 +136,22 @@ impl Metrics {
             cache_entries,
             verifications_in_progress,
             pool,
+            gateway_requests,
+            gateway_duration,
             sources: Sources {
                 usage,
                 cache,
                 database,
             },
         })
+    }
+
+    /// Counts one gateway request by how it ended, and how long it took to
+    /// the start of the answer.
+    pub fn gateway_request(&self, outcome: &str, started: Instant) {
+        self.gateway_requests.with_label_values(&[outcome]).inc();
+        self.gateway_duration
+            .observe(started.elapsed().as_secs_f64());
     }
 
     /// Counts one `/mcp` authentication decision.

@@ -150,7 +150,8 @@ impl Modify for BearerJwt {
     info(
         title = "Cola management API",
         description = "Create, list, change and revoke the API keys that MCP clients present to \
-                       Cola's `/mcp` endpoint. Every error is an RFC 9457 problem \
+                       Cola's `/mcp` endpoint, and register the tenant's upstream MCP servers \
+                       that keys are granted. Every error is an RFC 9457 problem \
                        (`application/problem+json`).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
@@ -166,6 +167,11 @@ impl Modify for BearerJwt {
         routes::users::offboard,
         routes::report::report,
         routes::report::github,
+        routes::servers::create,
+        routes::servers::list,
+        routes::servers::get,
+        routes::servers::update,
+        routes::servers::delete,
         routes::health::health,
         routes::health::ready,
     ),
@@ -191,11 +197,18 @@ impl Modify for BearerJwt {
         cola_application::schema::KeyStatus,
         cola_application::schema::EventType,
         cola_application::schema::Permissions,
+        cola_application::schema::Grant,
+        cola_application::GrantInput,
+        cola_application::CreateServerRequest,
+        cola_application::UpdateServerRequest,
+        cola_application::ServerView,
+        cola_application::ServerPage,
     )),
     modifiers(&BearerJwt),
     tags(
         (name = "keys", description = "Key management (management JWT required)"),
         (name = "reports", description = "Reporting leaked keys (public; holding the key is the proof)"),
+        (name = "servers", description = "The tenant's upstream MCP servers (management JWT required; changes need an admin)"),
         (name = "service", description = "Liveness and readiness (public)"),
     ),
 )]

@@ -165,6 +165,16 @@ impl ApiError {
         match &self.0 {
             AppError::Invalid(errors) => Problem::invalid(errors),
             AppError::NotFound => Problem::not_found(),
+            AppError::Forbidden => Problem::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "only an admin of the tenant may do this",
+            ),
+            AppError::SlugTaken => Problem::new(
+                StatusCode::CONFLICT,
+                "slug-taken",
+                "the tenant already has a server with this slug",
+            ),
             AppError::LimitReached { max } => Problem::new(
                 StatusCode::CONFLICT,
                 "key-limit-reached",
@@ -216,7 +226,8 @@ impl ResponseError for ApiError {
             | AppError::KeyRevoked
             | AppError::KeyExpired
             | AppError::KeyAlreadyRotated
-            | AppError::KeyChanged => StatusCode::CONFLICT,
+            | AppError::KeyChanged
+            | AppError::SlugTaken => StatusCode::CONFLICT,
             AppError::Forbidden => StatusCode::FORBIDDEN,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,

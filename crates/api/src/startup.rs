@@ -9,17 +9,22 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use cola_application::{
-    ApiKeyRepository, ApiKeyService, Clock, KeyAuthenticator, KeyPolicy, McpService, SecretHasher,
-    SystemClock, UsageRecorder, VerifiedKeyCache, follow_access_changes,
+    ApiKeyRepository, ApiKeyService, Clock, CredentialSealer, KeyAuthenticator, KeyPolicy,
+    McpService, SecretHasher, ServerDirectory, ServerRepository, ServerService, ServerServiceParts,
+    SystemClock, ToolCatalogue, UsageRecorder, VerifiedKeyCache, follow_access_changes,
 };
 use cola_domain::ExpiryPolicy;
-use cola_infrastructure::{Argon2Hasher, Database, HasherSettings, SeaOrmApiKeyRepository};
+use cola_infrastructure::{
+    Argon2Hasher, Database, HasherSettings, SeaOrmApiKeyRepository, SeaOrmServerRepository, Sealer,
+    SecretsKey, SystemHostResolver, UpstreamClient,
+};
 use thiserror::Error;
 use tokio::sync::watch;
 use tracing_actix_web::TracingLogger;
 
 use crate::client_ip::ClientIpResolver;
 use crate::config::Settings;
+use crate::gateway::{Gateway, Sessions};
 use crate::json::MAX_BODY_BYTES;
 use crate::jwt::{JwtVerifier, ManagementAuth};
 use crate::key_rate_limit::KeyRateLimiter;
@@ -94,13 +99,50 @@ impl Application {
                 .map_err(|e| StartupError::Config(e.to_string()))?,
             max_active_keys_per_user: settings.max_active_keys_per_user,
         };
+        let server_repository: Arc<dyn ServerRepository> =
+            Arc::new(SeaOrmServerRepository::new(database.clone()));
+        // One sealer under COLA_SECRETS_KEY: upstream headers here, and
+        // whatever else must be sealed (the gateway's session ids).
+        let sealer = settings
+            .secrets_key
+            .as_ref()
+            .map(|key| Arc::new(Sealer::new(key)));
+        let credentials = sealer
+            .clone()
+            .map(|sealer| sealer as Arc<dyn CredentialSealer>);
+        if credentials.is_none() {
+            let sealed = server_repository
+                .count_with_headers()
+                .await
+                .map_err(|e| StartupError::Config(cola_application::error_chain(&e)))?;
+            if sealed > 0 {
+                return Err(StartupError::Config(format!(
+                    "invalid configuration: COLA_SECRETS_KEY: required: {sealed} registered \
+                     server(s) hold encrypted upstream headers"
+                )));
+            }
+        }
+        let directory = Arc::new(ServerDirectory::new(
+            Arc::clone(&server_repository),
+            credentials.clone(),
+        ));
         let keys = Arc::new(ApiKeyService::new(
             Arc::clone(&repository),
+            Arc::clone(&server_repository),
             Arc::clone(&hasher),
             Arc::clone(&clock),
             Arc::clone(&cache),
             policy,
         ));
+        let servers = web::Data::new(ServerService::new(ServerServiceParts {
+            repository: server_repository,
+            resolver: Arc::new(SystemHostResolver),
+            sealer: credentials,
+            clock: Arc::clone(&clock),
+            allowed: settings.gateway_allowed_networks.clone(),
+            directory: Arc::clone(&directory),
+            keys: Arc::clone(&cache),
+        }));
         let authenticator = Arc::new(KeyAuthenticator::new(
             Arc::clone(&repository),
             hasher,
@@ -141,6 +183,12 @@ impl Application {
             allowed_origins: settings.allowed_origins.clone(),
         });
         let secret_scanning = settings.secret_scanning_keys.clone().map(web::Data::new);
+        let gateway = web::Data::new(build_gateway(
+            &settings,
+            directory,
+            sealer,
+            metrics.clone().into_inner(),
+        )?);
         let mcp_server =
             web::Data::new(McpServer::new(Arc::new(McpService::new(Arc::clone(&keys)))));
         let keys = web::Data::from(keys);
@@ -181,6 +229,8 @@ impl Application {
                 .app_data(resolver.clone())
                 .app_data(write_limiter.clone())
                 .app_data(keys.clone())
+                .app_data(servers.clone())
+                .app_data(gateway.clone())
                 .app_data(management.clone())
                 .app_data(gate.clone())
                 .app_data(mcp_server.clone())
@@ -189,6 +239,7 @@ impl Application {
                 // Routes are tried in this order, so the busiest come first,
                 // before the key routes whose `{id}` patterns need a regex.
                 .configure(mcp::configure)
+                .configure(crate::gateway::configure)
                 .service(routes::get_only("/health", routes::health::health))
                 .service(routes::get_only("/ready", routes::health::ready))
                 .service(routes::get_only("/metrics", crate::metrics::scrape))
@@ -202,6 +253,7 @@ impl Application {
                 .configure(routes::keys::configure)
                 .configure(crate::console::configure)
                 .configure(routes::users::configure)
+                .configure(routes::servers::configure)
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
@@ -447,4 +499,39 @@ mod tests {
         // No wait after the last attempt: nothing follows it.
         assert_eq!(retried(5).await, (Err(3), 3, vec![ms250, ms500]));
     }
+}
+
+/// The gateway's parts: the server directory, a client whose every
+/// connection is checked against the operator's address rules, the
+/// per-server tool catalogue, and the session sealer. Without
+/// `COLA_SECRETS_KEY` session ids are sealed under a key of this process
+/// alone: sessions then work on one instance and end with it (warned).
+fn build_gateway(
+    settings: &Settings,
+    directory: Arc<ServerDirectory>,
+    sealer: Option<Arc<Sealer>>,
+    metrics: Arc<Metrics>,
+) -> Result<Gateway, StartupError> {
+    let allowed = settings.gateway_allowed_networks.clone();
+    let client = UpstreamClient::new(Arc::new(move |address| allowed.permits(address)))
+        .map_err(|e| StartupError::Config(format!("the upstream HTTP client: {e}")))?;
+    let sealer = match sealer {
+        Some(sealer) => (*sealer).clone(),
+        None => {
+            tracing::warn!(
+                "no COLA_SECRETS_KEY: gateway sessions are sealed under a key of this process \
+                 and do not survive a restart or reach another instance"
+            );
+            let key = SecretsKey::generate()
+                .map_err(|e| StartupError::Config(format!("a session key: {e}")))?;
+            Sealer::new(&key)
+        }
+    };
+    Ok(Gateway {
+        directory,
+        client,
+        catalogue: Arc::new(ToolCatalogue::new()),
+        sessions: Sessions::new(sealer),
+        metrics,
+    })
 }

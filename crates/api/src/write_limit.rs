@@ -1,5 +1,5 @@
 //! A rate limit on management writes, per tenant user: `POST`, `PATCH` and
-//! `DELETE` under `/api/mcp/keys` take the [`Writer`] extractor in place of
+//! `DELETE` under `/api/mcp/keys` and `/api/mcp/servers` take the [`Writer`] extractor in place of
 //! [`Caller`]. Each write evicts cached verifications and writes an audit
 //! event, and a create runs argon2, so one valid JWT in a loop would
 //! otherwise cost every instance's cache and the database for everyone.

@@ -9,9 +9,12 @@
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashMap};
+
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, ApiKeySecret, EffectiveStatus, ExpiryPolicy, ExpiryRequest,
-    IpWhitelist, KeyDescription, KeyName, LeakReport, McpApiKey, RateLimit,
+    IpWhitelist, KeyDescription, KeyName, LeakReport, McpApiKey, RateLimit, ServerGrant, ServerId,
+    ServerSlug,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -61,13 +64,72 @@ pub struct PermissionsInput {
     /// `null` = every resource, `[]` = none.
     #[serde(default)]
     pub allowed_resources: Option<Vec<String>>,
+    /// What the key may use on the tenant's servers, by slug. A server not
+    /// named is unreachable with the key; omitted or `null` = no server.
+    #[serde(default)]
+    pub servers: Option<BTreeMap<String, GrantInput>>,
 }
 
+/// A grant on one server, as given. Inside a grant, `null` = everything the
+/// key's flags allow, `[]` = nothing; a trailing `*` matches a prefix.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantInput {
+    /// Tool names or `prefix*` patterns.
+    #[serde(default)]
+    pub allowed_tools: Option<Vec<String>>,
+    /// Resource URIs (and resource templates' `uriTemplate`s) or `prefix*`.
+    #[serde(default)]
+    pub allowed_resources: Option<Vec<String>>,
+    /// Prompt names or `prefix*` patterns.
+    #[serde(default)]
+    pub allowed_prompts: Option<Vec<String>>,
+}
+
+/// The tenant's servers a request's grants name, looked up before the
+/// request is converted: slug → the server's id.
+pub(crate) type KnownServers = HashMap<String, (ServerId, ServerSlug)>;
+
 impl PermissionsInput {
+    /// The slugs the grants name, to look up before [`Self::parse`].
+    pub(crate) fn server_slugs(&self) -> Vec<ServerSlug> {
+        self.servers
+            .iter()
+            .flat_map(BTreeMap::keys)
+            .filter_map(|slug| ServerSlug::parse(slug).ok())
+            .collect()
+    }
+
     /// The domain's permissions, or every failure added to `errors` (under
-    /// `permissions` and `permissions.allowed_*`).
-    fn parse(self, errors: &mut FieldErrors) -> Option<ApiKeyPermissions> {
-        ApiKeyPermissions::new(
+    /// `permissions`, `permissions.allowed_*` and
+    /// `permissions.servers.<slug>[.allowed_*]`). A slug must be in `known`.
+    fn parse(self, known: &KnownServers, errors: &mut FieldErrors) -> Option<ApiKeyPermissions> {
+        let mut grants = Vec::new();
+        let mut grants_valid = true;
+        for (slug, grant) in self.servers.unwrap_or_default() {
+            let field = format!("permissions.servers.{slug}");
+            let Some((id, server_slug)) = known.get(&slug) else {
+                errors.add(field, "no server of the tenant has this slug");
+                grants_valid = false;
+                continue;
+            };
+            match ServerGrant::new(
+                *id,
+                server_slug.clone(),
+                grant.allowed_tools,
+                grant.allowed_resources,
+                grant.allowed_prompts,
+            ) {
+                Ok(grant) => grants.push(grant),
+                Err(found) => {
+                    grants_valid = false;
+                    for (list, error) in found {
+                        errors.add(format!("{field}.{list}"), error.to_string());
+                    }
+                }
+            }
+        }
+        let permissions = ApiKeyPermissions::new(
             self.read,
             self.write,
             self.allowed_tools,
@@ -78,7 +140,8 @@ impl PermissionsInput {
                 errors.add(field, error.to_string());
             }
         })
-        .ok()
+        .ok()?;
+        grants_valid.then(|| permissions.with_servers(grants))
     }
 }
 
@@ -154,10 +217,20 @@ pub(crate) struct NewKeyCommand {
 }
 
 impl CreateKeyRequest {
+    /// The servers the body's grants name.
+    pub(crate) fn server_slugs(&self) -> Vec<ServerSlug> {
+        self.permissions
+            .as_ref()
+            .map(PermissionsInput::server_slugs)
+            .unwrap_or_default()
+    }
+
     /// The one conversion of a create body, naming every bad field at once.
+    /// `known` holds the tenant's servers that the grants name.
     pub(crate) fn into_command(
         self,
         expiry: &ExpiryPolicy,
+        known: &KnownServers,
         now: DateTime<Utc>,
     ) -> Result<NewKeyCommand, FieldErrors> {
         let mut errors = FieldErrors::default();
@@ -166,7 +239,7 @@ impl CreateKeyRequest {
             .ok();
         let description = parse_description(self.description.as_deref(), &mut errors);
         let permissions = match self.permissions {
-            Some(given) => given.parse(&mut errors),
+            Some(given) => given.parse(known, &mut errors),
             None => Some(ApiKeyPermissions::default()),
         };
         let ip_whitelist = IpWhitelist::parse_new(self.ip_whitelist.as_deref().unwrap_or_default())
@@ -415,7 +488,18 @@ pub(crate) struct AccessUpdate {
 }
 
 impl UpdatePermissionsRequest {
-    pub(crate) fn into_valid(self) -> Result<AccessUpdate, FieldErrors> {
+    /// The servers the body's grants name.
+    pub(crate) fn server_slugs(&self) -> Vec<ServerSlug> {
+        match &self.permissions {
+            Patch::Set(given) => given.server_slugs(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub(crate) fn into_valid(
+        self,
+        known: &KnownServers,
+    ) -> Result<AccessUpdate, FieldErrors> {
         let mut errors = FieldErrors::default();
         let permissions = match self.permissions {
             Patch::Keep => None,
@@ -423,7 +507,7 @@ impl UpdatePermissionsRequest {
                 errors.add("permissions", "must not be null");
                 None
             }
-            Patch::Set(given) => given.parse(&mut errors),
+            Patch::Set(given) => given.parse(known, &mut errors),
         };
         let ip_whitelist = match self.ip_whitelist {
             Patch::Keep => None,
@@ -684,6 +768,19 @@ pub mod schema {
         /// Resource URI patterns the key may read; `null` = every resource.
         #[schema(required)]
         pub allowed_resources: Option<Vec<String>>,
+        /// Grants on the tenant's servers, by slug; `{}` = no server.
+        pub servers: std::collections::BTreeMap<String, Grant>,
+    }
+
+    /// What a key may use on one server.
+    #[derive(Debug, Clone, ToSchema)]
+    pub struct Grant {
+        #[schema(required)]
+        pub allowed_tools: Option<Vec<String>>,
+        #[schema(required)]
+        pub allowed_resources: Option<Vec<String>>,
+        #[schema(required)]
+        pub allowed_prompts: Option<Vec<String>>,
     }
 }
 
@@ -714,7 +811,7 @@ mod tests {
         let policy = ExpiryPolicy::new(90, 365).expect("policy");
         serde_json::from_value::<CreateKeyRequest>(body)
             .expect("shape")
-            .into_command(&policy, now())
+            .into_command(&policy, &KnownServers::new(), now())
     }
 
     fn fields(errors: &FieldErrors) -> Vec<&str> {
@@ -749,6 +846,51 @@ mod tests {
         assert!(!format!("{created:?}").contains(secret.expose()));
         let json = serde_json::to_value(&created).expect("json");
         assert_eq!(json["key"], secret.expose());
+    }
+
+    #[test]
+    fn a_grant_on_an_unknown_slug_is_named_and_a_known_one_resolves_to_its_id() {
+        let policy = ExpiryPolicy::new(90, 365).expect("policy");
+        let id = ServerId::from_uuid(uuid::Uuid::now_v7());
+        let known: KnownServers = [(
+            "github".to_owned(),
+            (id, ServerSlug::parse("github").expect("slug")),
+        )]
+        .into();
+        let body = json!({ "name": "n", "permissions": { "servers": {
+            "github": { "allowed_tools": ["search_*"] },
+            "nope": {},
+            "github-2": { "allowed_prompts": ["bad name"] },
+        } } });
+        let request: CreateKeyRequest = serde_json::from_value(body).expect("shape");
+        let errors = request
+            .clone()
+            .into_command(&policy, &known, now())
+            .expect_err("unknown slugs");
+        assert_eq!(
+            fields(&errors),
+            ["permissions.servers.github-2", "permissions.servers.nope"]
+        );
+        let body = json!({ "name": "n", "permissions": { "servers": {
+            "github": { "allowed_tools": ["search_*"], "allowed_prompts": ["bad name"] } } } });
+        let request: CreateKeyRequest = serde_json::from_value(body).expect("shape");
+        let errors = request
+            .into_command(&policy, &known, now())
+            .expect_err("bad pattern");
+        assert_eq!(
+            fields(&errors),
+            ["permissions.servers.github.allowed_prompts"]
+        );
+        let body = json!({ "name": "n", "permissions": { "servers": {
+            "github": { "allowed_tools": ["search_*"] } } } });
+        let request: CreateKeyRequest = serde_json::from_value(body).expect("shape");
+        let command = request.into_command(&policy, &known, now()).expect("valid");
+        let grant = command.permissions.grant_on(id).expect("granted by id");
+        assert_eq!(grant.slug().as_str(), "github");
+        assert_eq!(
+            serde_json::to_value(&command.permissions).expect("json")["servers"],
+            json!({ "github": { "allowed_tools": ["search_*"], "allowed_resources": null, "allowed_prompts": null } })
+        );
     }
 
     #[test]

@@ -48,8 +48,13 @@ pub enum AppError {
     Invalid(FieldErrors),
     /// Also the answer for a key of another tenant, or another member's key:
     /// the caller cannot tell "not yours" from "does not exist".
-    #[error("no such key")]
+    #[error("no such resource")]
     NotFound,
+    /// A member calling an admin-only route.
+    #[error("only an admin of the tenant may do this")]
+    Forbidden,
+    #[error("the tenant already has a server with this slug")]
+    SlugTaken,
     #[error("the user already has {max} active keys")]
     LimitReached { max: u32 },
     #[error("the key is revoked and can no longer be changed")]
@@ -75,6 +80,7 @@ impl From<RepositoryError> for AppError {
     fn from(error: RepositoryError) -> Self {
         match error {
             RepositoryError::Unavailable(source) => Self::Unavailable(source),
+            RepositoryError::SlugTaken => Self::SlugTaken,
             other => Self::Unexpected(Box::new(other)),
         }
     }

@@ -9,13 +9,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, DomainEvent, EffectiveStatus, IpWhitelist, KeyName, KeyPrefix,
-    KeyUsage, McpApiKey, NewKey, Rotation, TenantId, UserId,
+    KeyUsage, McpApiKey, NewKey, RegisteredServer, Rotation, ServerEvent, ServerId, ServerSlug,
+    TenantId, UserId,
 };
 use uuid::Uuid;
 
 use crate::ports::{
-    AccessChange, ApiKeyRepository, KeyListFilter, RecordedEvent, RepositoryError, SecretHash,
-    StoredCredential, UsageDelta,
+    AccessChange, ApiKeyRepository, HeadersWrite, KeyListFilter, RecordedEvent, RepositoryError,
+    SecretHash, ServerRepository, StoredCredential, StoredServer, UsageDelta,
 };
 
 /// Keys by prefix; revocation edits the stored copy, as a write would.
@@ -167,5 +168,127 @@ impl ApiKeyRepository for MemoryRepository {
     }
     async fn ping(&self) -> Result<(), RepositoryError> {
         Ok(())
+    }
+}
+
+/// Servers in memory; counts slug lookups so cache tests can tell a hit
+/// from a load.
+#[derive(Default)]
+pub(crate) struct MemoryServers {
+    pub(crate) servers: Mutex<Vec<StoredServer>>,
+    pub(crate) slug_lookups: Mutex<usize>,
+}
+
+#[async_trait]
+impl ServerRepository for MemoryServers {
+    async fn insert(
+        &self,
+        server: &RegisteredServer,
+        sealed_headers: Option<&[u8]>,
+        _: &ServerEvent,
+    ) -> Result<(), RepositoryError> {
+        let mut servers = self.servers.lock().expect("servers");
+        if servers.iter().any(|held| {
+            held.server.tenant_id() == server.tenant_id() && held.server.slug() == server.slug()
+        }) {
+            return Err(RepositoryError::SlugTaken);
+        }
+        servers.push(StoredServer {
+            server: server.clone(),
+            sealed_headers: sealed_headers.map(<[u8]>::to_vec),
+        });
+        Ok(())
+    }
+
+    async fn find(
+        &self,
+        tenant: TenantId,
+        id: ServerId,
+    ) -> Result<Option<StoredServer>, RepositoryError> {
+        let servers = self.servers.lock().expect("servers");
+        Ok(servers
+            .iter()
+            .find(|held| held.server.tenant_id() == tenant && held.server.id() == id)
+            .cloned())
+    }
+
+    async fn find_by_slug(
+        &self,
+        tenant: TenantId,
+        slug: &ServerSlug,
+    ) -> Result<Option<StoredServer>, RepositoryError> {
+        *self.slug_lookups.lock().expect("lookups") += 1;
+        let servers = self.servers.lock().expect("servers");
+        Ok(servers
+            .iter()
+            .find(|held| held.server.tenant_id() == tenant && held.server.slug() == slug)
+            .cloned())
+    }
+
+    async fn find_slugs(
+        &self,
+        tenant: TenantId,
+        slugs: &[ServerSlug],
+    ) -> Result<Vec<RegisteredServer>, RepositoryError> {
+        let servers = self.servers.lock().expect("servers");
+        Ok(servers
+            .iter()
+            .filter(|held| held.server.tenant_id() == tenant && slugs.contains(held.server.slug()))
+            .map(|held| held.server.clone())
+            .collect())
+    }
+
+    async fn list(
+        &self,
+        tenant: TenantId,
+        _: Option<ServerId>,
+        _: u64,
+    ) -> Result<Vec<RegisteredServer>, RepositoryError> {
+        let servers = self.servers.lock().expect("servers");
+        Ok(servers
+            .iter()
+            .filter(|held| held.server.tenant_id() == tenant)
+            .map(|held| held.server.clone())
+            .collect())
+    }
+
+    async fn update(
+        &self,
+        server: &RegisteredServer,
+        headers: HeadersWrite<'_>,
+        _: &ServerEvent,
+    ) -> Result<bool, RepositoryError> {
+        let mut servers = self.servers.lock().expect("servers");
+        let Some(held) = servers
+            .iter_mut()
+            .find(|held| held.server.id() == server.id())
+        else {
+            return Ok(false);
+        };
+        held.server = server.clone();
+        if let HeadersWrite::Replace(sealed) = headers {
+            held.sealed_headers = sealed.map(<[u8]>::to_vec);
+        }
+        Ok(true)
+    }
+
+    async fn delete(
+        &self,
+        server: &RegisteredServer,
+        _: &ServerEvent,
+    ) -> Result<Option<Vec<KeyPrefix>>, RepositoryError> {
+        let mut servers = self.servers.lock().expect("servers");
+        let before = servers.len();
+        servers.retain(|held| held.server.id() != server.id());
+        Ok((servers.len() < before).then(Vec::new))
+    }
+
+    async fn count_with_headers(&self) -> Result<u64, RepositoryError> {
+        let servers = self.servers.lock().expect("servers");
+        let count = servers
+            .iter()
+            .filter(|h| h.sealed_headers.is_some())
+            .count();
+        Ok(u64::try_from(count).unwrap_or(u64::MAX))
     }
 }

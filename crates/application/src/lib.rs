@@ -7,9 +7,11 @@ mod dto;
 mod error;
 #[cfg(test)]
 mod fakes;
+mod gateway;
 mod mcp;
 mod ports;
 mod principal;
+mod servers;
 mod service;
 mod usage;
 
@@ -17,21 +19,33 @@ pub use auth::{
     AuthFailure, AuthPath, FEED_FRESHNESS, KeyAuthenticator, Refusal, VerifiedKeyCache,
     follow_access_changes,
 };
+pub use cola_domain::UpstreamSecret;
 pub use dto::{
-    CreateKeyRequest, CreatedKeyView, EventList, EventView, KeyPage, KeyView, ListKeysQuery,
-    MAX_GRACE_PERIOD_SECS, OffboardView, Patch, PermissionsInput, RateLimitInput, ReportKeyRequest,
-    RotateKeyRequest, UpdateMetadataRequest, UpdatePermissionsRequest, schema,
+    CreateKeyRequest, CreatedKeyView, EventList, EventView, GrantInput, KeyPage, KeyView,
+    ListKeysQuery, MAX_GRACE_PERIOD_SECS, OffboardView, Patch, PermissionsInput, RateLimitInput,
+    ReportKeyRequest, RotateKeyRequest, UpdateMetadataRequest, UpdatePermissionsRequest, schema,
 };
 pub use error::{AppError, FieldErrors, chain as error_chain};
+pub use gateway::{
+    CATALOGUE_REFETCH_INTERVAL, CATALOGUE_TTL, Hidden, ListKind, ToolCatalogue, ToolLookup,
+    Verdict, authorise as authorise_gateway_message, filter_list, is_read_only,
+    may_see_notification,
+};
 pub use mcp::{
     BuiltinTool, KEY_URI_PREFIX, KeyResource, McpService, ReadResourceError, RevokedView,
     ToolFailure, ToolOutput, UnknownTool, WhoAmIView,
 };
 pub use ports::{
-    ACCESS_CHANGE_WINDOW, AccessChange, ApiKeyRepository, Clock, Cursor, HashError, KeyListFilter,
-    RecordedEvent, RepositoryError, SecretHash, SecretHasher, StoredCredential, SystemClock,
-    UsageDelta,
+    ACCESS_CHANGE_WINDOW, AccessChange, ApiKeyRepository, Clock, CredentialSealer, Cursor,
+    HashError, HeadersWrite, HostResolver, KeyListFilter, RecordedEvent, RepositoryError,
+    ResolveError, SealError, SecretHash, SecretHasher, ServerRepository, StoredCredential,
+    StoredServer, SystemClock, UsageDelta,
 };
 pub use principal::{AdmittedKey, McpPrincipal, Principal, Role};
+pub use servers::{
+    CreateServerRequest, ListServersQuery, RESOLUTION_TTL, ResolvedServer, ServerDirectory,
+    ServerLookupError, ServerPage, ServerService, ServerServiceParts, ServerView,
+    UpdateServerRequest,
+};
 pub use service::{ApiKeyService, KeyPolicy, ReportOutcome};
 pub use usage::UsageRecorder;

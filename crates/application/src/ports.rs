@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_domain::{
     ApiKeyId, ApiKeySecret, DomainEvent, EffectiveStatus, EventKind, KeyPrefix, McpApiKey,
-    Rotation, TenantId, UserId,
+    RegisteredServer, Rotation, ServerEvent, ServerId, ServerSlug, TenantId, UpstreamHeaders, UserId,
 };
 use serde_json::Value;
 use thiserror::Error;
@@ -28,6 +28,9 @@ pub enum RepositoryError {
     /// meanwhile); nothing was written.
     #[error("the key changed meanwhile")]
     KeyChanged,
+    /// Another server of the tenant already has this slug; nothing was written.
+    #[error("the server slug is taken")]
+    SlugTaken,
     /// A stored row does not satisfy the domain's rules.
     #[error("a stored row is corrupt: {0}")]
     Corrupt(String),
@@ -208,6 +211,132 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
 
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), RepositoryError>;
+}
+
+/// A server as stored: the aggregate and its headers, sealed (`None` when
+/// it sends none).
+#[derive(Debug, Clone)]
+pub struct StoredServer {
+    pub server: RegisteredServer,
+    pub sealed_headers: Option<Vec<u8>>,
+}
+
+/// What an update does to the stored headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadersWrite<'a> {
+    Keep,
+    /// Replace them whole; `None` removes every header.
+    Replace(Option<&'a [u8]>),
+}
+
+/// The tenant's registered servers. Every query takes the tenant; every
+/// change is written with its event in one transaction.
+#[async_trait]
+pub trait ServerRepository: Send + Sync + 'static {
+    /// Stores a new server and its `created` event; `SlugTaken` when the
+    /// tenant already has a server with its slug.
+    async fn insert(
+        &self,
+        server: &RegisteredServer,
+        sealed_headers: Option<&[u8]>,
+        event: &ServerEvent,
+    ) -> Result<(), RepositoryError>;
+
+    async fn find(
+        &self,
+        tenant: TenantId,
+        id: ServerId,
+    ) -> Result<Option<StoredServer>, RepositoryError>;
+
+    async fn find_by_slug(
+        &self,
+        tenant: TenantId,
+        slug: &ServerSlug,
+    ) -> Result<Option<StoredServer>, RepositoryError>;
+
+    /// The tenant's servers among `slugs` (the ones that exist).
+    async fn find_slugs(
+        &self,
+        tenant: TenantId,
+        slugs: &[ServerSlug],
+    ) -> Result<Vec<RegisteredServer>, RepositoryError>;
+
+    /// Newest first, after the server `after` (keyset pagination).
+    async fn list(
+        &self,
+        tenant: TenantId,
+        after: Option<ServerId>,
+        limit: u64,
+    ) -> Result<Vec<RegisteredServer>, RepositoryError>;
+
+    /// Writes the columns `event` names (and the headers as `headers`
+    /// says) with the event, in one transaction. `false`: the server was
+    /// deleted meanwhile and nothing was written.
+    async fn update(
+        &self,
+        server: &RegisteredServer,
+        headers: HeadersWrite<'_>,
+        event: &ServerEvent,
+    ) -> Result<bool, RepositoryError>;
+
+    /// Deletes the server with its `deleted` event and, in the same
+    /// transaction, removes every key's grant on it, each with that key's
+    /// `api_key.permissions_updated` event (the change feed every
+    /// instance's key cache follows). Returns the prefixes of the keys that
+    /// lost a grant; `None` when the server was already gone.
+    async fn delete(
+        &self,
+        server: &RegisteredServer,
+        event: &ServerEvent,
+    ) -> Result<Option<Vec<KeyPrefix>>, RepositoryError>;
+
+    /// How many servers of any tenant hold sealed headers: they cannot be
+    /// used without `COLA_SECRETS_KEY`.
+    async fn count_with_headers(&self) -> Result<u64, RepositoryError>;
+}
+
+#[derive(Debug, Error)]
+pub enum ResolveError {
+    /// The name has no address.
+    #[error("the host name does not resolve")]
+    NotFound,
+    #[error("the host name could not be resolved")]
+    Failed(#[source] Source),
+}
+
+/// Turns an upstream's host name into the addresses it would be dialled at.
+#[async_trait]
+pub trait HostResolver: Send + Sync + 'static {
+    async fn resolve(&self, host: &str, port: u16) -> Result<Vec<std::net::IpAddr>, ResolveError>;
+}
+
+#[derive(Debug, Error)]
+pub enum SealError {
+    /// Sealed data that does not open under this key for this server: a
+    /// row copied from another server, tampered with, or sealed under
+    /// another key. Fails closed.
+    #[error("sealed data does not open")]
+    Corrupt,
+    #[error("sealing failed")]
+    Failed(#[source] Source),
+}
+
+/// Seals a server's upstream headers at rest, bound to the tenant and the
+/// server, so sealed headers open only for the server they were sealed for.
+pub trait CredentialSealer: Send + Sync + 'static {
+    fn seal_headers(
+        &self,
+        tenant: TenantId,
+        server: ServerId,
+        headers: &UpstreamHeaders,
+    ) -> Result<Vec<u8>, SealError>;
+
+    fn open_headers(
+        &self,
+        tenant: TenantId,
+        server: ServerId,
+        sealed: &[u8],
+    ) -> Result<UpstreamHeaders, SealError>;
 }
 
 #[derive(Debug, Error)]

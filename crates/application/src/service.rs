@@ -13,11 +13,13 @@ use uuid::Uuid;
 
 use crate::auth::VerifiedKeyCache;
 use crate::dto::{
-    CreateKeyRequest, CreatedKeyView, EventView, KeyPage, KeyView, ListKeysQuery, OffboardView,
-    RotateKeyRequest, UpdateMetadataRequest, UpdatePermissionsRequest, encode_cursor,
+    CreateKeyRequest, CreatedKeyView, EventView, KeyPage, KeyView, KnownServers, ListKeysQuery,
+    OffboardView, RotateKeyRequest, UpdateMetadataRequest, UpdatePermissionsRequest, encode_cursor,
 };
 use crate::error::AppError;
-use crate::ports::{ApiKeyRepository, Clock, Cursor, KeyListFilter, RepositoryError, SecretHasher};
+use crate::ports::{
+    ApiKeyRepository, Clock, Cursor, KeyListFilter, RepositoryError, SecretHasher, ServerRepository,
+};
 use crate::principal::Principal;
 
 /// How many times a create retries when a freshly generated prefix collides
@@ -70,6 +72,8 @@ pub struct KeyPolicy {
 
 pub struct ApiKeyService {
     repository: Arc<dyn ApiKeyRepository>,
+    /// To check the servers a key's grants name.
+    servers: Arc<dyn ServerRepository>,
     hasher: Arc<dyn SecretHasher>,
     clock: Arc<dyn Clock>,
     cache: Arc<VerifiedKeyCache>,
@@ -88,6 +92,7 @@ impl ApiKeyService {
     #[must_use]
     pub fn new(
         repository: Arc<dyn ApiKeyRepository>,
+        servers: Arc<dyn ServerRepository>,
         hasher: Arc<dyn SecretHasher>,
         clock: Arc<dyn Clock>,
         cache: Arc<VerifiedKeyCache>,
@@ -95,6 +100,7 @@ impl ApiKeyService {
     ) -> Self {
         Self {
             repository,
+            servers,
             hasher,
             clock,
             cache,
@@ -111,8 +117,11 @@ impl ApiKeyService {
         request: CreateKeyRequest,
     ) -> Result<CreatedKeyView, AppError> {
         let now = self.clock.now();
+        let known = self
+            .known_servers(actor.tenant_id, &request.server_slugs())
+            .await?;
         let valid = request
-            .into_command(&self.policy.expiry, now)
+            .into_command(&self.policy.expiry, &known, now)
             .map_err(AppError::Invalid)?;
         let expires_at = valid.expires_at;
 
@@ -224,7 +233,10 @@ impl ApiKeyService {
         id: ApiKeyId,
         request: UpdatePermissionsRequest,
     ) -> Result<KeyView, AppError> {
-        let change = request.into_valid().map_err(AppError::Invalid)?;
+        let known = self
+            .known_servers(actor.tenant_id, &request.server_slugs())
+            .await?;
+        let change = request.into_valid(&known).map_err(AppError::Invalid)?;
         let mut key = self.visible_key(actor, id).await?;
         let now = self.clock.now();
         let event = key
@@ -405,6 +417,25 @@ impl ApiKeyService {
         self.repository.ping().await.map_err(AppError::from)
     }
 
+    /// The tenant's servers among `slugs`, for validating grants.
+    async fn known_servers(
+        &self,
+        tenant: TenantId,
+        slugs: &[cola_domain::ServerSlug],
+    ) -> Result<KnownServers, AppError> {
+        if slugs.is_empty() {
+            return Ok(KnownServers::new());
+        }
+        let found = self.servers.find_slugs(tenant, slugs).await?;
+        Ok(found
+            .into_iter()
+            .map(|server| {
+                let slug = server.slug().clone();
+                (slug.as_str().to_owned(), (server.id(), slug))
+            })
+            .collect())
+    }
+
     /// The key if the actor may see it; otherwise `NotFound`, exactly as for
     /// an id that does not exist.
     async fn visible_key(&self, actor: Principal, id: ApiKeyId) -> Result<McpApiKey, AppError> {
@@ -514,6 +545,7 @@ mod tests {
         let hasher = Arc::new(CountingHasher::default());
         let service = ApiKeyService::new(
             Arc::clone(&repository) as Arc<dyn ApiKeyRepository>,
+            Arc::new(crate::fakes::MemoryServers::default()),
             Arc::clone(&hasher) as Arc<dyn SecretHasher>,
             Arc::new(SystemClock),
             Arc::new(VerifiedKeyCache::new(Duration::from_secs(30)).expect("OS random")),

@@ -59,6 +59,10 @@ uuid_id!(
     /// The public id of a key (a UUIDv7, so ids sort by creation time).
     ApiKeyId
 );
+uuid_id!(
+    /// A tenant's registered upstream MCP server (a UUIDv7).
+    ServerId
+);
 
 impl UserId {
     /// The actor of changes no user made: a key revoked because its holder

@@ -9,7 +9,7 @@ use thiserror::Error;
 
 use crate::{
     ApiKeyId, ApiKeyPermissions, DomainEvent, EffectiveStatus, EventKind, IpWhitelist,
-    KeyDescription, KeyName, KeyPrefix, LeakReport, RateLimit, TenantId, UserId,
+    KeyDescription, KeyName, KeyPrefix, LeakReport, RateLimit, ServerId, TenantId, UserId,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -291,6 +291,27 @@ impl McpApiKey {
             now,
             changes.into(),
         )))
+    }
+
+    /// Drops the key's grant on a deleted server, revoked key or not: a
+    /// grant on a server that no longer exists must not be shown, nor kept
+    /// for a successor to inherit. `None` when the key held no such grant.
+    /// The event is a permissions change, so every instance's cache of
+    /// verified keys forgets the key through the change feed.
+    pub fn remove_server_grant(
+        &mut self,
+        server: ServerId,
+        actor: UserId,
+        now: DateTime<Utc>,
+    ) -> Option<DomainEvent> {
+        let narrowed = self.permissions.without_server(server)?;
+        self.permissions = narrowed;
+        Some(self.event(
+            EventKind::ApiKeyPermissionsUpdated,
+            actor,
+            now,
+            json!({ "permissions": self.permissions, "removed_server_id": server }),
+        ))
     }
 
     /// Revokes the key. Revoking a revoked key changes nothing and records

@@ -1,11 +1,15 @@
-//! What a key may do: the read/write flags and the optional allow-lists of
-//! tools and resources. `None` for a list means "whatever the flags allow";
-//! an empty list means "nothing".
+//! What a key may do: the read/write flags, the optional allow-lists of
+//! tools and resources on Cola's own endpoint, and the grants on the
+//! tenant's servers. `None` for a list means "whatever the flags allow"; an
+//! empty list means "nothing".
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
 use thiserror::Error;
+
+use crate::{ServerId, ServerSlug};
 
 /// Longest allowed list of tools or resources.
 pub const MAX_ALLOWED_ENTRIES: usize = 100;
@@ -24,28 +28,58 @@ pub enum PermissionsError {
         "entry {index}: a resource pattern is 1 to 2048 characters without spaces or control characters, with `*` only at the end"
     )]
     InvalidResourcePattern { index: usize },
+    #[error(
+        "entry {index}: a name pattern is 1 to 128 characters of A-Z, a-z, 0-9, `_`, `-` and `.`, optionally ending with `*`"
+    )]
+    InvalidNamePattern { index: usize },
 }
 
-/// A tool name as MCP defines it (1..=128 of `[A-Za-z0-9_.-]`).
+/// A tool or prompt name as MCP defines it (1..=128 of `[A-Za-z0-9_.-]`),
+/// or — in a grant on a tenant's server — a name prefix when it ends with
+/// `*` (`search_*`). Cola's own allow-list takes exact names only
+/// ([`NamePattern::parse_exact`]), as CONTRACT §5 defines it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
-pub struct ToolName(String);
+pub struct NamePattern(String);
 
-impl ToolName {
+impl NamePattern {
+    /// An exact tool name, no `*`.
+    #[must_use]
+    pub fn parse_exact(candidate: &str) -> Option<Self> {
+        is_tool_name(candidate).then(|| Self(candidate.to_owned()))
+    }
+
+    /// A name, or a prefix ending with `*` (`*` alone matches every name).
     #[must_use]
     pub fn parse(candidate: &str) -> Option<Self> {
-        let valid = !candidate.is_empty()
-            && candidate.len() <= MAX_TOOL_NAME_CHARS
-            && candidate
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+        let valid = match candidate.strip_suffix('*') {
+            Some("") => true,
+            Some(stem) => is_tool_name(stem),
+            None => is_tool_name(candidate),
+        };
         valid.then(|| Self(candidate.to_owned()))
+    }
+
+    #[must_use]
+    pub fn matches(&self, name: &str) -> bool {
+        match self.0.strip_suffix('*') {
+            Some(prefix) => name.starts_with(prefix),
+            None => self.0 == name,
+        }
     }
 
     #[must_use]
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+fn is_tool_name(candidate: &str) -> bool {
+    !candidate.is_empty()
+        && candidate.len() <= MAX_TOOL_NAME_CHARS
+        && candidate
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
 }
 
 /// A resource URI, or a URI prefix when it ends with `*`.
@@ -86,24 +120,125 @@ impl fmt::Display for ResourcePattern {
     }
 }
 
+/// What a key may use on one of the tenant's servers. It names the server
+/// by id as well as by slug: the id is what [`ApiKeyPermissions::scope_on`]
+/// matches, so a grant follows its server and never the slug — a deleted
+/// server's grant is inert even where a stale copy survives, and a new
+/// server with the same slug is granted by nothing until granted again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServerGrant {
+    server_id: ServerId,
+    slug: ServerSlug,
+    allowed_tools: Option<Vec<NamePattern>>,
+    allowed_resources: Option<Vec<ResourcePattern>>,
+    allowed_prompts: Option<Vec<NamePattern>>,
+}
+
+/// The three lists of a grant, as serialised under its slug.
+#[derive(Serialize)]
+struct GrantLists<'a> {
+    allowed_tools: Option<&'a [NamePattern]>,
+    allowed_resources: Option<&'a [ResourcePattern]>,
+    allowed_prompts: Option<&'a [NamePattern]>,
+}
+
+impl ServerGrant {
+    /// Validates the lists; failures are named `<field>.allowed_*` under the
+    /// given `field` (e.g. `permissions.servers.github`).
+    pub fn new(
+        server_id: ServerId,
+        slug: ServerSlug,
+        allowed_tools: Option<Vec<String>>,
+        allowed_resources: Option<Vec<String>>,
+        allowed_prompts: Option<Vec<String>>,
+    ) -> Result<Self, Vec<(&'static str, PermissionsError)>> {
+        let mut errors = Vec::new();
+        let names = |index| PermissionsError::InvalidNamePattern { index };
+        let tools = checked_list(allowed_tools, NamePattern::parse, names)
+            .map_err(|e| errors.push(("allowed_tools", e)));
+        let resources = checked_list(allowed_resources, ResourcePattern::parse, |index| {
+            PermissionsError::InvalidResourcePattern { index }
+        })
+        .map_err(|e| errors.push(("allowed_resources", e)));
+        let prompts = checked_list(allowed_prompts, NamePattern::parse, names)
+            .map_err(|e| errors.push(("allowed_prompts", e)));
+        match (tools, resources, prompts) {
+            (Ok(allowed_tools), Ok(allowed_resources), Ok(allowed_prompts)) => Ok(Self {
+                server_id,
+                slug,
+                allowed_tools,
+                allowed_resources,
+                allowed_prompts,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    #[must_use]
+    pub fn server_id(&self) -> ServerId {
+        self.server_id
+    }
+
+    #[must_use]
+    pub fn slug(&self) -> &ServerSlug {
+        &self.slug
+    }
+
+    #[must_use]
+    pub fn allowed_tools(&self) -> Option<&[NamePattern]> {
+        self.allowed_tools.as_deref()
+    }
+
+    #[must_use]
+    pub fn allowed_resources(&self) -> Option<&[ResourcePattern]> {
+        self.allowed_resources.as_deref()
+    }
+
+    #[must_use]
+    pub fn allowed_prompts(&self) -> Option<&[NamePattern]> {
+        self.allowed_prompts.as_deref()
+    }
+}
+
 /// A key's permissions. Built only through [`ApiKeyPermissions::new`], so a
 /// held value always grants read or write and has valid lists.
+///
+/// Serialised as the API shows it: `servers` is a map from slug to grant
+/// (CONTRACT §8). Storage keeps the server ids too, in its own shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ApiKeyPermissions {
     read: bool,
     write: bool,
-    allowed_tools: Option<Vec<ToolName>>,
+    allowed_tools: Option<Vec<NamePattern>>,
     allowed_resources: Option<Vec<ResourcePattern>>,
+    #[serde(serialize_with = "grants_by_slug")]
+    servers: Vec<ServerGrant>,
+}
+
+fn grants_by_slug<S: Serializer>(grants: &[ServerGrant], serializer: S) -> Result<S::Ok, S::Error> {
+    let mut map = serializer.serialize_map(Some(grants.len()))?;
+    for grant in grants {
+        map.serialize_entry(
+            grant.slug.as_str(),
+            &GrantLists {
+                allowed_tools: grant.allowed_tools(),
+                allowed_resources: grant.allowed_resources(),
+                allowed_prompts: grant.allowed_prompts(),
+            },
+        )?;
+    }
+    map.end()
 }
 
 impl Default for ApiKeyPermissions {
-    /// Read only, every tool and resource that reading allows.
+    /// Read only, every tool and resource that reading allows, no servers.
     fn default() -> Self {
         Self {
             read: true,
             write: false,
             allowed_tools: None,
             allowed_resources: None,
+            servers: Vec::new(),
         }
     }
 }
@@ -122,7 +257,7 @@ impl ApiKeyPermissions {
             errors.push(("permissions", PermissionsError::NoAccess));
         }
         let tools = allowed_tools.map(|list| {
-            parse_list(list, ToolName::parse, |index| {
+            parse_list(list, NamePattern::parse_exact, |index| {
                 PermissionsError::InvalidToolName { index }
             })
         });
@@ -153,7 +288,45 @@ impl ApiKeyPermissions {
             write,
             allowed_tools: tools,
             allowed_resources: resources,
+            servers: Vec::new(),
         })
+    }
+
+    /// These permissions with `grants` on the tenant's servers, one per
+    /// server (a later grant for the same server replaces an earlier one),
+    /// in slug order so that equal grants compare and serialise equal.
+    #[must_use]
+    pub fn with_servers(mut self, grants: Vec<ServerGrant>) -> Self {
+        let mut servers: Vec<ServerGrant> = Vec::with_capacity(grants.len());
+        for grant in grants {
+            servers.retain(|held| held.server_id != grant.server_id);
+            servers.push(grant);
+        }
+        servers.sort_by(|a, b| a.slug.as_str().cmp(b.slug.as_str()));
+        self.servers = servers;
+        self
+    }
+
+    /// The grants on the tenant's servers, in slug order.
+    #[must_use]
+    pub fn servers(&self) -> &[ServerGrant] {
+        &self.servers
+    }
+
+    /// The grant on the server `id`, if any.
+    #[must_use]
+    pub fn grant_on(&self, id: ServerId) -> Option<&ServerGrant> {
+        self.servers.iter().find(|grant| grant.server_id == id)
+    }
+
+    /// These permissions without the grant on server `id`, or `None` when
+    /// they hold none (nothing to change).
+    #[must_use]
+    pub fn without_server(&self, id: ServerId) -> Option<Self> {
+        self.grant_on(id)?;
+        let mut narrowed = self.clone();
+        narrowed.servers.retain(|grant| grant.server_id != id);
+        Some(narrowed)
     }
 
     #[must_use]
@@ -167,7 +340,7 @@ impl ApiKeyPermissions {
     }
 
     #[must_use]
-    pub fn allowed_tools(&self) -> Option<&[ToolName]> {
+    pub fn allowed_tools(&self) -> Option<&[NamePattern]> {
         self.allowed_tools.as_deref()
     }
 
@@ -175,6 +348,16 @@ impl ApiKeyPermissions {
     pub fn allowed_resources(&self) -> Option<&[ResourcePattern]> {
         self.allowed_resources.as_deref()
     }
+}
+
+/// `parse_list` of an optional list: `None` stays "whatever the flags allow".
+fn checked_list<T: PartialEq>(
+    list: Option<Vec<String>>,
+    parse: impl Fn(&str) -> Option<T>,
+    invalid: impl Fn(usize) -> PermissionsError,
+) -> Result<Option<Vec<T>>, PermissionsError> {
+    list.map(|list| parse_list(list, parse, invalid))
+        .transpose()
 }
 
 fn parse_list<T: PartialEq>(
@@ -273,7 +456,7 @@ mod tests {
             .allowed_tools()
             .expect("list")
             .iter()
-            .map(ToolName::as_str)
+            .map(NamePattern::as_str)
             .collect();
         assert_eq!(names, ["b", "a"]);
     }
@@ -305,7 +488,8 @@ mod tests {
         #[test]
         fn parsing_arbitrary_patterns_never_panics(text in "\\PC{0,40}") {
             let _ = ResourcePattern::parse(&text);
-            let _ = ToolName::parse(&text);
+            let _ = NamePattern::parse(&text);
+            let _ = NamePattern::parse_exact(&text);
         }
     }
 }

@@ -1,12 +1,23 @@
-//! Cola's adapters: the sea-orm repository (SQLite and PostgreSQL), argon2id
-//! hashing, and database set-up. sea-orm entities are private to this crate;
-//! the rest of the workspace sees only the application's ports.
+//! Cola's adapters: the sea-orm repositories (SQLite and PostgreSQL), argon2id
+//! hashing, sealing of secrets at rest, host resolution, database set-up, and
+//! the HTTP client to tenants' MCP servers. sea-orm entities are private to
+//! this crate; the rest of the workspace sees only the application's ports.
 
 mod database;
 mod entity;
 mod hasher;
 mod repository;
+mod resolver;
+mod sealing;
+mod server_repository;
+mod upstream;
 
 pub use database::{Database, DatabaseError, DatabaseKind, MigrationState};
 pub use hasher::{Argon2Hasher, HasherSettings};
 pub use repository::SeaOrmApiKeyRepository;
+pub use resolver::SystemHostResolver;
+pub use sealing::{SealContext, Sealer, SealingError, SecretsKey, SecretsKeyError};
+pub use server_repository::SeaOrmServerRepository;
+pub use upstream::{
+    AddressPolicy, ReadBodyError, UpstreamClient, UpstreamError, UpstreamRequest, UpstreamResponse,
+};

@@ -10,8 +10,8 @@ use cola_application::{
 };
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, DomainEvent, EffectiveStatus, EventKind, IpWhitelist,
-    KeyDescription, KeyName, KeyPrefix, KeyUsage, McpApiKey, NewKey, RateLimit, Revocation,
-    Rotation, TenantId, UserId,
+    KeyDescription, KeyName, KeyPrefix, KeyUsage, McpApiKey, NamePattern, NewKey, RateLimit,
+    ResourcePattern, Revocation, Rotation, ServerGrant, ServerId, ServerSlug, TenantId, UserId,
 };
 use sea_orm::sea_query::{Alias, Expr, IntoIden, Query};
 use sea_orm::{
@@ -19,7 +19,7 @@ use sea_orm::{
     DatabaseTransaction, DbBackend, DbErr, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder,
     QuerySelect, RuntimeErr, SqlErr, Statement, TransactionTrait, UpdateMany,
 };
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::database::Database;
@@ -82,7 +82,7 @@ fn add_usage_statement(backend: DbBackend, chunk: &[UsageDelta]) -> Statement {
     Statement::from_sql_and_values(backend, sql, values)
 }
 
-fn db_error(error: DbErr) -> RepositoryError {
+pub(crate) fn db_error(error: DbErr) -> RepositoryError {
     let unavailable = match &error {
         DbErr::ConnectionAcquire(_) | DbErr::Conn(_) => true,
         DbErr::Exec(RuntimeErr::SqlxError(inner)) | DbErr::Query(RuntimeErr::SqlxError(inner)) => {
@@ -107,28 +107,96 @@ fn db_error(error: DbErr) -> RepositoryError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// `api_keys.permissions` as stored. Unlike the API's shape, each grant
+/// keeps its server's id beside the slug: the id is what the scope matches.
+/// Rows written before grants existed have no `servers`.
+#[derive(Debug, Deserialize, Serialize)]
 struct StoredPermissions {
     read: bool,
     write: bool,
     allowed_tools: Option<Vec<String>>,
     allowed_resources: Option<Vec<String>>,
+    #[serde(default)]
+    servers: Vec<StoredGrant>,
 }
 
-fn corrupt(what: impl std::fmt::Display) -> RepositoryError {
+#[derive(Debug, Deserialize, Serialize)]
+struct StoredGrant {
+    server_id: Uuid,
+    slug: String,
+    allowed_tools: Option<Vec<String>>,
+    allowed_resources: Option<Vec<String>>,
+    allowed_prompts: Option<Vec<String>>,
+}
+
+fn names<T>(list: Option<&[T]>, text: fn(&T) -> &str) -> Option<Vec<String>> {
+    list.map(|items| items.iter().map(|item| text(item).to_owned()).collect())
+}
+
+impl From<&ApiKeyPermissions> for StoredPermissions {
+    fn from(permissions: &ApiKeyPermissions) -> Self {
+        Self {
+            read: permissions.read(),
+            write: permissions.write(),
+            allowed_tools: names(permissions.allowed_tools(), NamePattern::as_str),
+            allowed_resources: names(permissions.allowed_resources(), ResourcePattern::as_str),
+            servers: permissions
+                .servers()
+                .iter()
+                .map(|grant| StoredGrant {
+                    server_id: grant.server_id().as_uuid(),
+                    slug: grant.slug().as_str().to_owned(),
+                    allowed_tools: names(grant.allowed_tools(), NamePattern::as_str),
+                    allowed_resources: names(grant.allowed_resources(), ResourcePattern::as_str),
+                    allowed_prompts: names(grant.allowed_prompts(), NamePattern::as_str),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The stored JSON of a key's permissions.
+pub(crate) fn stored_permissions(
+    permissions: &ApiKeyPermissions,
+) -> Result<serde_json::Value, RepositoryError> {
+    json(&StoredPermissions::from(permissions))
+}
+
+pub(crate) fn corrupt(what: impl std::fmt::Display) -> RepositoryError {
     RepositoryError::Corrupt(what.to_string())
 }
 
-fn to_domain(row: api_key::Model) -> Result<McpApiKey, RepositoryError> {
-    let permissions: StoredPermissions =
-        serde_json::from_value(row.permissions).map_err(corrupt)?;
-    let permissions = ApiKeyPermissions::new(
-        permissions.read,
-        permissions.write,
-        permissions.allowed_tools,
-        permissions.allowed_resources,
+fn permissions_to_domain(
+    id: Uuid,
+    stored: serde_json::Value,
+) -> Result<ApiKeyPermissions, RepositoryError> {
+    let stored: StoredPermissions = serde_json::from_value(stored).map_err(corrupt)?;
+    let invalid = |errors| corrupt(format!("permissions of {id}: {errors:?}"));
+    let mut grants = Vec::with_capacity(stored.servers.len());
+    for grant in stored.servers {
+        grants.push(
+            ServerGrant::new(
+                ServerId::from_uuid(grant.server_id),
+                ServerSlug::parse(&grant.slug).map_err(corrupt)?,
+                grant.allowed_tools,
+                grant.allowed_resources,
+                grant.allowed_prompts,
+            )
+            .map_err(invalid)?,
+        );
+    }
+    Ok(ApiKeyPermissions::new(
+        stored.read,
+        stored.write,
+        stored.allowed_tools,
+        stored.allowed_resources,
     )
-    .map_err(|errors| corrupt(format!("permissions of {}: {errors:?}", row.id)))?;
+    .map_err(invalid)?
+    .with_servers(grants))
+}
+
+pub(crate) fn to_domain(row: api_key::Model) -> Result<McpApiKey, RepositoryError> {
+    let permissions = permissions_to_domain(row.id, row.permissions)?;
     let ip_entries: Vec<String> = serde_json::from_value(row.ip_whitelist).map_err(corrupt)?;
     let revocation = match (row.status.as_str(), row.revoked_at, row.revoked_by) {
         (ACTIVE, _, _) => None,
@@ -180,7 +248,7 @@ fn rate_limit_columns(limit: Option<RateLimit>) -> (Option<i32>, Option<i32>) {
     )
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, RepositoryError> {
+pub(crate) fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, RepositoryError> {
     serde_json::to_value(value).map_err(|e| RepositoryError::Unexpected(Box::new(e)))
 }
 
@@ -212,6 +280,31 @@ fn event_id(occurred_at: DateTime<Utc>) -> Uuid {
     ))
 }
 
+/// One row of the audit table, of a key's event or a server's: the server's
+/// id goes in `key_id`, the column of the aggregate's id, and its event type
+/// (`mcp_server.*`) tells the two apart (decision 61).
+pub(crate) struct EventRow<'a> {
+    pub kind: &'static str,
+    pub aggregate_id: Uuid,
+    pub tenant_id: TenantId,
+    pub actor_user_id: UserId,
+    pub occurred_at: DateTime<Utc>,
+    pub data: &'a serde_json::Value,
+}
+
+impl<'a> From<&'a DomainEvent> for EventRow<'a> {
+    fn from(event: &'a DomainEvent) -> Self {
+        Self {
+            kind: event.kind.as_str(),
+            aggregate_id: event.key_id.as_uuid(),
+            tenant_id: event.tenant_id,
+            actor_user_id: event.actor_user_id,
+            occurred_at: event.occurred_at,
+            data: &event.data,
+        }
+    }
+}
+
 /// Stores `event`, stamping `recorded_at` with the database's clock. The
 /// change feed selects by that stamp: the writers' clocks (`occurred_at`, the
 /// id) may be off, and an instance whose clock lags would otherwise write
@@ -219,6 +312,14 @@ fn event_id(occurred_at: DateTime<Utc>) -> Uuid {
 async fn insert_event(
     txn: &DatabaseTransaction,
     event: &DomainEvent,
+) -> Result<(), RepositoryError> {
+    insert_event_row(txn, EventRow::from(event)).await
+}
+
+/// [`insert_event`] of any aggregate's event.
+pub(crate) async fn insert_event_row(
+    txn: &DatabaseTransaction,
+    event: EventRow<'_>,
 ) -> Result<(), RepositoryError> {
     use api_key_event::Column;
     let mut insert = Query::insert();
@@ -237,8 +338,8 @@ async fn insert_event(
         .values([
             Expr::value(event_id(event.occurred_at)),
             Expr::value(event.tenant_id.as_uuid()),
-            Expr::value(event.key_id.as_uuid()),
-            Expr::value(event.kind.as_str()),
+            Expr::value(event.aggregate_id),
+            Expr::value(event.kind),
             Expr::value(event.actor_user_id.as_uuid()),
             Expr::value(event.occurred_at),
             Expr::value(event.data.clone()),
@@ -343,7 +444,7 @@ async fn insert_row(
         description: Set(key.description().map(|d| d.as_str().to_owned())),
         key_prefix: Set(key.prefix().as_str().to_owned()),
         key_hash: Set(hash.as_str().to_owned()),
-        permissions: Set(json(key.permissions())?),
+        permissions: Set(stored_permissions(key.permissions())?),
         ip_whitelist: Set(json(key.ip_whitelist())?),
         status: Set(ACTIVE.to_owned()),
         usage_count: Set(0),
@@ -510,7 +611,7 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
             EventKind::ApiKeyPermissionsUpdated => {
                 let mut columns = Vec::new();
                 if changes(event, "permissions") {
-                    let permissions = json(key.permissions())?;
+                    let permissions = stored_permissions(key.permissions())?;
                     columns.push((api_key::Column::Permissions, Expr::value(permissions)));
                 }
                 if changes(event, "ip_whitelist") {
@@ -650,6 +751,8 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
         let rows = api_key_event::Entity::find()
             .filter(api_key_event::Column::TenantId.eq(tenant.as_uuid()))
             .filter(api_key_event::Column::KeyId.eq(id.as_uuid()))
+            // The table holds servers' events too; a key's trail is its own.
+            .filter(api_key_event::Column::EventType.starts_with("api_key."))
             .order_by_asc(api_key_event::Column::OccurredAt)
             .order_by_asc(api_key_event::Column::Id)
             .all(self.database.connection())

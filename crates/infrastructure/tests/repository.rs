@@ -1,5 +1,5 @@
-//! The repository against real databases: every scenario runs on a fresh
-//! SQLite file and on a fresh PostgreSQL database.
+//! The repositories (keys and servers) against real databases: every
+//! scenario runs on a fresh SQLite file and on a fresh PostgreSQL database.
 
 #![allow(clippy::unwrap_used)]
 
@@ -17,12 +17,14 @@ use cola_domain::{
 use cola_e2e::PostgresDatabase;
 use cola_infrastructure::{
     Argon2Hasher, Database, DatabaseKind, HasherSettings, SeaOrmApiKeyRepository,
+    SeaOrmServerRepository, Sealer, SecretsKey,
 };
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use uuid::Uuid;
 
 struct Fixture {
     repository: Arc<SeaOrmApiKeyRepository>,
+    servers: SeaOrmServerRepository,
     /// The same database, for its kind.
     database: Database,
     /// A connection of the test's own to the same database, for rows a test
@@ -68,6 +70,7 @@ async fn fixture(
     database.migrate().await.unwrap();
     Fixture {
         repository: Arc::new(SeaOrmApiKeyRepository::new(database.clone())),
+        servers: SeaOrmServerRepository::new(database.clone()),
         database,
         raw: sea_orm::Database::connect(url).await.unwrap(),
         hasher: Argon2Hasher::new(HasherSettings {
@@ -173,6 +176,11 @@ on_both_databases!(
     a_rotated_key_no_longer_counts_against_the_cap,
     offboarding_revokes_every_active_key_of_the_owner_alone,
     a_rate_limit_reads_back_and_changes_with_the_permissions,
+    a_registered_server_reads_back_equal_and_only_in_its_tenant,
+    a_slug_is_unique_in_its_tenant_only,
+    the_stored_row_holds_no_header_value_in_clear,
+    a_server_update_writes_what_changed_with_its_event,
+    deleting_a_server_removes_it_and_every_grant_on_it_in_one_go,
 );
 
 /// Stores a new key of `owner`; returns it.
@@ -989,4 +997,319 @@ async fn the_change_feed_drops_what_the_database_recorded_over_ten_seconds_ago(f
         .collect();
     assert!(recorded.iter().any(|event| event.id == old));
     assert_eq!(ids, [fresh.id]);
+}
+
+fn new_server(
+    tenant: TenantId,
+    slug: &str,
+) -> (cola_domain::RegisteredServer, cola_domain::ServerEvent) {
+    cola_domain::RegisteredServer::register(
+        cola_domain::NewServer {
+            id: cola_domain::ServerId::from_uuid(Uuid::now_v7()),
+            tenant_id: tenant,
+            slug: cola_domain::ServerSlug::parse(slug).unwrap(),
+            name: KeyName::parse("GitHub tools").unwrap(),
+            url: Some(
+                cola_domain::UpstreamUrl::parse(
+                    "https://mcp.example.com/mcp",
+                    &cola_domain::AllowedNetworks::default(),
+                )
+                .unwrap(),
+            ),
+            header_names: vec![cola_domain::HeaderName::parse("Authorization").unwrap()],
+            forward_identity: false,
+            timeout: cola_domain::ServerTimeout::default(),
+        },
+        UserId::from_uuid(Uuid::now_v7()),
+        now(),
+    )
+}
+
+/// The event types the audit table holds for `aggregate`, in order.
+async fn event_types(f: &Fixture, aggregate: Uuid) -> Vec<String> {
+    let backend = f.raw.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "SELECT event_type FROM api_key_events WHERE key_id = $1 ORDER BY id"
+        }
+        _ => "SELECT event_type FROM api_key_events WHERE key_id = ? ORDER BY id",
+    };
+    f.raw
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [aggregate.into()],
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get::<String>("", "event_type").unwrap())
+        .collect()
+}
+
+async fn a_registered_server_reads_back_equal_and_only_in_its_tenant(f: Fixture) {
+    use cola_application::ServerRepository;
+    let (tenant, _) = tenant();
+    let (server, event) = new_server(tenant, "github");
+    f.servers.insert(&server, None, &event).await.unwrap();
+    let found = f.servers.find(tenant, server.id()).await.unwrap().unwrap();
+    assert_eq!(found.server.slug(), server.slug());
+    assert_eq!(found.server.url(), server.url());
+    assert_eq!(found.server.header_names(), server.header_names());
+    assert_eq!(found.server.created_at(), server.created_at());
+    assert!(found.sealed_headers.is_none());
+    let by_slug = f.servers.find_by_slug(tenant, server.slug()).await.unwrap();
+    assert_eq!(by_slug.map(|s| s.server.id()), Some(server.id()));
+    let (other, _) = self::tenant();
+    assert!(f.servers.find(other, server.id()).await.unwrap().is_none());
+    assert!(
+        f.servers
+            .find_by_slug(other, server.slug())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(f.servers.list(other, None, 10).await.unwrap().is_empty());
+    let (second, event) = new_server(tenant, "linear");
+    f.servers.insert(&second, None, &event).await.unwrap();
+    let listed: Vec<_> = f
+        .servers
+        .list(tenant, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(cola_domain::RegisteredServer::id)
+        .collect();
+    assert_eq!(listed, [second.id(), server.id()], "newest first");
+    let after: Vec<_> = f
+        .servers
+        .list(tenant, Some(second.id()), 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(cola_domain::RegisteredServer::id)
+        .collect();
+    assert_eq!(after, [server.id()]);
+    assert_eq!(
+        event_types(&f, server.id().as_uuid()).await,
+        ["mcp_server.created"]
+    );
+}
+
+async fn a_slug_is_unique_in_its_tenant_only(f: Fixture) {
+    use cola_application::ServerRepository;
+    let (tenant, _) = tenant();
+    let (server, event) = new_server(tenant, "github");
+    f.servers.insert(&server, None, &event).await.unwrap();
+    let (again, event) = new_server(tenant, "github");
+    let refused = f.servers.insert(&again, None, &event).await;
+    assert!(
+        matches!(refused, Err(RepositoryError::SlugTaken)),
+        "{refused:?}"
+    );
+    assert!(event_types(&f, again.id().as_uuid()).await.is_empty());
+    let (other, _) = self::tenant();
+    let (theirs, event) = new_server(other, "github");
+    f.servers.insert(&theirs, None, &event).await.unwrap();
+}
+
+async fn the_stored_row_holds_no_header_value_in_clear(f: Fixture) {
+    use cola_application::{CredentialSealer, ServerRepository};
+    let (tenant, _) = tenant();
+    let (server, event) = new_server(tenant, "github");
+    let sealer = Sealer::new(&SecretsKey::generate().unwrap());
+    let headers = cola_domain::UpstreamHeaders::parse(vec![(
+        "Authorization".into(),
+        "Bearer hunter2-upstream".into(),
+    )])
+    .unwrap();
+    let sealed = sealer.seal_headers(tenant, server.id(), &headers).unwrap();
+    f.servers
+        .insert(&server, Some(&sealed), &event)
+        .await
+        .unwrap();
+    let backend = f.raw.get_database_backend();
+    let row = f
+        .raw
+        .query_one_raw(Statement::from_string(
+            backend,
+            "SELECT * FROM mcp_servers".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    let stored: Vec<u8> = row.try_get("", "sealed_headers").unwrap();
+    assert!(!stored.windows(7).any(|w| w == b"hunter2"));
+    let names: serde_json::Value = row.try_get("", "header_names").unwrap();
+    assert_eq!(names, serde_json::json!(["Authorization"]));
+    let found = f.servers.find(tenant, server.id()).await.unwrap().unwrap();
+    let opened = sealer
+        .open_headers(
+            tenant,
+            server.id(),
+            found.sealed_headers.as_deref().unwrap(),
+        )
+        .unwrap();
+    assert_eq!(opened, headers);
+    assert_eq!(f.servers.count_with_headers().await.unwrap(), 1);
+    // The audit trail holds the names only.
+    let all_events = f
+        .raw
+        .query_all_raw(Statement::from_string(
+            backend,
+            "SELECT CAST(data AS TEXT) AS data FROM api_key_events".to_owned(),
+        ))
+        .await
+        .unwrap();
+    for row in all_events {
+        let data: String = row.try_get("", "data").unwrap();
+        assert!(!data.contains("hunter2"), "{data}");
+    }
+}
+
+async fn a_server_update_writes_what_changed_with_its_event(f: Fixture) {
+    use cola_application::{HeadersWrite, ServerRepository};
+    let (tenant, actor) = tenant();
+    let (mut server, event) = new_server(tenant, "github");
+    f.servers
+        .insert(&server, Some(b"old box"), &event)
+        .await
+        .unwrap();
+    let change = server
+        .update(
+            cola_domain::ServerChanges {
+                timeout: cola_domain::ServerTimeout::from_secs(90).ok(),
+                header_names: Some(Vec::new()),
+                ..Default::default()
+            },
+            actor,
+            now(),
+        )
+        .unwrap();
+    assert!(
+        f.servers
+            .update(&server, HeadersWrite::Replace(None), &change)
+            .await
+            .unwrap()
+    );
+    let found = f.servers.find(tenant, server.id()).await.unwrap().unwrap();
+    assert_eq!(found.server.timeout().secs(), 90);
+    assert!(found.server.header_names().is_empty());
+    assert!(found.sealed_headers.is_none());
+    assert_eq!(found.server.name(), server.name());
+    assert_eq!(
+        event_types(&f, server.id().as_uuid()).await,
+        ["mcp_server.created", "mcp_server.updated"]
+    );
+    // Another tenant's server of the same id cannot be changed.
+    let (other, _) = self::tenant();
+    let (mut theirs, _) = new_server(other, "github");
+    let change = theirs
+        .update(
+            cola_domain::ServerChanges {
+                forward_identity: Some(true),
+                ..Default::default()
+            },
+            actor,
+            now(),
+        )
+        .unwrap();
+    assert!(
+        !f.servers
+            .update(&theirs, HeadersWrite::Keep, &change)
+            .await
+            .unwrap()
+    );
+}
+
+async fn deleting_a_server_removes_it_and_every_grant_on_it_in_one_go(f: Fixture) {
+    use cola_application::ServerRepository;
+    let (tenant, owner) = tenant();
+    let (server, event) = new_server(tenant, "github");
+    f.servers.insert(&server, None, &event).await.unwrap();
+    let grant = cola_domain::ServerGrant::new(
+        server.id(),
+        server.slug().clone(),
+        Some(vec!["search_*".into()]),
+        None,
+        None,
+    )
+    .unwrap();
+    let (granted, created, _) = new_key(tenant, owner, "granted", now() + Duration::days(1));
+    let mut granted_permissions = granted.permissions().clone().with_servers(vec![grant]);
+    // Stored as a PATCH would: through the key's own change.
+    let mut granted = granted;
+    f.repository
+        .insert(&granted, &hash(&f).await, &created, 25)
+        .await
+        .unwrap();
+    let change = granted
+        .update_permissions(Some(granted_permissions.clone()), None, owner, now())
+        .unwrap()
+        .unwrap();
+    assert!(f.repository.apply_change(&granted, &change).await.unwrap());
+    let stored = f
+        .repository
+        .find(tenant, granted.id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.permissions(), &granted_permissions);
+    let (plain, created, _) = new_key(tenant, owner, "plain", now() + Duration::days(1));
+    f.repository
+        .insert(&plain, &hash(&f).await, &created, 25)
+        .await
+        .unwrap();
+
+    let deleted = server.delete(owner, now());
+    let ungranted = f.servers.delete(&server, &deleted).await.unwrap().unwrap();
+    assert_eq!(ungranted, [granted.prefix().clone()]);
+    assert!(f.servers.find(tenant, server.id()).await.unwrap().is_none());
+    let after = f
+        .repository
+        .find(tenant, granted.id())
+        .await
+        .unwrap()
+        .unwrap();
+    granted_permissions = granted_permissions.without_server(server.id()).unwrap();
+    assert_eq!(after.permissions(), &granted_permissions);
+    assert!(after.permissions().servers().is_empty());
+    let untouched = f
+        .repository
+        .find(tenant, plain.id())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(untouched.permissions(), plain.permissions());
+    assert_eq!(
+        event_types(&f, server.id().as_uuid()).await,
+        ["mcp_server.created", "mcp_server.deleted"]
+    );
+    let trail: Vec<_> = f
+        .repository
+        .events(tenant, granted.id())
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            EventKind::ApiKeyCreated,
+            EventKind::ApiKeyPermissionsUpdated,
+            EventKind::ApiKeyPermissionsUpdated
+        ]
+    );
+    // Every instance's key cache hears of it.
+    let feed = f.repository.recent_access_changes().await.unwrap();
+    assert!(feed.iter().filter(|c| c.key_id == granted.id()).count() >= 2);
+    assert!(feed.iter().all(|c| c.key_id != plain.id()));
+    // A second delete finds nothing.
+    assert!(f.servers.delete(&server, &deleted).await.unwrap().is_none());
+}
+
+async fn hash(f: &Fixture) -> cola_application::SecretHash {
+    let Ok(secret) = ApiKeySecret::generate(&mut test_rng());
+    f.hasher.hash(&secret).await.unwrap()
 }

@@ -27,7 +27,7 @@ async fn whole_lifecycle(app: TestApp) {
     assert_eq!(created["status"], "active");
     assert_eq!(
         created["permissions"],
-        json!({ "read": true, "write": false, "allowed_tools": null, "allowed_resources": null })
+        json!({ "read": true, "write": false, "allowed_tools": null, "allowed_resources": null, "servers": {} })
     );
     assert_eq!(created["ip_whitelist"], json!([]));
     assert_eq!(created["usage_count"], 0);
@@ -78,7 +78,7 @@ async fn whole_lifecycle(app: TestApp) {
     let widened: Value = widened.json().await.unwrap();
     assert_eq!(
         widened["permissions"],
-        json!({ "read": true, "write": true, "allowed_tools": ["whoami"], "allowed_resources": null })
+        json!({ "read": true, "write": true, "allowed_tools": ["whoami"], "allowed_resources": null, "servers": {} })
     );
     assert_eq!(
         widened["ip_whitelist"],

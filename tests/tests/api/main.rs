@@ -22,6 +22,7 @@ mod rate_limit_per_key;
 mod report;
 mod resilience;
 mod rotation;
+mod servers;
 mod tenancy;
 mod validation;
 mod write_limit;

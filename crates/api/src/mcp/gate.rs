@@ -1,4 +1,4 @@
-//! The gate in front of `/mcp`: Origin check, failure rate limit, then key
+//! The gate in front of `/mcp` and the gateway's `/mcp/{slug}`: Origin check, failure rate limit, then key
 //! authentication. Only an admitted request reaches the MCP handler, carrying
 //! its `McpPrincipal`; anything unexpected fails closed.
 
@@ -116,17 +116,34 @@ fn retry_later(status: StatusCode, code: i64, message: &str, seconds: u64) -> Ht
     response
 }
 
-pub async fn authenticate(
+/// The gate of `/mcp`, which serves POST only: other methods get their 405
+/// without presenting a key.
+pub async fn authenticate<B: MessageBody + 'static>(
     request: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    // Other methods get their 405 without presenting a key.
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     if request.method() != Method::POST {
         return next
             .call(request)
             .await
             .map(ServiceResponse::map_into_left_body);
     }
+    admit(request, next).await
+}
+
+/// The gate of the gateway (`/mcp/{slug}`), where GET and DELETE reach an
+/// upstream session too: every method presents a key.
+pub async fn authenticate_every_method<B: MessageBody + 'static>(
+    request: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
+    admit(request, next).await
+}
+
+async fn admit<B: MessageBody + 'static>(
+    request: ServiceRequest,
+    next: Next<B>,
+) -> Result<ServiceResponse<EitherBody<B>>, actix_web::Error> {
     let Some(gate) = request.app_data::<web::Data<McpGate>>().cloned() else {
         return Ok(request
             .into_response(HttpResponse::InternalServerError().finish())

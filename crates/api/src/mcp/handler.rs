@@ -21,7 +21,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn accepted() -> Self {
+    pub(crate) fn accepted() -> Self {
         Self {
             status: StatusCode::ACCEPTED,
             body: None,
@@ -47,7 +47,7 @@ impl Reply {
         }
     }
 
-    fn error(
+    pub(crate) fn error(
         status: StatusCode,
         id: &Value,
         code: i64,
@@ -61,7 +61,7 @@ impl Reply {
         }
     }
 
-    fn into_response(self) -> HttpResponse {
+    pub(crate) fn into_response(self) -> HttpResponse {
         let mut response = HttpResponse::build(self.status);
         match self.body {
             Some(body) => response.content_type("application/json").body(body),
@@ -129,13 +129,24 @@ pub struct Request {
     pub params: Value,
 }
 
+/// A notification that passed every check of the envelope.
+#[derive(Debug)]
+pub struct Notification {
+    pub era: Era,
+    pub method: String,
+    /// Always an object.
+    pub params: Value,
+}
+
 /// What a well-formed message asks for.
 #[derive(Debug)]
 pub enum Message {
     Request(Request),
-    /// A notification, or a response from the client: acknowledged with 202
-    /// and nothing else.
-    Acknowledge,
+    /// Acknowledged with 202 and nothing else at `/mcp`; passed on by the
+    /// gateway.
+    Notification(Notification),
+    /// A response from the client (to a server's request), whole.
+    Response(Value),
 }
 
 async fn handle(
@@ -146,7 +157,7 @@ async fn handle(
 ) -> Reply {
     let request = match read_message(headers, body) {
         Ok(Message::Request(request)) => request,
-        Ok(Message::Acknowledge) => return Reply::accepted(),
+        Ok(Message::Notification(_) | Message::Response(_)) => return Reply::accepted(),
         Err(reply) => return reply,
     };
     let Request {
@@ -184,7 +195,7 @@ async fn handle(
 ///
 /// # Errors
 /// The reply to send when the message is refused: a JSON-RPC error with
-/// status 400 (or 202 never; only [`Message::Acknowledge`] gets that).
+/// status 400.
 pub fn read_message(headers: &HeaderMap, body: &[u8]) -> Result<Message, Reply> {
     let Ok(message) = serde_json::from_slice::<Value>(body) else {
         return Err(Reply::error(
@@ -195,6 +206,15 @@ pub fn read_message(headers: &HeaderMap, body: &[u8]) -> Result<Message, Reply> 
             None,
         ));
     };
+    read_parsed(headers, message)
+}
+
+/// [`read_message`] of a message already parsed (the gateway parses more
+/// strictly first).
+///
+/// # Errors
+/// As [`read_message`].
+pub fn read_parsed(headers: &HeaderMap, message: Value) -> Result<Message, Reply> {
     let Value::Object(mut message) = message else {
         let text = if message.is_array() {
             "batches are not supported; send one message per request"
@@ -227,8 +247,11 @@ pub fn read_message(headers: &HeaderMap, body: &[u8]) -> Result<Message, Reply> 
     }
     let Some(Value::String(method)) = message.remove("method") else {
         // A response from the client: nothing to answer.
-        if id.is_some() && (message.contains_key("result") || message.contains_key("error")) {
-            return Ok(Message::Acknowledge);
+        if let Some(id) = id
+            && (message.contains_key("result") || message.contains_key("error"))
+        {
+            message.insert("id".to_owned(), id);
+            return Ok(Message::Response(Value::Object(message)));
         }
         return Err(Reply::error(
             StatusCode::BAD_REQUEST,
@@ -292,7 +315,11 @@ pub fn read_message(headers: &HeaderMap, body: &[u8]) -> Result<Message, Reply> 
 
     // A notification (no id) is acknowledged and has no answer.
     let Some(id) = id else {
-        return Ok(Message::Acknowledge);
+        return Ok(Message::Notification(Notification {
+            era,
+            method,
+            params,
+        }));
     };
     if !is_valid_id(&id) {
         return Err(Reply::error(
@@ -602,7 +629,7 @@ mod tests {
         fn any_bytes_are_refused_or_read_never_a_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
             match read_message(&HeaderMap::new(), &body) {
                 Ok(Message::Request(request)) => prop_assert!(request.params.is_object()),
-                Ok(Message::Acknowledge) => {}
+                Ok(Message::Notification(_) | Message::Response(_)) => {}
                 Err(reply) => assert_well_formed_refusal(&reply, None),
             }
         }
@@ -634,7 +661,7 @@ mod tests {
                     prop_assert_eq!(Some(&request.id), message.get("id"));
                     prop_assert!(request.params.is_object());
                 }
-                Ok(Message::Acknowledge) => {
+                Ok(Message::Notification(_) | Message::Response(_)) => {
                     prop_assert_eq!(message.get("jsonrpc"), Some(&json!("2.0")));
                     let notification = message.get("method").is_some_and(Value::is_string)
                         && message.get("id").is_none();

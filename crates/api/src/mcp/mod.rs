@@ -2,7 +2,7 @@
 //! with JSON responses, serving both protocol eras, behind key
 //! authentication.
 
-mod gate;
+pub(crate) mod gate;
 pub mod handler;
 pub mod protocol;
 mod server;

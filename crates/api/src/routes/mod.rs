@@ -4,6 +4,7 @@ pub mod health;
 pub mod keys;
 pub mod report;
 pub mod users;
+pub mod servers;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ALLOW, HeaderValue};

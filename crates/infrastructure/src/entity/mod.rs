@@ -3,3 +3,4 @@
 
 pub mod api_key;
 pub mod api_key_event;
+pub mod mcp_server;

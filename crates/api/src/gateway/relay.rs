@@ -1,0 +1,160 @@
+//! Relaying an upstream's answer to the client as the key may see it: a JSON
+//! answer whole, an SSE stream event by event as each arrives (never
+//! buffered), with list results filtered and notifications about hidden
+//! resources dropped.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cola_application::{ListKind, McpPrincipal, ToolCatalogue, filter_list, may_see_notification};
+use cola_domain::{ServerId, Surface};
+use eventsource_stream::{Event, Eventsource};
+use futures_util::{Stream, StreamExt};
+use serde_json::Value;
+
+/// A quiet stream gets a comment this often, so that proxies and clients
+/// with read timeouts keep it open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// How one answer is seen through a key: the list it answers, if any.
+#[derive(Debug, Clone)]
+pub struct Lens {
+    pub principal: McpPrincipal,
+    pub server: ServerId,
+    /// The list request this answer is for, and its id.
+    pub list: Option<(ListKind, Value)>,
+    pub catalogue: Arc<ToolCatalogue>,
+}
+
+impl Lens {
+    /// One JSON-RPC message from the upstream as the key may see it, or
+    /// `None` when it is to be dropped. Without a scope on the server (the
+    /// key lost its grant) nothing is shown.
+    pub fn message(&self, mut message: Value) -> Option<Value> {
+        let scope = self
+            .principal
+            .key()
+            .permissions
+            .scope_on(Surface::Server(self.server))?;
+        if let Some(method) = message.get("method").and_then(Value::as_str) {
+            if message.get("id").is_none() {
+                let params = message.get("params").unwrap_or(&Value::Null);
+                return may_see_notification(&scope, method, params).then_some(message);
+            }
+            // A request of the server's own (sampling, elicitation, roots):
+            // it names nothing of the server's that a grant hides.
+            return Some(message);
+        }
+        if let Some((kind, id)) = &self.list
+            && message.get("id") == Some(id)
+            && let Some(result) = message.get_mut("result")
+        {
+            if *kind == ListKind::Tools {
+                self.catalogue.record_page(self.server.as_uuid(), result);
+            }
+            filter_list(&scope, *kind, result);
+        }
+        Some(message)
+    }
+
+    /// A whole JSON answer as the key may see it; `None` when it cannot be
+    /// shown (not JSON, or dropped).
+    pub fn json_body(&self, body: &[u8]) -> Option<Vec<u8>> {
+        let message: Value = serde_json::from_slice(body).ok()?;
+        serde_json::to_vec(&self.message(message)?).ok()
+    }
+}
+
+/// The upstream's SSE `body` relayed event by event through `lens`.
+pub fn sse<S, E>(body: S, lens: Lens) -> impl Stream<Item = Result<Bytes, Infallible>> + 'static
+where
+    S: Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: std::error::Error + Send + 'static,
+{
+    let events = Box::pin(body.eventsource());
+    futures_util::stream::unfold(Some((events, lens)), |state| async move {
+        let (mut events, lens) = state?;
+        loop {
+            match tokio::time::timeout(KEEP_ALIVE, events.next()).await {
+                Err(_quiet) => {
+                    return Some((
+                        Ok(Bytes::from_static(b": keep-alive\n\n")),
+                        Some((events, lens)),
+                    ));
+                }
+                Ok(None) => return None,
+                Ok(Some(Err(error))) => {
+                    // The stream ends here; the client sees it close, as it
+                    // would have seen the upstream's.
+                    tracing::info!(error = %error, "an upstream event stream broke off");
+                    return None;
+                }
+                Ok(Some(Ok(event))) => {
+                    if let Some(bytes) = relayed(&lens, &event) {
+                        return Some((Ok(bytes), Some((events, lens))));
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// One event as the client gets it, or `None` to drop it. An event without
+/// data (a resumption point) passes as it is; data that is not one JSON
+/// value is dropped, as nothing could read it.
+fn relayed(lens: &Lens, event: &Event) -> Option<Bytes> {
+    if event.data.is_empty() {
+        return Some(encode(event, ""));
+    }
+    let message: Value = serde_json::from_str(&event.data).ok()?;
+    let shown = lens.message(message)?;
+    let data = serde_json::to_string(&shown).ok()?;
+    Some(encode(event, &data))
+}
+
+fn encode(event: &Event, data: &str) -> Bytes {
+    let mut text = String::with_capacity(data.len() + event.id.len() + 32);
+    if !event.id.is_empty() {
+        text.push_str("id: ");
+        text.push_str(&single_line(&event.id));
+        text.push('\n');
+    }
+    if !event.event.is_empty() && event.event != "message" {
+        text.push_str("event: ");
+        text.push_str(&single_line(&event.event));
+        text.push('\n');
+    }
+    if let Some(retry) = event.retry {
+        text.push_str(&format!("retry: {}\n", retry.as_millis()));
+    }
+    if data.is_empty() {
+        text.push_str("data:\n");
+    }
+    for line in data.lines() {
+        text.push_str("data: ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    text.push('\n');
+    Bytes::from(text)
+}
+
+fn single_line(field: &str) -> String {
+    field.chars().filter(|c| *c != '\n' && *c != '\r').collect()
+}
+
+/// Every JSON-RPC message of a complete SSE body, in order (for answers Cola
+/// reads itself, such as a catalogue fetch).
+pub async fn messages_of(body: Bytes) -> Vec<Value> {
+    let events = futures_util::stream::iter([Ok::<_, std::io::Error>(body)]).eventsource();
+    events
+        .filter_map(|event| async move {
+            event
+                .ok()
+                .and_then(|event| serde_json::from_str(&event.data).ok())
+        })
+        .collect()
+        .await
+}

@@ -1,0 +1,293 @@
+//! The server registry (CONTRACT §8): `ServerService`, one method per
+//! management use case, each taking the acting principal first; and
+//! `ServerDirectory`, the gateway's lookup of a server by slug.
+//!
+//! Changes are admin-only, reads are open to every role of the tenant, and
+//! another tenant's server is a 404 like one that does not exist. An
+//! upstream URL is attacker input: its host must be public (or in the
+//! operator's allowed networks) as written and, for a host name, in every
+//! address it resolves to now. The gateway checks again at connect time.
+
+mod directory;
+mod dto;
+
+use std::sync::Arc;
+
+use cola_domain::{
+    AllowedNetworks, NewServer, RegisteredServer, ServerChanges, ServerId, TenantId,
+    UpstreamHeaders, UpstreamHost, UpstreamUrl,
+};
+use tracing::instrument;
+use uuid::Uuid;
+
+pub use directory::{RESOLUTION_TTL, ResolvedServer, ServerDirectory, ServerLookupError};
+pub use dto::{CreateServerRequest, ListServersQuery, ServerPage, ServerView, UpdateServerRequest};
+
+use crate::auth::VerifiedKeyCache;
+use crate::error::{AppError, FieldErrors};
+use crate::ports::{
+    Clock, CredentialSealer, HeadersWrite, HostResolver, ResolveError, SealError, ServerRepository,
+};
+use crate::principal::{Principal, Role};
+
+pub struct ServerService {
+    repository: Arc<dyn ServerRepository>,
+    resolver: Arc<dyn HostResolver>,
+    /// `None` without `COLA_SECRETS_KEY`: servers cannot hold headers.
+    sealer: Option<Arc<dyn CredentialSealer>>,
+    clock: Arc<dyn Clock>,
+    allowed: AllowedNetworks,
+    directory: Arc<ServerDirectory>,
+    keys: Arc<VerifiedKeyCache>,
+}
+
+impl std::fmt::Debug for ServerService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerService")
+            .field("allowed", &self.allowed)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything `ServerService` works with.
+pub struct ServerServiceParts {
+    pub repository: Arc<dyn ServerRepository>,
+    pub resolver: Arc<dyn HostResolver>,
+    pub sealer: Option<Arc<dyn CredentialSealer>>,
+    pub clock: Arc<dyn Clock>,
+    pub allowed: AllowedNetworks,
+    pub directory: Arc<ServerDirectory>,
+    pub keys: Arc<VerifiedKeyCache>,
+}
+
+impl std::fmt::Debug for ServerServiceParts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerServiceParts").finish_non_exhaustive()
+    }
+}
+
+impl ServerService {
+    #[must_use]
+    pub fn new(parts: ServerServiceParts) -> Self {
+        Self {
+            repository: parts.repository,
+            resolver: parts.resolver,
+            sealer: parts.sealer,
+            clock: parts.clock,
+            allowed: parts.allowed,
+            directory: parts.directory,
+            keys: parts.keys,
+        }
+    }
+
+    #[instrument(name = "create server", skip_all, fields(tenant = %actor.tenant_id, user = %actor.user_id))]
+    pub async fn create(
+        &self,
+        actor: Principal,
+        request: CreateServerRequest,
+    ) -> Result<ServerView, AppError> {
+        require_admin(actor)?;
+        let command = request
+            .into_command(&self.allowed)
+            .map_err(AppError::Invalid)?;
+        if let Some(url) = &command.url {
+            self.check_resolved_addresses(url).await?;
+        }
+        let id = ServerId::from_uuid(Uuid::now_v7());
+        let sealed = self.seal(actor.tenant_id, id, &command.headers)?;
+        let (server, event) = RegisteredServer::register(
+            NewServer {
+                id,
+                tenant_id: actor.tenant_id,
+                slug: command.slug,
+                name: command.name,
+                url: command.url,
+                header_names: command.headers.names(),
+                forward_identity: command.forward_identity,
+                timeout: command.timeout,
+            },
+            actor.user_id,
+            self.clock.now(),
+        );
+        self.repository
+            .insert(&server, sealed.as_deref(), &event)
+            .await?;
+        // An unknown slug may be cached as "no such server".
+        self.directory.forget(server.tenant_id(), server.slug());
+        tracing::info!(server_id = %server.id(), slug = %server.slug(), "server registered");
+        Ok(ServerView::of(&server))
+    }
+
+    #[instrument(name = "list servers", skip_all, fields(tenant = %actor.tenant_id))]
+    pub async fn list(
+        &self,
+        actor: Principal,
+        query: ListServersQuery,
+    ) -> Result<ServerPage, AppError> {
+        let (limit, after) = query.into_valid().map_err(AppError::Invalid)?;
+        let mut servers = self
+            .repository
+            .list(actor.tenant_id, after, limit + 1)
+            .await?;
+        let more = servers.len() as u64 > limit;
+        servers.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_cursor = if more {
+            servers.last().map(|server| dto::encode_cursor(server.id()))
+        } else {
+            None
+        };
+        Ok(ServerPage {
+            items: servers.iter().map(ServerView::of).collect(),
+            next_cursor,
+        })
+    }
+
+    #[instrument(name = "get server", skip_all, fields(tenant = %actor.tenant_id, server_id = %id))]
+    pub async fn get(&self, actor: Principal, id: ServerId) -> Result<ServerView, AppError> {
+        let server = self.tenant_server(actor.tenant_id, id).await?;
+        Ok(ServerView::of(&server))
+    }
+
+    #[instrument(name = "update server", skip_all, fields(tenant = %actor.tenant_id, server_id = %id))]
+    pub async fn update(
+        &self,
+        actor: Principal,
+        id: ServerId,
+        request: UpdateServerRequest,
+    ) -> Result<ServerView, AppError> {
+        require_admin(actor)?;
+        let patch = request
+            .into_patch(&self.allowed)
+            .map_err(AppError::Invalid)?;
+        let mut server = self.tenant_server(actor.tenant_id, id).await?;
+        if let Some(Some(url)) = &patch.url {
+            self.check_resolved_addresses(url).await?;
+        }
+        let sealed = match &patch.headers {
+            None => None,
+            Some(headers) => Some(self.seal(server.tenant_id(), server.id(), headers)?),
+        };
+        let changes = ServerChanges {
+            name: patch.name,
+            url: patch.url,
+            header_names: patch.headers.as_ref().map(UpstreamHeaders::names),
+            forward_identity: patch.forward_identity,
+            timeout: patch.timeout,
+        };
+        let Some(event) = server.update(changes, actor.user_id, self.clock.now()) else {
+            return Ok(ServerView::of(&server));
+        };
+        let headers = match &sealed {
+            None => HeadersWrite::Keep,
+            Some(sealed) => HeadersWrite::Replace(sealed.as_deref()),
+        };
+        if !self.repository.update(&server, headers, &event).await? {
+            return Err(AppError::NotFound);
+        }
+        self.directory.forget(server.tenant_id(), server.slug());
+        tracing::info!(server_id = %server.id(), slug = %server.slug(), "server updated");
+        Ok(ServerView::of(&server))
+    }
+
+    /// Deletes the server and every key's grant on it, in one transaction.
+    /// Its slug resolves to nothing from this instance's next request; the
+    /// keys that lost a grant are verified afresh here at once and on every
+    /// other instance through the change feed.
+    #[instrument(name = "delete server", skip_all, fields(tenant = %actor.tenant_id, server_id = %id))]
+    pub async fn delete(&self, actor: Principal, id: ServerId) -> Result<(), AppError> {
+        require_admin(actor)?;
+        let server = self.tenant_server(actor.tenant_id, id).await?;
+        let event = server.delete(actor.user_id, self.clock.now());
+        let Some(ungranted) = self.repository.delete(&server, &event).await? else {
+            return Err(AppError::NotFound);
+        };
+        self.directory.forget(server.tenant_id(), server.slug());
+        for prefix in &ungranted {
+            self.keys.forget_key(prefix);
+        }
+        tracing::info!(server_id = %server.id(), slug = %server.slug(), keys = ungranted.len(), "server deleted");
+        Ok(())
+    }
+
+    /// How many stored servers hold headers this instance cannot open
+    /// because it has no secrets key (for the start-up check).
+    pub async fn servers_needing_a_secrets_key(&self) -> Result<u64, AppError> {
+        if self.sealer.is_some() {
+            return Ok(0);
+        }
+        Ok(self.repository.count_with_headers().await?)
+    }
+
+    async fn tenant_server(
+        &self,
+        tenant: TenantId,
+        id: ServerId,
+    ) -> Result<RegisteredServer, AppError> {
+        self.repository
+            .find(tenant, id)
+            .await?
+            .map(|stored| stored.server)
+            .ok_or(AppError::NotFound)
+    }
+
+    /// A host name must resolve, and to addresses Cola may dial only: one
+    /// private address among public ones is enough to refuse it, since the
+    /// gateway could be handed any of them.
+    async fn check_resolved_addresses(&self, url: &UpstreamUrl) -> Result<(), AppError> {
+        let UpstreamHost::Name(host) = url.host() else {
+            return Ok(()); // an address literal was checked when parsed
+        };
+        let refuse = |message: String| AppError::Invalid(FieldErrors::single("url", message));
+        match self.resolver.resolve(&host, url.port()).await {
+            Ok(addresses) if addresses.is_empty() => {
+                Err(refuse(format!("the host `{host}` does not resolve")))
+            }
+            Ok(addresses) => match addresses.iter().find(|a| !self.allowed.permits(**a)) {
+                Some(address) => Err(refuse(format!(
+                    "the host `{host}` resolves to {address}, which is not a public address \
+                     and is not in COLA_GATEWAY_ALLOWED_NETWORKS"
+                ))),
+                None => Ok(()),
+            },
+            Err(ResolveError::NotFound) => {
+                Err(refuse(format!("the host `{host}` does not resolve")))
+            }
+            Err(error @ ResolveError::Failed(_)) => {
+                tracing::warn!(error = %crate::error_chain(&error), "upstream host lookup failed");
+                Err(refuse(format!("the host `{host}` could not be resolved")))
+            }
+        }
+    }
+
+    /// The headers sealed for this server, `None` when there are none.
+    fn seal(
+        &self,
+        tenant: TenantId,
+        id: ServerId,
+        headers: &UpstreamHeaders,
+    ) -> Result<Option<Vec<u8>>, AppError> {
+        if headers.is_empty() {
+            return Ok(None);
+        }
+        let Some(sealer) = &self.sealer else {
+            return Err(AppError::Invalid(FieldErrors::single(
+                "headers",
+                "this Cola has no COLA_SECRETS_KEY, so it cannot store upstream credentials",
+            )));
+        };
+        sealer
+            .seal_headers(tenant, id, headers)
+            .map(Some)
+            .map_err(|error| match error {
+                SealError::Corrupt | SealError::Failed(_) => AppError::Unexpected(Box::new(error)),
+            })
+    }
+}
+
+fn require_admin(actor: Principal) -> Result<(), AppError> {
+    if actor.role == Role::Admin {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden)
+    }
+}

@@ -65,8 +65,8 @@ fn is_public_v6(addr: Ipv6Addr) -> bool {
         return is_public_v4(embedded_v4(segments[1], segments[2]));
     }
     let global_unicast = (segments[0] & 0xe000) == 0x2000; // 2000::/3
-    let special = (segments[0] == 0x2001 && segments[1] < 0x200) // 2001::/23 IETF, Teredo
-        || (segments[0] == 0x2001 && segments[1] == 0x0db8) // documentation
+    // 2001::/23 (IETF assignments, Teredo) and 2001:db8::/32 (documentation).
+    let special = (segments[0] == 0x2001 && (segments[1] < 0x200 || segments[1] == 0x0db8))
         || (segments[0] & 0xfff0) == 0x3ff0; // 3fff::/20 documentation
     global_unicast && !special
 }

@@ -125,7 +125,7 @@ impl UpstreamUrl {
         }
         match url.host() {
             None => Err(UrlError::NoHost),
-            Some(url::Host::Domain(name)) if name.is_empty() => Err(UrlError::NoHost),
+            Some(url::Host::Domain("")) => Err(UrlError::NoHost),
             Some(_) => Ok(Self { url }),
         }
     }

@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 
 use crate::Tenant;
 
+/// Upstream URLs are public address literals: the tests have no DNS beyond
+/// `localhost`, and a name that does not resolve is refused.
 const SECRET_VALUE: &str = "Bearer upstream-hunter2";
 
 fn registry() -> Options {
@@ -18,7 +20,7 @@ fn github() -> Value {
     json!({
         "slug": "github",
         "name": "GitHub tools",
-        "url": "https://mcp.example.com/mcp",
+        "url": "https://93.184.215.14/mcp",
         "headers": { "Authorization": SECRET_VALUE, "X-Team": "cola" },
     })
 }
@@ -315,7 +317,7 @@ async fn every_bad_field_is_named() {
     assert_eq!(bad_fields(to_metadata).await, ["url"]);
     let got: Value = app.get_server(&admin, &id).await.json().await.unwrap();
     assert_eq!(
-        got["url"], "https://mcp.example.com/mcp",
+        got["url"], "https://93.184.215.14/mcp",
         "a refused PATCH changes nothing"
     );
 }
@@ -354,7 +356,7 @@ async fn without_a_secrets_key_a_server_cannot_hold_headers() {
     let admin = app.token(tenant.id, tenant.admin, "admin");
     let refused = app.create_server(&admin, &github()).await;
     assert_eq!(bad_fields(refused).await, ["headers"]);
-    let plain = json!({ "slug": "plain", "name": "n", "url": "https://mcp.example.com/" });
+    let plain = json!({ "slug": "plain", "name": "n", "url": "https://93.184.215.14/" });
     assert_eq!(app.create_server(&admin, &plain).await.status(), 201);
 }
 

@@ -168,7 +168,7 @@ impl ApiError {
             AppError::Forbidden => Problem::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                "only an admin of the tenant may do this",
+                "your role does not allow this: changes to servers need an admin, and a member may act only on their own keys",
             ),
             AppError::SlugTaken => Problem::new(
                 StatusCode::CONFLICT,
@@ -199,11 +199,6 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "key-changed",
                 "the key changed meanwhile; read it again and retry",
-            ),
-            AppError::Forbidden => Problem::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "a member may act only on their own keys",
             ),
             AppError::Unavailable(source) => {
                 tracing::warn!(error = %cola_application::error_chain(&**source), "dependency unavailable");

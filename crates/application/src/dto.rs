@@ -496,10 +496,7 @@ impl UpdatePermissionsRequest {
         }
     }
 
-    pub(crate) fn into_valid(
-        self,
-        known: &KnownServers,
-    ) -> Result<AccessUpdate, FieldErrors> {
+    pub(crate) fn into_valid(self, known: &KnownServers) -> Result<AccessUpdate, FieldErrors> {
         let mut errors = FieldErrors::default();
         let permissions = match self.permissions {
             Patch::Keep => None,
@@ -992,7 +989,7 @@ mod tests {
         let patch = |body| {
             serde_json::from_value::<UpdatePermissionsRequest>(body)
                 .expect("shape")
-                .into_valid()
+                .into_valid(&KnownServers::new())
                 .expect("valid")
         };
         assert_eq!(patch(json!({ "rate_limit": null })).rate_limit, Some(None));

@@ -50,9 +50,6 @@ pub enum AppError {
     /// the caller cannot tell "not yours" from "does not exist".
     #[error("no such resource")]
     NotFound,
-    /// A member calling an admin-only route.
-    #[error("only an admin of the tenant may do this")]
-    Forbidden,
     #[error("the tenant already has a server with this slug")]
     SlugTaken,
     #[error("the user already has {max} active keys")]
@@ -66,8 +63,9 @@ pub enum AppError {
     /// A concurrent change won (revoked, rotated or expired meanwhile).
     #[error("the key changed meanwhile")]
     KeyChanged,
-    /// The caller may not act on another user (a member offboarding someone
-    /// else). Keys themselves never answer this: not yours is `NotFound`.
+    /// A member calling an admin-only route, or acting on another user (a
+    /// member offboarding someone else). Keys themselves never answer this:
+    /// not yours is `NotFound`.
     #[error("not allowed for this caller")]
     Forbidden,
     #[error("the database is unavailable")]

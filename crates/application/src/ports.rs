@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_domain::{
     ApiKeyId, ApiKeySecret, DomainEvent, EffectiveStatus, EventKind, KeyPrefix, McpApiKey,
-    RegisteredServer, Rotation, ServerEvent, ServerId, ServerSlug, TenantId, UpstreamHeaders, UserId,
+    RegisteredServer, Rotation, ServerEvent, ServerId, ServerSlug, TenantId, UpstreamHeaders,
+    UserId,
 };
 use serde_json::Value;
 use thiserror::Error;

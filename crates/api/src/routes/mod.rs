@@ -3,8 +3,8 @@
 pub mod health;
 pub mod keys;
 pub mod report;
-pub mod users;
 pub mod servers;
+pub mod users;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ALLOW, HeaderValue};

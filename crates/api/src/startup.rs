@@ -459,6 +459,41 @@ async fn flush_usage_periodically(
     }
 }
 
+/// The gateway's parts: the server directory, a client whose every
+/// connection is checked against the operator's address rules, the
+/// per-server tool catalogue, and the session sealer. Without
+/// `COLA_SECRETS_KEY` session ids are sealed under a key of this process
+/// alone: sessions then work on one instance and end with it (warned).
+fn build_gateway(
+    settings: &Settings,
+    directory: Arc<ServerDirectory>,
+    sealer: Option<Arc<Sealer>>,
+    metrics: Arc<Metrics>,
+) -> Result<Gateway, StartupError> {
+    let allowed = settings.gateway_allowed_networks.clone();
+    let client = UpstreamClient::new(Arc::new(move |address| allowed.permits(address)))
+        .map_err(|e| StartupError::Config(format!("the upstream HTTP client: {e}")))?;
+    let sealer = match sealer {
+        Some(sealer) => (*sealer).clone(),
+        None => {
+            tracing::warn!(
+                "no COLA_SECRETS_KEY: gateway sessions are sealed under a key of this process \
+                 and do not survive a restart or reach another instance"
+            );
+            let key = SecretsKey::generate()
+                .map_err(|e| StartupError::Config(format!("a session key: {e}")))?;
+            Sealer::new(&key)
+        }
+    };
+    Ok(Gateway {
+        directory,
+        client,
+        catalogue: Arc::new(ToolCatalogue::new()),
+        sessions: Sessions::new(sealer),
+        metrics,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::cell::RefCell;
@@ -499,39 +534,4 @@ mod tests {
         // No wait after the last attempt: nothing follows it.
         assert_eq!(retried(5).await, (Err(3), 3, vec![ms250, ms500]));
     }
-}
-
-/// The gateway's parts: the server directory, a client whose every
-/// connection is checked against the operator's address rules, the
-/// per-server tool catalogue, and the session sealer. Without
-/// `COLA_SECRETS_KEY` session ids are sealed under a key of this process
-/// alone: sessions then work on one instance and end with it (warned).
-fn build_gateway(
-    settings: &Settings,
-    directory: Arc<ServerDirectory>,
-    sealer: Option<Arc<Sealer>>,
-    metrics: Arc<Metrics>,
-) -> Result<Gateway, StartupError> {
-    let allowed = settings.gateway_allowed_networks.clone();
-    let client = UpstreamClient::new(Arc::new(move |address| allowed.permits(address)))
-        .map_err(|e| StartupError::Config(format!("the upstream HTTP client: {e}")))?;
-    let sealer = match sealer {
-        Some(sealer) => (*sealer).clone(),
-        None => {
-            tracing::warn!(
-                "no COLA_SECRETS_KEY: gateway sessions are sealed under a key of this process \
-                 and do not survive a restart or reach another instance"
-            );
-            let key = SecretsKey::generate()
-                .map_err(|e| StartupError::Config(format!("a session key: {e}")))?;
-            Sealer::new(&key)
-        }
-    };
-    Ok(Gateway {
-        directory,
-        client,
-        catalogue: Arc::new(ToolCatalogue::new()),
-        sessions: Sessions::new(sealer),
-        metrics,
-    })
 }

@@ -109,7 +109,7 @@ impl AllowedNetworks {
     #[must_use]
     pub fn loopback() -> Self {
         Self(vec![
-            IpNet::from(ipnet::Ipv4Net::new_assert(Ipv4Addr::LOCALHOST, 8)),
+            IpNet::from(ipnet::Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8)),
             IpNet::from(IpAddr::V6(Ipv6Addr::LOCALHOST)),
         ])
     }

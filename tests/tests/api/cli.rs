@@ -128,7 +128,7 @@ fn migrate_applies_and_lists_the_migrations() {
         .lines()
         .filter(|line| line.starts_with("applied"))
         .count();
-    assert_eq!(applied, 4, "{stdout}");
+    assert_eq!(applied, 5, "{stdout}");
     for migration in [
         "m20261207_000003_add_event_recorded_at",
         "m20261201_000005_key_lifecycle",

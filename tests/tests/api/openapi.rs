@@ -32,6 +32,11 @@ const MOUNTED: &[(&str, &str)] = &[
     ("DELETE", "/api/mcp/users/{user_id}/keys"),
     ("POST", "/api/mcp/keys/report"),
     ("POST", "/api/secret-scanning/github"),
+    ("POST", "/api/mcp/servers"),
+    ("GET", "/api/mcp/servers"),
+    ("GET", "/api/mcp/servers/{id}"),
+    ("PATCH", "/api/mcp/servers/{id}"),
+    ("DELETE", "/api/mcp/servers/{id}"),
     ("GET", "/health"),
     ("GET", "/ready"),
 ];
@@ -148,6 +153,17 @@ async fn the_document_lists_exactly_the_mounted_routes_and_each_answers() {
     let token = app.token(tenant.id, tenant.alice, "member");
     let created = app.new_key(&token, &json!({ "name": "openapi" })).await;
     let id = created["id"].as_str().unwrap().to_owned();
+    // Servers are changed by admins; their routes act on a server of the
+    // tenant (a public address literal: no DNS is needed).
+    let admin = app.token(tenant.id, tenant.alice, "admin");
+    let upstream = "https://93.184.215.14/mcp";
+    let server = app
+        .new_server(
+            &admin,
+            &json!({ "slug": "openapi", "name": "openapi", "url": upstream }),
+        )
+        .await;
+    let server_id = server["id"].as_str().unwrap().to_owned();
     // A GitHub alert needs GitHub's signature: `report.rs` calls it.
     let mut calls: Vec<(&str, &str)> = MOUNTED
         .iter()
@@ -157,10 +173,14 @@ async fn the_document_lists_exactly_the_mounted_routes_and_each_answers() {
     // Rotate, then revoke and offboard last: a revoked key cannot be changed.
     calls.sort_by_key(|(method, path)| (*method == "DELETE", path.ends_with("/rotate")));
     for (method, template) in calls {
+        let on_servers = template.starts_with("/api/mcp/servers");
         let path = template
-            .replace("{id}", &id)
+            .replace("{id}", if on_servers { &server_id } else { &id })
             .replace("{user_id}", &tenant.alice.to_string());
         let body = match (method, template) {
+            ("POST", "/api/mcp/servers") => {
+                Some(json!({ "slug": "openapi-2", "name": "openapi, again", "url": upstream }))
+            }
             (_, "/api/mcp/keys/{id}/rotate") => Some(json!({ "grace_period_secs": 60 })),
             (_, "/api/mcp/keys/report") => Some(json!({ "key": "not a key" })),
             ("POST", _) => Some(json!({ "name": "openapi, again" })),
@@ -171,7 +191,7 @@ async fn the_document_lists_exactly_the_mounted_routes_and_each_answers() {
             .request(
                 Method::from_bytes(method.as_bytes()).unwrap(),
                 &path,
-                &token,
+                if on_servers { &admin } else { &token },
                 body.as_ref(),
             )
             .await;

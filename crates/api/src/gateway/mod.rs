@@ -31,9 +31,8 @@ use serde_json::{Value, json};
 
 pub use session::{Binding, Sessions};
 
-use crate::json::{BodyError, is_json, read_body};
 use crate::mcp::gate;
-use crate::mcp::handler::{Message, Reply, read_parsed};
+use crate::mcp::handler::{Message, Reply, read_json_body, read_parsed};
 use crate::mcp::protocol::{self, Era};
 use crate::metrics::Metrics;
 use crate::routes::method_not_allowed;
@@ -273,16 +272,7 @@ impl Exchange<'_> {
     /// The answer to a session that does not open: 404, so that the client
     /// starts a new one (and learns nothing of why).
     fn unknown_session(&self) -> HttpResponse {
-        self.refuse(
-            "unknown_session",
-            Reply::error(
-                StatusCode::NOT_FOUND,
-                &Value::Null,
-                NOT_FOUND,
-                "Session not found",
-                None,
-            ),
-        )
+        self.refuse("unknown_session", session_not_found())
     }
 
     /// The upstream's answer as the client gets it.
@@ -395,14 +385,7 @@ impl Exchange<'_> {
         self.finish(
             "upstream_session_gone",
             Some(status),
-            Reply::error(
-                StatusCode::NOT_FOUND,
-                &Value::Null,
-                NOT_FOUND,
-                "Session not found",
-                None,
-            )
-            .into_response(),
+            session_not_found().into_response(),
         )
     }
 
@@ -487,6 +470,28 @@ impl Exchange<'_> {
     }
 }
 
+/// An unknown session, or one of another key or server: all alike.
+fn session_not_found() -> Reply {
+    Reply::error(
+        StatusCode::NOT_FOUND,
+        &Value::Null,
+        NOT_FOUND,
+        "Session not found",
+        None,
+    )
+}
+
+/// An unknown slug, a verify-only server and an ungranted one: all alike.
+fn server_not_reachable() -> Reply {
+    Reply::error(
+        StatusCode::NOT_FOUND,
+        &Value::Null,
+        NOT_FOUND,
+        "no MCP server of that name is reachable with this key",
+        None,
+    )
+}
+
 fn insert(headers: &mut reqwest::header::HeaderMap, name: &str, value: &[u8]) {
     if let (Ok(name), Ok(value)) = (
         reqwest::header::HeaderName::from_bytes(name.as_bytes()),
@@ -521,14 +526,7 @@ async fn open_exchange<'g>(
             outcome = "unknown_server",
             "gateway request"
         );
-        Reply::error(
-            StatusCode::NOT_FOUND,
-            &Value::Null,
-            NOT_FOUND,
-            "no MCP server of that name is reachable with this key",
-            None,
-        )
-        .into_response()
+        server_not_reachable().into_response()
     };
     let server = match resolved {
         Ok(Some(server)) => server,
@@ -623,38 +621,10 @@ pub async fn post(
         Ok(exchange) => exchange,
         Err(response) => return response,
     };
-    if !is_json(&request) {
-        return exchange.refuse(
-            "bad_request",
-            Reply::error(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                &Value::Null,
-                protocol::INVALID_REQUEST,
-                "Content-Type must be application/json",
-                None,
-            ),
-        );
-    }
     let mut payload = payload.into_inner();
-    let body = match read_body(&request, &mut payload).await {
+    let body = match read_json_body(&request, &mut payload).await {
         Ok(body) => body,
-        Err(error) => {
-            let status = match error {
-                BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-                BodyError::Encoded(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                BodyError::Unreadable => StatusCode::BAD_REQUEST,
-            };
-            return exchange.refuse(
-                "bad_request",
-                Reply::error(
-                    status,
-                    &Value::Null,
-                    protocol::INVALID_REQUEST,
-                    &error.to_string(),
-                    None,
-                ),
-            );
-        }
+        Err(reply) => return exchange.refuse("bad_request", reply),
     };
     let parsed = match strict::parse(&body) {
         Ok(parsed) => parsed,
@@ -785,16 +755,7 @@ async fn forward_message(
                 }
                 // The grant went away since the exchange opened.
                 None => {
-                    return exchange.refuse(
-                        "unknown_server",
-                        Reply::error(
-                            StatusCode::NOT_FOUND,
-                            &Value::Null,
-                            NOT_FOUND,
-                            "no MCP server of that name is reachable with this key",
-                            None,
-                        ),
-                    );
+                    return exchange.refuse("unknown_server", server_not_reachable());
                 }
             };
             let body = json!({

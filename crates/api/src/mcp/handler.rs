@@ -84,38 +84,45 @@ pub async fn post(
     let Some(principal) = request.extensions().get::<McpPrincipal>().cloned() else {
         return HttpResponse::Unauthorized().finish();
     };
-    if !is_json(&request) {
-        return Reply::error(
+    let mut payload: Payload = payload.into_inner();
+    let body = match read_json_body(&request, &mut payload).await {
+        Ok(body) => body,
+        Err(reply) => return reply.into_response(),
+    };
+    handle(&server, &principal, request.headers(), &body)
+        .await
+        .into_response()
+}
+
+/// The body of an MCP POST: JSON, uncompressed, within the size limit; or
+/// the JSON-RPC refusal to send (both MCP endpoints answer alike).
+pub(crate) async fn read_json_body(
+    request: &HttpRequest,
+    payload: &mut Payload,
+) -> Result<web::Bytes, Reply> {
+    if !is_json(request) {
+        return Err(Reply::error(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             &Value::Null,
             protocol::INVALID_REQUEST,
             "Content-Type must be application/json",
             None,
-        )
-        .into_response();
+        ));
     }
-    let mut payload: Payload = payload.into_inner();
-    let body = match read_body(&request, &mut payload).await {
-        Ok(body) => body,
-        Err(error) => {
-            let status = match error {
-                BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-                BodyError::Encoded(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                BodyError::Unreadable => StatusCode::BAD_REQUEST,
-            };
-            return Reply::error(
-                status,
-                &Value::Null,
-                protocol::INVALID_REQUEST,
-                &error.to_string(),
-                None,
-            )
-            .into_response();
-        }
-    };
-    handle(&server, &principal, request.headers(), &body)
-        .await
-        .into_response()
+    read_body(request, payload).await.map_err(|error| {
+        let status = match error {
+            BodyError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Encoded(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            BodyError::Unreadable => StatusCode::BAD_REQUEST,
+        };
+        Reply::error(
+            status,
+            &Value::Null,
+            protocol::INVALID_REQUEST,
+            &error.to_string(),
+            None,
+        )
+    })
 }
 
 /// A request that passed every check of the envelope, ready to dispatch.

@@ -8,6 +8,7 @@ mod m20261123_000001_create_api_keys;
 mod m20261123_000002_create_api_key_events;
 mod m20261201_000004_create_mcp_servers;
 mod m20261201_000005_key_lifecycle;
+mod m20261201_000006_server_tokens;
 mod m20261207_000003_add_event_recorded_at;
 
 #[derive(Debug)]
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000003_add_event_recorded_at::Migration),
             Box::new(m20261201_000004_create_mcp_servers::Migration),
             Box::new(m20261201_000005_key_lifecycle::Migration),
+            Box::new(m20261201_000006_server_tokens::Migration),
         ]
     }
 }

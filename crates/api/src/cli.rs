@@ -8,7 +8,7 @@ use chrono::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cola_application::Role;
 use cola_domain::{AllowedNetworks, TenantId, UserId};
-use cola_infrastructure::SecretsKey;
+use cola_infrastructure::{IdentityKey, SecretsKey};
 use uuid::Uuid;
 
 use crate::config::{JwksSource, JwtKey, JwtSettings, Secret, Settings};
@@ -21,6 +21,9 @@ pub const DEV_SECRET_FILE: &str = ".cola-dev-secret";
 /// Where `--dev` keeps the secrets key it generates, so the upstream headers
 /// it sealed still open after a restart.
 pub const DEV_SECRETS_KEY_FILE: &str = ".cola-dev-secrets-key";
+/// Where `--dev` keeps the identity key it generates, so servers that
+/// cached its JWKS keep verifying assertions after a restart.
+pub const DEV_IDENTITY_KEY_FILE: &str = ".cola-dev-identity-key.pem";
 /// The demo tenant and user `--dev` and `dev-token` use by default.
 pub const DEMO_TENANT: Uuid = Uuid::from_u128(0x0000_0000_0000_4000_8000_0000_0000_0001);
 pub const DEMO_USER: Uuid = Uuid::from_u128(0x0000_0000_0000_4000_8000_0000_0000_0002);
@@ -154,6 +157,24 @@ fn dev_secrets_key(path: &Path) -> Result<SecretsKey, String> {
     }
 }
 
+/// The identity key `--dev` uses when `COLA_IDENTITY_KEY_FILE` is unset:
+/// the one kept in [`DEV_IDENTITY_KEY_FILE`], or a new Ed25519 key written
+/// there. A file that holds something else is an error, not replaced.
+fn dev_identity_key(path: &Path) -> Result<IdentityKey, String> {
+    match std::fs::read_to_string(path) {
+        Ok(existing) => IdentityKey::from_pem(&existing)
+            .map_err(|e| format!("{} holds no identity key: {e}", path.display())),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let key = IdentityKey::generate().map_err(|e| e.to_string())?;
+            let pem = key.to_pem().map_err(|e| e.to_string())?;
+            write_private(path, &pem)
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            Ok(key)
+        }
+        Err(error) => Err(format!("cannot read {}: {error}", path.display())),
+    }
+}
+
 #[allow(clippy::print_stdout)]
 async fn serve(args: ServeArgs) -> ExitCode {
     let mut settings = match load_settings() {
@@ -196,6 +217,15 @@ async fn serve(args: ServeArgs) -> ExitCode {
         if settings.secrets_key.is_none() {
             match dev_secrets_key(&PathBuf::from(DEV_SECRETS_KEY_FILE)) {
                 Ok(key) => settings.secrets_key = Some(key),
+                Err(error) => {
+                    eprintln!("--dev: {error}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        if settings.identity_key.is_none() {
+            match dev_identity_key(&PathBuf::from(DEV_IDENTITY_KEY_FILE)) {
+                Ok(key) => settings.identity_key = Some(std::sync::Arc::new(key)),
                 Err(error) => {
                     eprintln!("--dev: {error}");
                     return ExitCode::from(1);

@@ -4,11 +4,13 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cola_domain::AllowedNetworks;
-use cola_infrastructure::SecretsKey;
+use cola_infrastructure::{IdentityKey, SecretsKey, previous_public_jwk};
 use ipnet::IpNet;
+use jsonwebtoken::jwk::Jwk;
 
 use crate::secret_scanning::SecretScanningKeys;
 
@@ -130,6 +132,10 @@ pub struct Settings {
     pub secrets_key: Option<SecretsKey>,
     /// Networks upstream URLs may resolve into although not public.
     pub gateway_allowed_networks: AllowedNetworks,
+    /// Signs identity assertions; `None`: a key of this process alone.
+    pub identity_key: Option<Arc<IdentityKey>>,
+    /// Still published in the JWKS, for a rotation.
+    pub identity_previous_key: Option<Jwk>,
     pub log_format: LogFormat,
     pub log_filter: String,
     /// `--dev` (not an environment variable): the console signs in as the
@@ -214,6 +220,13 @@ impl Reader<'_> {
             })
             .unwrap_or_default()
     }
+}
+
+/// A PEM file's text; the error names the path, never the contents.
+fn read_pem(path: &str) -> Result<zeroize::Zeroizing<String>, String> {
+    std::fs::read_to_string(path)
+        .map(zeroize::Zeroizing::new)
+        .map_err(|error| format!("cannot read {path}: {error}"))
 }
 
 fn as_u32(value: u64) -> u32 {
@@ -468,6 +481,26 @@ impl Settings {
                 .map_err(|e| read.errors.push(("COLA_SECRETS_KEY", e.to_string())))
                 .ok()
         });
+        let identity_key = read.text("COLA_IDENTITY_KEY_FILE").and_then(|path| {
+            read_pem(path.trim())
+                .and_then(|pem| IdentityKey::from_pem(&pem).map_err(|e| e.to_string()))
+                .map(Arc::new)
+                .map_err(|error| read.errors.push(("COLA_IDENTITY_KEY_FILE", error)))
+                .ok()
+        });
+        let identity_previous_key = read
+            .text("COLA_IDENTITY_PREVIOUS_KEY_FILE")
+            .and_then(|path| {
+                read_pem(path.trim())
+                    .and_then(|pem| {
+                        previous_public_jwk(&pem).map_err(|_| {
+                            "is not a PEM key of Ed25519 or P-256 (private, or `PUBLIC KEY`)"
+                                .to_owned()
+                        })
+                    })
+                    .map_err(|error| read.errors.push(("COLA_IDENTITY_PREVIOUS_KEY_FILE", error)))
+                    .ok()
+            });
         let gateway_allowed_networks = AllowedNetworks::parse(
             &read.list("COLA_GATEWAY_ALLOWED_NETWORKS"),
         )
@@ -512,6 +545,8 @@ impl Settings {
             secret_scanning_keys,
             secrets_key,
             gateway_allowed_networks,
+            identity_key,
+            identity_previous_key,
             log_format,
             log_filter,
             dev: false,
@@ -632,6 +667,25 @@ impl Settings {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(","),
+            ),
+            (
+                "COLA_IDENTITY_KEY_FILE",
+                self.identity_key.as_ref().map_or_else(
+                    || "unset (identity assertions signed by a key of this process)".to_owned(),
+                    |key| format!("{} key, kid {}", key.algorithm(), key.kid()),
+                ),
+            ),
+            (
+                "COLA_IDENTITY_PREVIOUS_KEY_FILE",
+                self.identity_previous_key.as_ref().map_or_else(
+                    || "unset".to_owned(),
+                    |jwk| {
+                        format!(
+                            "published, kid {}",
+                            jwk.common.key_id.as_deref().unwrap_or("-")
+                        )
+                    },
+                ),
             ),
             (
                 "COLA_LOG_FORMAT",
@@ -793,6 +847,39 @@ mod tests {
                 "COLA_LOG_FORMAT",
             ]
         );
+    }
+
+    #[test]
+    fn an_unreadable_or_invalid_identity_key_file_is_refused_by_name() {
+        let dir = std::env::temp_dir().join(format!("cola-identity-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let junk = dir.join("junk.pem");
+        std::fs::write(&junk, "not a key").expect("write");
+        let missing = dir.join("missing.pem");
+        let errors = settings(&[
+            ("COLA_IDENTITY_KEY_FILE", junk.to_str().expect("utf-8")),
+            (
+                "COLA_IDENTITY_PREVIOUS_KEY_FILE",
+                missing.to_str().expect("utf-8"),
+            ),
+        ])
+        .expect_err("both refused");
+        assert_eq!(
+            names(&errors),
+            ["COLA_IDENTITY_KEY_FILE", "COLA_IDENTITY_PREVIOUS_KEY_FILE"]
+        );
+        assert!(
+            !errors.0[0].1.contains("not a key"),
+            "never the file's contents"
+        );
+
+        let key = IdentityKey::generate().expect("key");
+        let good = dir.join("good.pem");
+        std::fs::write(&good, key.to_pem().expect("pem").as_str()).expect("write");
+        let s =
+            settings(&[("COLA_IDENTITY_KEY_FILE", good.to_str().expect("utf-8"))]).expect("valid");
+        assert_eq!(s.identity_key.expect("loaded").kid(), key.kid());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub struct Metrics {
     pool: IntGaugeVec,
     gateway_requests: IntCounterVec,
     gateway_duration: prometheus::Histogram,
+    verify_answers: IntCounterVec,
     sources: Sources,
 }
 
@@ -116,6 +117,15 @@ impl Metrics {
             "cola_gateway_request_duration_seconds",
             "Time from an admitted gateway request to the upstream's answer starting",
         ))?;
+        let verify_answers = IntCounterVec::new(
+            Opts::new(
+                "cola_verify_answers_total",
+                "Answers of POST /api/mcp/verify by code (VALID, NOT_FOUND, ..., \
+                 RATE_LIMITED, BAD_TOKEN, UNAVAILABLE)",
+            ),
+            &["code"],
+        )?;
+        registry.register(Box::new(verify_answers.clone()))?;
         registry.register(Box::new(gateway_requests.clone()))?;
         registry.register(Box::new(gateway_duration.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
@@ -138,6 +148,7 @@ impl Metrics {
             pool,
             gateway_requests,
             gateway_duration,
+            verify_answers,
             sources: Sources {
                 usage,
                 cache,
@@ -152,6 +163,11 @@ impl Metrics {
         self.gateway_requests.with_label_values(&[outcome]).inc();
         self.gateway_duration
             .observe(started.elapsed().as_secs_f64());
+    }
+
+    /// Counts one answer of the verify API.
+    pub fn verify_answer(&self, code: &str) {
+        self.verify_answers.with_label_values(&[code]).inc();
     }
 
     /// Counts one `/mcp` authentication decision.

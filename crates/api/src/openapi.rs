@@ -123,6 +123,8 @@ pub struct HealthStatus {
 
 /// The name of the management JWT security scheme.
 pub const BEARER_JWT: &str = "bearer_jwt";
+/// The name of the verify API's security scheme.
+pub const SERVER_TOKEN: &str = "server_token";
 
 struct BearerJwt;
 
@@ -142,6 +144,19 @@ impl Modify for BearerJwt {
                     .build(),
             ),
         );
+        components.add_security_scheme(
+            SERVER_TOKEN,
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("colasrv_")
+                    .description(Some(
+                        "A registered server's verification token (`colasrv_…`), minted by \
+                         `POST /api/mcp/servers/{id}/token`.",
+                    ))
+                    .build(),
+            ),
+        );
     }
 }
 
@@ -150,9 +165,9 @@ impl Modify for BearerJwt {
     info(
         title = "Cola management API",
         description = "Create, list, change and revoke the API keys that MCP clients present to \
-                       Cola's `/mcp` endpoint, and register the tenant's upstream MCP servers \
-                       that keys are granted. Every error is an RFC 9457 problem \
-                       (`application/problem+json`).",
+                       Cola's `/mcp` endpoint, register the tenant's upstream MCP servers \
+                       that keys are granted, and let those servers verify keys themselves. \
+                       Every error is an RFC 9457 problem (`application/problem+json`).",
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
@@ -172,6 +187,9 @@ impl Modify for BearerJwt {
         routes::servers::get,
         routes::servers::update,
         routes::servers::delete,
+        routes::servers::mint_token,
+        routes::verify::verify,
+        routes::verify::jwks,
         routes::health::health,
         routes::health::ready,
     ),
@@ -203,12 +221,18 @@ impl Modify for BearerJwt {
         cola_application::UpdateServerRequest,
         cola_application::ServerView,
         cola_application::ServerPage,
+        cola_application::MintedTokenView,
+        cola_application::VerifyRequest,
+        cola_application::VerifyView,
+        cola_application::VerifyCode,
+        cola_application::GrantedPermissions,
     )),
     modifiers(&BearerJwt),
     tags(
         (name = "keys", description = "Key management (management JWT required)"),
         (name = "reports", description = "Reporting leaked keys (public; holding the key is the proof)"),
         (name = "servers", description = "The tenant's upstream MCP servers (management JWT required; changes need an admin)"),
+        (name = "verify", description = "For the tenant's own MCP servers: key verification (server token) and the identity assertions' public keys (public)"),
         (name = "service", description = "Liveness and readiness (public)"),
     ),
 )]

@@ -10,13 +10,14 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use cola_application::{
     ApiKeyRepository, ApiKeyService, Clock, CredentialSealer, KeyAuthenticator, KeyPolicy,
-    McpService, SecretHasher, ServerDirectory, ServerRepository, ServerService, ServerServiceParts,
-    SystemClock, ToolCatalogue, UsageRecorder, VerifiedKeyCache, follow_access_changes,
+    KeyVerifier, McpService, SecretHasher, ServerDirectory, ServerRepository, ServerService,
+    ServerServiceParts, ServerTokens, SystemClock, ToolCatalogue, UsageRecorder, VerifiedKeyCache,
+    follow_access_changes,
 };
 use cola_domain::ExpiryPolicy;
 use cola_infrastructure::{
-    Argon2Hasher, Database, HasherSettings, SeaOrmApiKeyRepository, SeaOrmServerRepository, Sealer,
-    SecretsKey, SystemHostResolver, UpstreamClient,
+    Argon2Hasher, Database, HasherSettings, IdentityKey, IdentityKeys, SeaOrmApiKeyRepository,
+    SeaOrmServerRepository, Sealer, SecretsKey, SystemHostResolver, UpstreamClient,
 };
 use thiserror::Error;
 use tokio::sync::watch;
@@ -32,6 +33,7 @@ use crate::mcp::{self, McpGate, McpServer};
 use crate::metrics::Metrics;
 use crate::rate_limit::FailureLimiter;
 use crate::routes;
+use crate::routes::verify::VerifyApi;
 use crate::telemetry::RequestSpan;
 use crate::write_limit::WriteLimiter;
 
@@ -134,6 +136,7 @@ impl Application {
             Arc::clone(&cache),
             policy,
         ));
+        let tokens = Arc::new(ServerTokens::new(Arc::clone(&server_repository)));
         let servers = web::Data::new(ServerService::new(ServerServiceParts {
             repository: server_repository,
             resolver: Arc::new(SystemHostResolver),
@@ -142,6 +145,7 @@ impl Application {
             allowed: settings.gateway_allowed_networks.clone(),
             directory: Arc::clone(&directory),
             keys: Arc::clone(&cache),
+            tokens: Arc::clone(&tokens),
         }));
         let authenticator = Arc::new(KeyAuthenticator::new(
             Arc::clone(&repository),
@@ -174,6 +178,14 @@ impl Application {
             Metrics::new(Arc::clone(&usage), Arc::clone(&cache), database.clone())
                 .map_err(|e| StartupError::Config(format!("metrics: {e}")))?,
         );
+        let verify = web::Data::new(VerifyApi {
+            tokens,
+            verifier: KeyVerifier::new(
+                Arc::clone(&authenticator),
+                Arc::clone(&clock),
+                settings.auth_cache_ttl,
+            ),
+        });
         let gate = web::Data::new(McpGate {
             authenticator,
             metrics: metrics.clone().into_inner(),
@@ -183,12 +195,6 @@ impl Application {
             allowed_origins: settings.allowed_origins.clone(),
         });
         let secret_scanning = settings.secret_scanning_keys.clone().map(web::Data::new);
-        let gateway = web::Data::new(build_gateway(
-            &settings,
-            directory,
-            sealer,
-            metrics.clone().into_inner(),
-        )?);
         let mcp_server =
             web::Data::new(McpServer::new(Arc::new(McpService::new(Arc::clone(&keys)))));
         let keys = web::Data::from(keys);
@@ -208,6 +214,18 @@ impl Application {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{address}"));
+        let identity = Arc::new(identity_keys(&settings)?);
+        let gateway = web::Data::new(build_gateway(
+            &settings,
+            directory,
+            sealer,
+            metrics.clone().into_inner(),
+            GatewayIdentity {
+                keys: Arc::clone(&identity),
+                public_url: public_url.clone(),
+            },
+        )?);
+        let identity = web::Data::from(identity);
         let console = crate::console::build(&settings, verifier.clone(), &public_url)
             .map_err(StartupError::Config)?;
         let management = web::Data::new(ManagementAuth {
@@ -231,6 +249,8 @@ impl Application {
                 .app_data(keys.clone())
                 .app_data(servers.clone())
                 .app_data(gateway.clone())
+                .app_data(verify.clone())
+                .app_data(identity.clone())
                 .app_data(management.clone())
                 .app_data(gate.clone())
                 .app_data(mcp_server.clone())
@@ -254,6 +274,7 @@ impl Application {
                 .configure(crate::console::configure)
                 .configure(routes::users::configure)
                 .configure(routes::servers::configure)
+                .configure(routes::verify::configure)
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
@@ -464,11 +485,41 @@ async fn flush_usage_periodically(
 /// per-server tool catalogue, and the session sealer. Without
 /// `COLA_SECRETS_KEY` session ids are sealed under a key of this process
 /// alone: sessions then work on one instance and end with it (warned).
+/// The identity assertions' keys: `COLA_IDENTITY_KEY_FILE` (and the
+/// previous key, still published), or a key of this process alone (warned:
+/// its assertions stop verifying after a restart and differ per instance).
+fn identity_keys(settings: &Settings) -> Result<IdentityKeys, StartupError> {
+    let current = match &settings.identity_key {
+        Some(key) => Arc::clone(key),
+        None => {
+            tracing::warn!(
+                "no COLA_IDENTITY_KEY_FILE: identity assertions are signed by a key of this \
+                 process, published at /.well-known/jwks.json until it stops"
+            );
+            Arc::new(
+                IdentityKey::generate()
+                    .map_err(|e| StartupError::Config(format!("an identity key: {e}")))?,
+            )
+        }
+    };
+    Ok(IdentityKeys::new(
+        current,
+        settings.identity_previous_key.clone(),
+    ))
+}
+
+/// What the gateway signs identity assertions with, and as whom.
+struct GatewayIdentity {
+    keys: Arc<IdentityKeys>,
+    public_url: String,
+}
+
 fn build_gateway(
     settings: &Settings,
     directory: Arc<ServerDirectory>,
     sealer: Option<Arc<Sealer>>,
     metrics: Arc<Metrics>,
+    identity: GatewayIdentity,
 ) -> Result<Gateway, StartupError> {
     let allowed = settings.gateway_allowed_networks.clone();
     let client = UpstreamClient::new(Arc::new(move |address| allowed.permits(address)))
@@ -491,6 +542,8 @@ fn build_gateway(
         catalogue: Arc::new(ToolCatalogue::new()),
         sessions: Sessions::new(sealer),
         metrics,
+        identity: identity.keys,
+        public_url: identity.public_url,
     })
 }
 

@@ -439,6 +439,20 @@ impl KeyAuthenticator {
         presented: Option<&str>,
         client: IpAddr,
     ) -> Result<(McpPrincipal, AuthPath), Refusal> {
+        let (principal, path) = self.check(presented, Some(client)).await?;
+        self.record_use(&principal);
+        Ok((principal, path))
+    }
+
+    /// Decides `presented` as [`Self::authenticate_with_path`] does, from
+    /// `client` — `None` when the caller cannot say, which only a key
+    /// without an allow-list passes — without counting a use: the verify
+    /// API counts one only once it has answered `VALID`.
+    pub async fn check(
+        &self,
+        presented: Option<&str>,
+        client: Option<IpAddr>,
+    ) -> Result<(McpPrincipal, AuthPath), Refusal> {
         let presented = presented.ok_or(Refusal::of(AuthFailure::Missing))?;
         let secret =
             ApiKeySecret::parse(presented).map_err(|_| Refusal::of(AuthFailure::Malformed))?;
@@ -448,11 +462,18 @@ impl KeyAuthenticator {
             .map_err(|refusal| refusal.of_key(&prefix))
     }
 
+    /// Counts one use of an admitted key (batched; see [`UsageRecorder`]).
+    pub fn record_use(&self, principal: &McpPrincipal) {
+        let key = principal.key();
+        self.usage
+            .record(key.tenant_id, key.key_id, self.clock.now());
+    }
+
     async fn admit(
         &self,
         secret: &ApiKeySecret,
         prefix: &KeyPrefix,
-        client: IpAddr,
+        client: Option<IpAddr>,
     ) -> Result<(McpPrincipal, AuthPath), Refusal> {
         let fingerprint = self.cache.fingerprint(secret);
         let (principal, path) = if let Some(principal) = self.cache.admitted(prefix, &fingerprint) {
@@ -473,10 +494,13 @@ impl KeyAuthenticator {
         if now >= key.expires_at {
             return Err(Refusal::in_tenant(AuthFailure::Expired, key.tenant_id));
         }
-        if !key.ip_whitelist.allows(client) {
+        let allowed = match client {
+            Some(client) => key.ip_whitelist.allows(client),
+            None => key.ip_whitelist.networks().is_empty(),
+        };
+        if !allowed {
             return Err(Refusal::in_tenant(AuthFailure::IpDenied, key.tenant_id));
         }
-        self.usage.record(key.tenant_id, key.key_id, now);
         Ok((principal, path))
     }
 

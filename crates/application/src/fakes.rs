@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use crate::ports::{
     AccessChange, ApiKeyRepository, HeadersWrite, KeyListFilter, RecordedEvent, RepositoryError,
-    SecretHash, ServerRepository, StoredCredential, StoredServer, UsageDelta,
+    SecretHash, ServerRepository, StoredCredential, StoredServer, TokenDigest, UsageDelta,
 };
 
 /// Keys by prefix; revocation edits the stored copy, as a write would.
@@ -177,6 +177,8 @@ impl ApiKeyRepository for MemoryRepository {
 pub(crate) struct MemoryServers {
     pub(crate) servers: Mutex<Vec<StoredServer>>,
     pub(crate) slug_lookups: Mutex<usize>,
+    pub(crate) tokens: Mutex<Vec<(TokenDigest, ServerId)>>,
+    pub(crate) token_lookups: Mutex<usize>,
 }
 
 #[async_trait]
@@ -290,5 +292,41 @@ impl ServerRepository for MemoryServers {
             .filter(|h| h.sealed_headers.is_some())
             .count();
         Ok(u64::try_from(count).unwrap_or(u64::MAX))
+    }
+
+    async fn store_token(
+        &self,
+        server: &RegisteredServer,
+        digest: &TokenDigest,
+        _: &ServerEvent,
+    ) -> Result<bool, RepositoryError> {
+        let exists = self
+            .servers
+            .lock()
+            .expect("servers")
+            .iter()
+            .any(|held| held.server.id() == server.id());
+        let mut tokens = self.tokens.lock().expect("tokens");
+        tokens.retain(|(_, id)| *id != server.id());
+        if exists {
+            tokens.push((*digest, server.id()));
+        }
+        Ok(exists)
+    }
+
+    async fn find_by_token(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<RegisteredServer>, RepositoryError> {
+        *self.token_lookups.lock().expect("lookups") += 1;
+        let tokens = self.tokens.lock().expect("tokens");
+        let Some((_, id)) = tokens.iter().find(|(held, _)| held == digest) else {
+            return Ok(None);
+        };
+        let servers = self.servers.lock().expect("servers");
+        Ok(servers
+            .iter()
+            .find(|held| held.server.id() == *id)
+            .map(|held| held.server.clone()))
     }
 }

@@ -14,6 +14,7 @@ mod principal;
 mod servers;
 mod service;
 mod usage;
+mod verify;
 
 pub use auth::{
     AuthFailure, AuthPath, FEED_FRESHNESS, KeyAuthenticator, Refusal, VerifiedKeyCache,
@@ -39,13 +40,18 @@ pub use ports::{
     ACCESS_CHANGE_WINDOW, AccessChange, ApiKeyRepository, Clock, CredentialSealer, Cursor,
     HashError, HeadersWrite, HostResolver, KeyListFilter, RecordedEvent, RepositoryError,
     ResolveError, SealError, SecretHash, SecretHasher, ServerRepository, StoredCredential,
-    StoredServer, SystemClock, UsageDelta,
+    StoredServer, SystemClock, TokenDigest, UsageDelta,
 };
 pub use principal::{AdmittedKey, McpPrincipal, Principal, Role};
 pub use servers::{
-    CreateServerRequest, ListServersQuery, RESOLUTION_TTL, ResolvedServer, ServerDirectory,
-    ServerLookupError, ServerPage, ServerService, ServerServiceParts, ServerView,
+    CreateServerRequest, ListServersQuery, MintedTokenView, RESOLUTION_TTL, ResolvedServer,
+    ServerDirectory, ServerLookupError, ServerPage, ServerService, ServerServiceParts, ServerView,
     UpdateServerRequest,
 };
 pub use service::{ApiKeyService, KeyPolicy, ReportOutcome};
 pub use usage::UsageRecorder;
+pub use verify::{
+    CallingServer, GrantedPermissions, KeyVerifier, MAX_ANSWER_REUSE, ServerTokens,
+    TOKEN_LOOKUP_TTL, TokenRefusal, ValidKey, Verification, VerifyCode, VerifyCommand, VerifyError,
+    VerifyRequest, VerifyTarget, VerifyView,
+};

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_domain::{
     ApiKeyId, ApiKeySecret, DomainEvent, EffectiveStatus, EventKind, KeyPrefix, McpApiKey,
-    RegisteredServer, Rotation, ServerEvent, ServerId, ServerSlug, TenantId, UpstreamHeaders,
-    UserId,
+    RegisteredServer, Rotation, ServerEvent, ServerId, ServerSlug, ServerToken, TenantId,
+    UpstreamHeaders, UserId,
 };
 use serde_json::Value;
 use thiserror::Error;
@@ -294,6 +294,56 @@ pub trait ServerRepository: Send + Sync + 'static {
     /// How many servers of any tenant hold sealed headers: they cannot be
     /// used without `COLA_SECRETS_KEY`.
     async fn count_with_headers(&self) -> Result<u64, RepositoryError>;
+
+    /// Stores `digest` as the server's verification token, replacing any
+    /// earlier one, with its `token_minted` event in one transaction.
+    /// `false`: the server was deleted meanwhile and nothing was written.
+    async fn store_token(
+        &self,
+        server: &RegisteredServer,
+        digest: &TokenDigest,
+        event: &ServerEvent,
+    ) -> Result<bool, RepositoryError>;
+
+    /// The server whose verification token has `digest`, in whichever
+    /// tenant: the token is what names the calling server (as a key's
+    /// prefix names the key).
+    async fn find_by_token(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<RegisteredServer>, RepositoryError>;
+}
+
+/// SHA-256 of a server token: what is stored and looked up. A token carries
+/// ~178 random bits, so a fast digest is enough (no password-style hashing
+/// is needed against guessing) and keeps the verify API's lookup cheap.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenDigest([u8; 32]);
+
+impl TokenDigest {
+    #[must_use]
+    pub fn of(token: &ServerToken) -> Self {
+        use sha2::Digest;
+        Self(sha2::Sha256::digest(token.expose().as_bytes()).into())
+    }
+
+    /// Lower-case hex, as stored.
+    #[must_use]
+    pub fn to_hex(&self) -> String {
+        use std::fmt::Write;
+        self.0
+            .iter()
+            .fold(String::with_capacity(64), |mut hex, byte| {
+                let _ = write!(hex, "{byte:02x}");
+                hex
+            })
+    }
+}
+
+impl std::fmt::Debug for TokenDigest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenDigest([redacted])")
+    }
 }
 
 #[derive(Debug, Error)]

@@ -18,6 +18,7 @@ mod report;
 mod scope;
 mod secret;
 mod server;
+mod server_token;
 mod status;
 
 pub use address::{AllowedNetworks, AllowedNetworksError, is_public_address};
@@ -44,4 +45,5 @@ pub use server::{
     ServerSlug, ServerTimeout, SlugError, TimeoutError, UpstreamHeaders, UpstreamHost,
     UpstreamSecret, UpstreamUrl, UrlError,
 };
+pub use server_token::{ServerToken, ServerTokenFormatError};
 pub use status::{ApiKeyStatus, EffectiveStatus};

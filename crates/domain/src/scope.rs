@@ -63,6 +63,15 @@ impl SurfaceScope<'_> {
         flag && named(self.tools, name)
     }
 
+    /// Whether a tool of unknown annotations may be used as far as its name
+    /// goes: the grant names it and the key has a flag a tool could need.
+    /// For a server that asks the verify API without saying whether the
+    /// tool is read-only; it applies the flags, which it is told, itself.
+    #[must_use]
+    pub fn may_use_tool_named(&self, name: &str) -> bool {
+        (self.read || self.write) && named(self.tools, name)
+    }
+
     /// Whether the resource at `uri` may be listed, read or subscribed to.
     #[must_use]
     pub fn may_read_resource(&self, uri: &str) -> bool {
@@ -201,6 +210,20 @@ mod tests {
             .expect("granted");
         assert!(!scope.may_use_tool("search", true));
         assert!(scope.may_use_tool("create_issue", false));
+    }
+
+    #[test]
+    fn a_tool_of_unknown_kind_is_decided_by_its_name() {
+        let key = granted(
+            true,
+            false,
+            server(1),
+            "gh",
+            [Some(&["search_*"]), None, None],
+        );
+        let scope = key.scope_on(Surface::Server(server(1))).expect("granted");
+        assert!(scope.may_use_tool_named("search_code"));
+        assert!(!scope.may_use_tool_named("create_issue"));
     }
 
     #[test]

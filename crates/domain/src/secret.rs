@@ -56,24 +56,7 @@ impl ApiKeySecret {
     /// OS generator in production). A generator failure is returned, never
     /// papered over with weaker randomness.
     pub fn generate<R: TryCryptoRng + ?Sized>(rng: &mut R) -> Result<Self, R::Error> {
-        // Bytes ≥ 248 are rejected so that every base62 digit is equally
-        // likely (248 = 4 × 62).
-        const UNBIASED_LIMIT: u8 = 248;
-        let mut key = String::with_capacity(KEY_LENGTH);
-        key.push_str(SCHEME);
-        let mut buffer = [0u8; 64];
-        while key.len() < SCHEME.len() + RANDOM_LENGTH {
-            rng.try_fill_bytes(&mut buffer)?;
-            for &byte in buffer.iter().filter(|&&b| b < UNBIASED_LIMIT) {
-                if key.len() == SCHEME.len() + RANDOM_LENGTH {
-                    break;
-                }
-                key.push(char::from(BASE62[usize::from(byte % 62)]));
-            }
-        }
-        let checksum = checksum(key.as_bytes());
-        key.push_str(&checksum);
-        Ok(Self(Zeroizing::new(key)))
+        generate_checksummed(SCHEME, rng).map(Self)
     }
 
     /// Checks the format and checksum of a presented key. Cheap and free of
@@ -119,6 +102,47 @@ impl fmt::Debug for ApiKeySecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("ApiKeySecret([redacted])")
     }
+}
+
+/// `scheme` + 30 random base62 characters + their 6-character checksum,
+/// from a cryptographically secure generator. A generator failure is
+/// returned, never papered over with weaker randomness.
+pub(crate) fn generate_checksummed<R: TryCryptoRng + ?Sized>(
+    scheme: &str,
+    rng: &mut R,
+) -> Result<Zeroizing<String>, R::Error> {
+    // Bytes ≥ 248 are rejected so that every base62 digit is equally
+    // likely (248 = 4 × 62).
+    const UNBIASED_LIMIT: u8 = 248;
+    let mut secret = Zeroizing::new(String::with_capacity(
+        scheme.len() + RANDOM_LENGTH + CHECKSUM_LENGTH,
+    ));
+    secret.push_str(scheme);
+    let mut buffer = Zeroizing::new([0u8; 64]);
+    while secret.len() < scheme.len() + RANDOM_LENGTH {
+        rng.try_fill_bytes(buffer.as_mut())?;
+        for &byte in buffer.iter().filter(|&&b| b < UNBIASED_LIMIT) {
+            if secret.len() == scheme.len() + RANDOM_LENGTH {
+                break;
+            }
+            secret.push(char::from(BASE62[usize::from(byte % 62)]));
+        }
+    }
+    let checksum = checksum(secret.as_bytes());
+    secret.push_str(&checksum);
+    Ok(secret)
+}
+
+/// Whether `candidate` is `scheme` + 30 base62 characters + their checksum.
+pub(crate) fn is_checksummed(scheme: &str, candidate: &str) -> bool {
+    candidate.len() == scheme.len() + RANDOM_LENGTH + CHECKSUM_LENGTH
+        && candidate
+            .strip_prefix(scheme)
+            .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_alphanumeric()))
+        && {
+            let (body, given) = candidate.split_at(candidate.len() - CHECKSUM_LENGTH);
+            checksum(body.as_bytes()) == given
+        }
 }
 
 /// CRC-32 (IEEE) of `body`, as 6 base62 digits, most significant first.

@@ -376,10 +376,17 @@ pub enum ServerEventKind {
     Created,
     Updated,
     Deleted,
+    /// A verification token was minted, replacing any earlier one.
+    TokenMinted,
 }
 
 impl ServerEventKind {
-    pub const ALL: [Self; 3] = [Self::Created, Self::Updated, Self::Deleted];
+    pub const ALL: [Self; 4] = [
+        Self::Created,
+        Self::Updated,
+        Self::Deleted,
+        Self::TokenMinted,
+    ];
 
     /// The event's name on the wire and in storage.
     #[must_use]
@@ -388,6 +395,7 @@ impl ServerEventKind {
             Self::Created => "mcp_server.created",
             Self::Updated => "mcp_server.updated",
             Self::Deleted => "mcp_server.deleted",
+            Self::TokenMinted => "mcp_server.token_minted",
         }
     }
 
@@ -533,6 +541,18 @@ impl RegisteredServer {
     pub fn delete(&self, actor: UserId, now: DateTime<Utc>) -> ServerEvent {
         self.event(
             ServerEventKind::Deleted,
+            actor,
+            now,
+            json!({ "slug": self.slug }),
+        )
+    }
+
+    /// The `mcp_server.token_minted` event of a new verification token; the
+    /// token itself is never part of it.
+    #[must_use]
+    pub fn mint_token(&self, actor: UserId, now: DateTime<Utc>) -> ServerEvent {
+        self.event(
+            ServerEventKind::TokenMinted,
             actor,
             now,
             json!({ "slug": self.slug }),

@@ -1,11 +1,12 @@
 //! Cola's adapters: the sea-orm repositories (SQLite and PostgreSQL), argon2id
-//! hashing, sealing of secrets at rest, host resolution, database set-up, and
+//! hashing, sealing of secrets at rest, identity assertions, host resolution, database set-up, and
 //! the HTTP client to tenants' MCP servers. sea-orm entities are private to
 //! this crate; the rest of the workspace sees only the application's ports.
 
 mod database;
 mod entity;
 mod hasher;
+mod identity;
 mod repository;
 mod resolver;
 mod sealing;
@@ -14,6 +15,10 @@ mod upstream;
 
 pub use database::{Database, DatabaseError, DatabaseKind, MigrationState};
 pub use hasher::{Argon2Hasher, HasherSettings};
+pub use identity::{
+    ASSERTION_LIFETIME_SECS, IdentityClaims, IdentityKey, IdentityKeyError, IdentityKeys,
+    SigningError, previous_public_jwk,
+};
 pub use repository::SeaOrmApiKeyRepository;
 pub use resolver::SystemHostResolver;
 pub use sealing::{SealContext, Sealer, SealingError, SecretsKey, SecretsKeyError};

@@ -3,7 +3,9 @@
 //! event in one transaction; header values reach this code only sealed.
 
 use async_trait::async_trait;
-use cola_application::{HeadersWrite, RepositoryError, ServerRepository, StoredServer};
+use cola_application::{
+    HeadersWrite, RepositoryError, ServerRepository, StoredServer, TokenDigest,
+};
 use cola_domain::{
     HeaderName, KeyName, KeyPrefix, NewServer, RegisteredServer, ServerEvent, ServerId, ServerSlug,
     ServerTimeout, TenantId, UpstreamUrl,
@@ -142,6 +144,8 @@ impl ServerRepository for SeaOrmServerRepository {
             sealed_headers: Set(sealed_headers.map(<[u8]>::to_vec)),
             forward_identity: Set(server.forward_identity()),
             timeout_secs: Set(i32::from(server.timeout().secs())),
+            verify_token_digest: Set(None),
+            verify_token_minted_at: Set(None),
             created_at: Set(server.created_at()),
             updated_at: Set(server.updated_at()),
         };
@@ -307,5 +311,45 @@ impl ServerRepository for SeaOrmServerRepository {
             .count(self.database.connection())
             .await
             .map_err(db_error)
+    }
+
+    async fn store_token(
+        &self,
+        server: &RegisteredServer,
+        digest: &TokenDigest,
+        event: &ServerEvent,
+    ) -> Result<bool, RepositoryError> {
+        use mcp_server::Column;
+        let txn = self.database.connection().begin().await.map_err(db_error)?;
+        let result = mcp_server::Entity::update_many()
+            .col_expr(Column::VerifyTokenDigest, Expr::value(digest.to_hex()))
+            .col_expr(Column::VerifyTokenMintedAt, Expr::value(event.occurred_at))
+            .filter(Column::TenantId.eq(server.tenant_id().as_uuid()))
+            .filter(Column::Id.eq(server.id().as_uuid()))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected == 0 {
+            txn.rollback().await.map_err(db_error)?;
+            return Ok(false);
+        }
+        insert_event_row(&txn, event_row(event)).await?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(true)
+    }
+
+    async fn find_by_token(
+        &self,
+        digest: &TokenDigest,
+    ) -> Result<Option<RegisteredServer>, RepositoryError> {
+        // The one lookup not scoped by a tenant: the token is what tells
+        // which tenant's server is asking (as a key's prefix does for keys).
+        mcp_server::Entity::find()
+            .filter(mcp_server::Column::VerifyTokenDigest.eq(digest.to_hex()))
+            .one(self.database.connection())
+            .await
+            .map_err(db_error)?
+            .map(|row| to_server(row).map(|stored| stored.server))
+            .transpose()
     }
 }

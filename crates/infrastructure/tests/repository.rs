@@ -181,6 +181,7 @@ on_both_databases!(
     the_stored_row_holds_no_header_value_in_clear,
     a_server_update_writes_what_changed_with_its_event,
     deleting_a_server_removes_it_and_every_grant_on_it_in_one_go,
+    a_minted_token_finds_its_server_until_replaced,
 );
 
 /// Stores a new key of `owner`; returns it.
@@ -1312,4 +1313,101 @@ async fn deleting_a_server_removes_it_and_every_grant_on_it_in_one_go(f: Fixture
 async fn hash(f: &Fixture) -> cola_application::SecretHash {
     let Ok(secret) = ApiKeySecret::generate(&mut test_rng());
     f.hasher.hash(&secret).await.unwrap()
+}
+
+async fn a_minted_token_finds_its_server_until_replaced(f: Fixture) {
+    use cola_application::{ServerRepository, TokenDigest};
+    use cola_domain::ServerToken;
+    let token = || ServerToken::generate(&mut rand::rngs::OsRng).unwrap();
+    let (tenant, actor) = tenant();
+    let (server, event) = new_server(tenant, "github");
+    f.servers.insert(&server, None, &event).await.unwrap();
+    let (first, second) = (token(), token());
+    let minted = server.mint_token(actor, Utc::now());
+    assert!(
+        f.servers
+            .store_token(&server, &TokenDigest::of(&first), &minted)
+            .await
+            .unwrap()
+    );
+    let found = f
+        .servers
+        .find_by_token(&TokenDigest::of(&first))
+        .await
+        .unwrap();
+    assert_eq!(
+        found.map(|s| (s.tenant_id(), s.id())),
+        Some((tenant, server.id()))
+    );
+
+    let again = server.mint_token(actor, Utc::now());
+    f.servers
+        .store_token(&server, &TokenDigest::of(&second), &again)
+        .await
+        .unwrap();
+    assert!(
+        f.servers
+            .find_by_token(&TokenDigest::of(&first))
+            .await
+            .unwrap()
+            .is_none(),
+        "the replaced token names nothing"
+    );
+    assert!(
+        f.servers
+            .find_by_token(&TokenDigest::of(&second))
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        event_types(&f, server.id().as_uuid()).await,
+        [
+            "mcp_server.created",
+            "mcp_server.token_minted",
+            "mcp_server.token_minted"
+        ]
+    );
+
+    // A deleted server's token is gone with it; no row stores the token.
+    let (gone, event) = new_server(tenant, "linear");
+    f.servers.insert(&gone, None, &event).await.unwrap();
+    let lost = token();
+    let minted = gone.mint_token(actor, Utc::now());
+    f.servers
+        .store_token(&gone, &TokenDigest::of(&lost), &minted)
+        .await
+        .unwrap();
+    let deleted = gone.delete(actor, Utc::now());
+    f.servers.delete(&gone, &deleted).await.unwrap();
+    assert!(
+        f.servers
+            .find_by_token(&TokenDigest::of(&lost))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let minted = gone.mint_token(actor, Utc::now());
+    assert!(
+        !f.servers
+            .store_token(&gone, &TokenDigest::of(&lost), &minted)
+            .await
+            .unwrap(),
+        "nothing is stored for a deleted server"
+    );
+    let rows = f
+        .raw
+        .query_all_raw(Statement::from_string(
+            f.raw.get_database_backend(),
+            "SELECT verify_token_digest AS d FROM mcp_servers".to_owned(),
+        ))
+        .await
+        .unwrap();
+    for row in rows {
+        let digest: Option<String> = row.try_get("", "d").unwrap();
+        if let Some(digest) = digest {
+            assert!(!digest.contains("colasrv_"), "only digests are stored");
+            assert_eq!(digest.len(), 64);
+        }
+    }
 }

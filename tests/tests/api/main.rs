@@ -25,6 +25,7 @@ mod rotation;
 mod servers;
 mod tenancy;
 mod validation;
+mod verify;
 mod write_limit;
 
 use uuid::Uuid;

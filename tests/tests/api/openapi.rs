@@ -12,6 +12,8 @@ use crate::Tenant;
 
 /// Public routes: no credential, holding a key is the proof.
 const PUBLIC: &[&str] = &[
+    "/.well-known/jwks.json",
+    "/api/mcp/verify",
     "/api/mcp/keys/report",
     "/api/secret-scanning/github",
     "/health",
@@ -37,6 +39,9 @@ const MOUNTED: &[(&str, &str)] = &[
     ("GET", "/api/mcp/servers/{id}"),
     ("PATCH", "/api/mcp/servers/{id}"),
     ("DELETE", "/api/mcp/servers/{id}"),
+    ("POST", "/api/mcp/servers/{id}/token"),
+    ("POST", "/api/mcp/verify"),
+    ("GET", "/.well-known/jwks.json"),
     ("GET", "/health"),
     ("GET", "/ready"),
 ];
@@ -164,11 +169,33 @@ async fn the_document_lists_exactly_the_mounted_routes_and_each_answers() {
         )
         .await;
     let server_id = server["id"].as_str().unwrap().to_owned();
+    // The verify API takes a server token, not a JWT.
+    let minted: Value = app
+        .request(
+            Method::POST,
+            &format!("/api/mcp/servers/{server_id}/token"),
+            &admin,
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let verified = app
+        .client
+        .post(format!("{}/api/mcp/verify", app.base))
+        .bearer_auth(minted["token"].as_str().unwrap())
+        .json(&json!({ "key": created["key"] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(verified.status(), 200, "POST /api/mcp/verify");
+
     // A GitHub alert needs GitHub's signature: `report.rs` calls it.
     let mut calls: Vec<(&str, &str)> = MOUNTED
         .iter()
         .copied()
-        .filter(|(_, path)| *path != "/api/secret-scanning/github")
+        .filter(|(_, path)| *path != "/api/secret-scanning/github" && *path != "/api/mcp/verify")
         .collect();
     // Rotate, then revoke and offboard last: a revoked key cannot be changed.
     calls.sort_by_key(|(method, path)| (*method == "DELETE", path.ends_with("/rotate")));

@@ -26,7 +26,10 @@ use cola_application::{
     ToolCatalogue, ToolLookup, Verdict, authorise_gateway_message,
 };
 use cola_domain::Surface;
-use cola_infrastructure::{UpstreamClient, UpstreamError, UpstreamRequest, UpstreamResponse};
+use cola_infrastructure::{
+    ASSERTION_LIFETIME_SECS, IdentityClaims, IdentityKeys, UpstreamClient, UpstreamError,
+    UpstreamRequest, UpstreamResponse,
+};
 use serde_json::{Value, json};
 
 pub use session::{Binding, Sessions};
@@ -42,6 +45,7 @@ const MAX_UPSTREAM_JSON_BYTES: usize = 8 * 1024 * 1024;
 /// Pages of `tools/list` read when Cola asks an upstream for its catalogue.
 const MAX_CATALOGUE_PAGES: usize = 10;
 const SESSION_HEADER: &str = "mcp-session-id";
+const IDENTITY_HEADER: &str = "x-cola-identity";
 const LAST_EVENT_ID: &str = "last-event-id";
 const EVENT_STREAM: &str = "text/event-stream";
 const DEFAULT_ACCEPT: &str = "application/json, text/event-stream";
@@ -60,6 +64,18 @@ pub struct Gateway {
     pub catalogue: Arc<ToolCatalogue>,
     pub sessions: Sessions,
     pub metrics: Arc<Metrics>,
+    /// Signs `X-Cola-Identity` for servers with `forward_identity`.
+    pub identity: Arc<IdentityKeys>,
+    /// `COLA_PUBLIC_URL`: the assertions' issuer and audiences' base.
+    pub public_url: String,
+}
+
+/// Why a request did not reach the upstream.
+#[derive(Debug)]
+enum SendFailure {
+    Upstream(UpstreamError),
+    /// The identity assertion could not be made: nothing is sent.
+    Identity,
 }
 
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -115,8 +131,26 @@ impl Exchange<'_> {
 
     /// The upstream failed: 502 or 504 naming the server by its slug and
     /// nothing of its URL, headers or answer.
-    fn upstream_failed(&self, error: &UpstreamError, status: Option<u16>) -> HttpResponse {
+    fn upstream_failed(&self, failure: &SendFailure, status: Option<u16>) -> HttpResponse {
         let slug = &self.server.slug;
+        let error = match failure {
+            SendFailure::Upstream(error) => error,
+            SendFailure::Identity => {
+                // Never forwarded without the identity the server expects.
+                return self.finish(
+                    "identity_unavailable",
+                    status,
+                    Reply::error(
+                        StatusCode::BAD_GATEWAY,
+                        &Value::Null,
+                        UPSTREAM_FAILED,
+                        &format!("the request to the MCP server `{slug}` could not be signed"),
+                        Some(json!({ "server": slug })),
+                    )
+                    .into_response(),
+                );
+            }
+        };
         let (http, code, message, outcome) = match error {
             UpstreamError::Timeout => (
                 StatusCode::GATEWAY_TIMEOUT,
@@ -234,12 +268,16 @@ impl Exchange<'_> {
     async fn send(
         &self,
         method: reqwest::Method,
-        headers: reqwest::header::HeaderMap,
+        mut headers: reqwest::header::HeaderMap,
         body: Option<Vec<u8>>,
-    ) -> Result<UpstreamResponse, UpstreamError> {
+    ) -> Result<UpstreamResponse, SendFailure> {
         let Some(url) = self.server.url.as_deref() else {
-            return Err(UpstreamError::AddressRefused);
+            return Err(SendFailure::Upstream(UpstreamError::AddressRefused));
         };
+        if self.server.forward_identity {
+            let assertion = self.identity_assertion()?;
+            headers.insert(IDENTITY_HEADER, assertion);
+        }
         self.gateway
             .client
             .send(UpstreamRequest {
@@ -250,6 +288,39 @@ impl Exchange<'_> {
                 timeout: self.server.timeout,
             })
             .await
+            .map_err(SendFailure::Upstream)
+    }
+
+    /// `X-Cola-Identity` for this request: who is calling, signed for this
+    /// server alone, valid for a minute, with an id of its own.
+    fn identity_assertion(&self) -> Result<reqwest::header::HeaderValue, SendFailure> {
+        let key = self.principal.key();
+        let now = chrono::Utc::now().timestamp();
+        let audience = format!("{}/mcp/{}", self.gateway.public_url, self.server.slug);
+        let claims = IdentityClaims {
+            iss: &self.gateway.public_url,
+            aud: &audience,
+            sub: key.owner.as_uuid(),
+            tenant_id: key.tenant_id.as_uuid(),
+            key_id: key.key_id.as_uuid(),
+            key_prefix: key.prefix.as_str(),
+            iat: now,
+            exp: now + ASSERTION_LIFETIME_SECS,
+            jti: uuid::Uuid::new_v4(),
+        };
+        let signed = self
+            .gateway
+            .identity
+            .current()
+            .sign(&claims)
+            .map_err(|error| {
+                tracing::error!(error = %cola_application::error_chain(&error), "identity assertion not signed");
+                SendFailure::Identity
+            })?;
+        let mut value =
+            reqwest::header::HeaderValue::from_str(&signed).map_err(|_| SendFailure::Identity)?;
+        value.set_sensitive(true);
+        Ok(value)
     }
 
     /// The upstream's session id in the client's `Mcp-Session-Id`: `Ok(None)`
@@ -356,7 +427,7 @@ impl Exchange<'_> {
                     );
                 }
                 Err(cola_infrastructure::ReadBodyError::Upstream(error)) => {
-                    return self.upstream_failed(&error, Some(status));
+                    return self.upstream_failed(&SendFailure::Upstream(error), Some(status));
                 }
             };
             // An acknowledgement (202) may say JSON and carry nothing.

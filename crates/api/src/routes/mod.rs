@@ -5,6 +5,7 @@ pub mod keys;
 pub mod report;
 pub mod servers;
 pub mod users;
+pub mod verify;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ALLOW, HeaderValue};

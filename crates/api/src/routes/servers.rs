@@ -27,6 +27,11 @@ pub fn configure(config: &mut web::ServiceConfig) {
                 .route(web::patch().to(update))
                 .route(web::delete().to(delete))
                 .default_service(web::to(method_not_allowed("GET, PATCH, DELETE"))),
+        )
+        .service(
+            web::resource("/api/mcp/servers/{id}/token")
+                .route(web::post().to(mint_token))
+                .default_service(web::to(method_not_allowed("POST"))),
         );
 }
 
@@ -168,4 +173,33 @@ pub(crate) async fn delete(
     let id = server_id(&id)?;
     servers.delete(caller.0, id).await.map_err(ApiError)?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/mcp/servers/{id}/token",
+    operation_id = "mint_server_token",
+    summary = "Mint the server's verification token (admin)",
+    description = "The token (`colasrv_…`) is shown in this answer only and stored as a digest. \
+        Minting again replaces it: the previous token is refused from the next request.",
+    params(("id" = uuid::Uuid, Path, description = "The server's id")),
+    responses(
+        (status = 201, description = "The new token, shown once", body = cola_application::MintedTokenView),
+        (status = 403, description = "The caller is not an admin", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such server in the tenant", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::openapi::ManagementFailures,
+    ),
+    security(("bearer_jwt" = [])),
+    tag = "servers",
+)]
+pub(crate) async fn mint_token(
+    caller: Writer,
+    servers: web::Data<ServerService>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let id = server_id(&id)?;
+    let minted = servers.mint_token(caller.0, id).await.map_err(ApiError)?;
+    Ok(HttpResponse::Created()
+        .insert_header(("cache-control", "no-store"))
+        .json(minted))
 }

@@ -340,6 +340,20 @@ pub struct ServerPage {
     pub next_cursor: Option<String>,
 }
 
+/// `POST /api/mcp/servers/{id}/token`: the server's new verification
+/// token, shown this once.
+#[derive(Clone, Serialize, ToSchema)]
+pub struct MintedTokenView {
+    /// `colasrv_…`: what the server presents to `POST /api/mcp/verify`.
+    pub token: String,
+}
+
+impl std::fmt::Debug for MintedTokenView {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MintedTokenView([redacted])")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

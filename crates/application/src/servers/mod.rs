@@ -14,21 +14,27 @@ mod dto;
 use std::sync::Arc;
 
 use cola_domain::{
-    AllowedNetworks, NewServer, RegisteredServer, ServerChanges, ServerId, TenantId,
+    AllowedNetworks, NewServer, RegisteredServer, ServerChanges, ServerId, ServerToken, TenantId,
     UpstreamHeaders, UpstreamHost, UpstreamUrl,
 };
+use rand::rngs::OsRng;
 use tracing::instrument;
 use uuid::Uuid;
 
 pub use directory::{RESOLUTION_TTL, ResolvedServer, ServerDirectory, ServerLookupError};
-pub use dto::{CreateServerRequest, ListServersQuery, ServerPage, ServerView, UpdateServerRequest};
+pub use dto::{
+    CreateServerRequest, ListServersQuery, MintedTokenView, ServerPage, ServerView,
+    UpdateServerRequest,
+};
 
 use crate::auth::VerifiedKeyCache;
 use crate::error::{AppError, FieldErrors};
 use crate::ports::{
     Clock, CredentialSealer, HeadersWrite, HostResolver, ResolveError, SealError, ServerRepository,
+    TokenDigest,
 };
 use crate::principal::{Principal, Role};
+use crate::verify::ServerTokens;
 
 pub struct ServerService {
     repository: Arc<dyn ServerRepository>,
@@ -39,6 +45,7 @@ pub struct ServerService {
     allowed: AllowedNetworks,
     directory: Arc<ServerDirectory>,
     keys: Arc<VerifiedKeyCache>,
+    tokens: Arc<ServerTokens>,
 }
 
 impl std::fmt::Debug for ServerService {
@@ -58,6 +65,7 @@ pub struct ServerServiceParts {
     pub allowed: AllowedNetworks,
     pub directory: Arc<ServerDirectory>,
     pub keys: Arc<VerifiedKeyCache>,
+    pub tokens: Arc<ServerTokens>,
 }
 
 impl std::fmt::Debug for ServerServiceParts {
@@ -77,6 +85,7 @@ impl ServerService {
             allowed: parts.allowed,
             directory: parts.directory,
             keys: parts.keys,
+            tokens: parts.tokens,
         }
     }
 
@@ -202,11 +211,41 @@ impl ServerService {
             return Err(AppError::NotFound);
         };
         self.directory.forget(server.tenant_id(), server.slug());
+        self.tokens.forget_all();
         for prefix in &ungranted {
             self.keys.forget_key(prefix);
         }
         tracing::info!(server_id = %server.id(), slug = %server.slug(), keys = ungranted.len(), "server deleted");
         Ok(())
+    }
+
+    /// Mints the server's verification token, replacing any earlier one:
+    /// shown in this answer only, stored as its digest. The previous token
+    /// is refused from this instance's next request (others within
+    /// [`crate::TOKEN_LOOKUP_TTL`]).
+    #[instrument(name = "mint server token", skip_all, fields(tenant = %actor.tenant_id, server_id = %id))]
+    pub async fn mint_token(
+        &self,
+        actor: Principal,
+        id: ServerId,
+    ) -> Result<MintedTokenView, AppError> {
+        require_admin(actor)?;
+        let server = self.tenant_server(actor.tenant_id, id).await?;
+        let token = ServerToken::generate(&mut OsRng)
+            .map_err(|error| AppError::Unexpected(Box::new(error)))?;
+        let event = server.mint_token(actor.user_id, self.clock.now());
+        if !self
+            .repository
+            .store_token(&server, &TokenDigest::of(&token), &event)
+            .await?
+        {
+            return Err(AppError::NotFound);
+        }
+        self.tokens.forget_all();
+        tracing::info!(server_id = %server.id(), slug = %server.slug(), "server token minted");
+        Ok(MintedTokenView {
+            token: token.expose().to_owned(),
+        })
     }
 
     /// How many stored servers hold headers this instance cannot open

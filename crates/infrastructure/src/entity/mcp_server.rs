@@ -15,6 +15,9 @@ pub struct Model {
     pub sealed_headers: Option<Vec<u8>>,
     pub forward_identity: bool,
     pub timeout_secs: i32,
+    /// Hex SHA-256 of the server's verification token; never the token.
+    pub verify_token_digest: Option<String>,
+    pub verify_token_minted_at: Option<DateTimeUtc>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

@@ -1,0 +1,246 @@
+//! The verify API (CONTRACT §9): `POST /api/mcp/verify`, for a tenant's own
+//! MCP server that checks keys itself, and `GET /.well-known/jwks.json`,
+//! the public keys of the identity assertions the gateway sends.
+//!
+//! The order is fixed so that nothing is decided for a caller that has not
+//! shown a server token: the calling address's failure limit, the token,
+//! the body, the end client's failure limit, the key, the key's rate limit,
+//! and only then one counted use.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, web};
+use cola_application::{
+    CallingServer, KeyVerifier, ServerTokens, TokenRefusal, Verification, VerifyCode, VerifyError,
+    VerifyRequest, VerifyView,
+};
+use cola_infrastructure::IdentityKeys;
+use serde::Serialize;
+
+use crate::json::{is_json, parse_json, read_body, unsupported_media_type};
+use crate::mcp::McpGate;
+use crate::problem::{PROBLEM_JSON, Problem};
+use crate::routes::{get_only, method_not_allowed};
+
+/// What the verify API holds besides the gate's limiters.
+#[derive(Debug)]
+pub struct VerifyApi {
+    pub tokens: Arc<ServerTokens>,
+    pub verifier: KeyVerifier,
+}
+
+pub fn configure(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/api/mcp/verify")
+                .route(web::post().to(verify))
+                .default_service(web::to(method_not_allowed("POST"))),
+        )
+        .service(get_only("/.well-known/jwks.json", jwks));
+}
+
+/// The 429 of the verify API: a problem body that also reads as an outcome
+/// (`valid: false`, `code: RATE_LIMITED`), so a server that only looks at
+/// `code` refuses the request too.
+#[derive(Serialize)]
+struct RateLimited {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    title: &'static str,
+    status: u16,
+    detail: &'static str,
+    valid: bool,
+    code: VerifyCode,
+}
+
+fn rate_limited(detail: &'static str, wait: u64) -> HttpResponse {
+    let body = RateLimited {
+        kind: "urn:cola:problem:rate-limited",
+        title: "Too Many Requests",
+        status: 429,
+        detail,
+        valid: false,
+        code: VerifyCode::RateLimited,
+    };
+    HttpResponse::TooManyRequests()
+        .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON)))
+        .insert_header((header::RETRY_AFTER, wait.max(1).to_string()))
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .body(serde_json::to_string(&body).unwrap_or_default())
+}
+
+fn answer(view: &VerifyView) -> HttpResponse {
+    HttpResponse::Ok()
+        .insert_header((header::CACHE_CONTROL, "no-store"))
+        .json(view)
+}
+
+/// `Authorization: Bearer colasrv_…`.
+fn server_token(request: &HttpRequest) -> Option<&str> {
+    request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/mcp/verify",
+    operation_id = "verify_key",
+    summary = "Verify a key for one of the tenant's own MCP servers",
+    description = "Called by a tenant's MCP server with its verification token. Always 200 for an \
+        outcome: `valid` and `code` (`VALID`, `NOT_FOUND`, `REVOKED`, `EXPIRED`, `IP_DENIED`, \
+        `NOT_GRANTED`); `VALID` adds the key, its permissions on this server, `expires_at` and \
+        `cache_ttl_ms`, and counts one use of the key. Over the key's rate limit, or after too \
+        many failures from the end client's address: 429 with `Retry-After` and \
+        `code: RATE_LIMITED`.",
+    request_body(content = VerifyRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The outcome", body = VerifyView),
+        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "No valid server verification token", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited; `code: RATE_LIMITED`", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        crate::openapi::BodyFailures,
+        (status = 503, description = "The key cannot be verified right now", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+    ),
+    security(("server_token" = [])),
+    tag = "verify",
+)]
+pub(crate) async fn verify(
+    request: HttpRequest,
+    payload: web::Payload,
+    gate: web::Data<McpGate>,
+    api: web::Data<VerifyApi>,
+) -> HttpResponse {
+    let Some(caller) = gate.client_ip.of_request(&request) else {
+        return Problem::unauthorized("a valid server verification token is required").response();
+    };
+    if let Err(wait) = gate.limiter.check(caller) {
+        gate.metrics.verify_answer("RATE_LIMITED");
+        return rate_limited("too many failed attempts from this address", wait);
+    }
+    let server = match api.tokens.authenticate(server_token(&request)).await {
+        Ok(server) => server,
+        Err(TokenRefusal::Invalid) => {
+            gate.metrics.verify_answer("BAD_TOKEN");
+            tracing::info!(client = %caller, outcome = "bad_server_token", "verify request");
+            if let Err(wait) = gate.limiter.record_failure(caller) {
+                return rate_limited("too many failed attempts from this address", wait);
+            }
+            return Problem::unauthorized("a valid server verification token is required")
+                .response();
+        }
+        Err(TokenRefusal::Unavailable(error)) => {
+            gate.metrics.verify_answer("UNAVAILABLE");
+            tracing::warn!(error = %cola_application::error_chain(&error), "server token lookup failed");
+            return Problem::unavailable().response();
+        }
+    };
+    let command = match read_command(&request, payload).await {
+        Ok(command) => command,
+        Err(problem) => return problem.response(),
+    };
+    // Failures are counted against the end client, who presented the key;
+    // the server that relays them is not blocked for its clients' mistakes.
+    let subject = command.client_ip.unwrap_or(caller);
+    if let Err(wait) = gate.limiter.check(subject) {
+        gate.metrics.verify_answer("RATE_LIMITED");
+        return rate_limited("too many failed attempts from this address", wait);
+    }
+    match api.verifier.verify(&server, &command).await {
+        Ok(Verification::Valid(valid)) => {
+            let key = valid.principal.key();
+            if let Some(limit) = key.rate_limit
+                && let Err(wait) = gate.key_limiter.check(key.key_id, limit)
+            {
+                gate.metrics.verify_answer("RATE_LIMITED");
+                log_answer(&server, subject, Some(key.prefix.as_str()), "RATE_LIMITED");
+                return rate_limited("this key's rate limit is reached; try again later", wait);
+            }
+            api.verifier.count_use(&valid);
+            gate.metrics.verify_answer("VALID");
+            tracing::debug!(
+                slug = %server.slug,
+                tenant = %server.tenant_id,
+                key_prefix = %key.prefix,
+                client = %subject,
+                code = "VALID",
+                "verify request"
+            );
+            answer(&valid.view)
+        }
+        Ok(Verification::Refused {
+            code,
+            failure,
+            refusal,
+        }) => {
+            let prefix = refusal
+                .as_ref()
+                .and_then(|refusal| refusal.prefix.as_ref())
+                .map(|prefix| prefix.as_str().to_owned());
+            log_answer(&server, subject, prefix.as_deref(), code.as_str());
+            if failure && let Err(wait) = gate.limiter.record_failure(subject) {
+                gate.metrics.verify_answer("RATE_LIMITED");
+                return rate_limited("too many failed attempts from this address", wait);
+            }
+            gate.metrics.verify_answer(code.as_str());
+            answer(&VerifyView::refused(code))
+        }
+        Err(error @ (VerifyError::Saturated | VerifyError::Unavailable)) => {
+            gate.metrics.verify_answer("UNAVAILABLE");
+            tracing::warn!(slug = %server.slug, error = %error, "verify request not decided");
+            Problem::unavailable().response()
+        }
+    }
+}
+
+fn log_answer(server: &CallingServer, client: IpAddr, prefix: Option<&str>, code: &str) {
+    tracing::info!(
+        slug = %server.slug,
+        tenant = %server.tenant_id,
+        key_prefix = prefix.unwrap_or("-"),
+        %client,
+        code,
+        "verify request"
+    );
+}
+
+async fn read_command(
+    request: &HttpRequest,
+    payload: web::Payload,
+) -> Result<cola_application::VerifyCommand, Problem> {
+    if !is_json(request) {
+        return Err(unsupported_media_type());
+    }
+    let body = read_body(request, &mut payload.into_inner())
+        .await
+        .map_err(Problem::from)?;
+    parse_json::<VerifyRequest>(&body)?
+        .into_command()
+        .map_err(|errors| Problem::invalid(&errors))
+}
+
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    operation_id = "identity_jwks",
+    summary = "The public keys of the identity assertions (X-Cola-Identity)",
+    description = "The current signing key first, then the previous one during a rotation. \
+        Each key's `kid` is its RFC 7638 thumbprint.",
+    responses((status = 200, description = "A JWK set", content_type = "application/json")),
+    security(()),
+    tag = "verify",
+)]
+pub(crate) async fn jwks(keys: web::Data<IdentityKeys>) -> HttpResponse {
+    HttpResponse::build(StatusCode::OK)
+        // A verifier that meets an unknown `kid` (just after a rotation)
+        // fetches again; the previous key stays published meanwhile.
+        .insert_header((header::CACHE_CONTROL, "public, max-age=300"))
+        .json(keys.jwks())
+}

@@ -4,21 +4,32 @@ Python SDK (`mcp.server.mcpserver.MCPServer`). It speaks both protocol eras
 records every message and the headers it received, so a test can prove
 what did and did not reach it.
 
-    python upstream_server.py PORT [--json] [--require-header NAME=VALUE]
+    python upstream_server.py PORT [--json] [--stateless] [--require-header NAME=VALUE]
+                              [--no-record] [--reuse-port]
 
-`GET /record` answers the record; `DELETE /record` clears it.
+`GET /record` answers the record; `DELETE /record` clears it. Besides one
+entry per HTTP request, some tools record events of their own (an entry
+with `event` and the `tag` they were called with), so a test can see what
+happened to a call inside the upstream: `stream_slowly` records
+`stream_started`, then `stream_finished` or `stream_cancelled`.
+
+`--no-record` records no requests (the tools' own events still are), for
+benchmarks; `--reuse-port` binds with SO_REUSEPORT, so that several
+stateless processes can share one port.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import socket
 import sys
 
 import anyio
 import uvicorn
 from mcp.server.mcpserver import Context, MCPServer
-from mcp_types import ToolAnnotations
+from mcp_types import SamplingMessage, TextContent, ToolAnnotations
+from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -63,6 +74,60 @@ async def count_slowly(steps: int, ctx: Context) -> str:
 def echo_headers(ctx: Context) -> str:
     """Reports the HTTP request headers this call arrived with."""
     return json.dumps(dict(ctx.headers or {}))
+
+
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+async def stream_slowly(steps: int, ctx: Context, interval_ms: int = 200, tag: str = "") -> str:
+    """Reports progress every `interval_ms` for `steps` steps (an SSE answer
+    that lasts steps x interval). Records `stream_started`, then
+    `stream_finished`, or `stream_cancelled` when the call is cancelled (in
+    2026-07-28: its response stream was closed)."""
+    RECORD.append({"event": "stream_started", "tag": tag})
+    step = 0
+    try:
+        for step in range(1, steps + 1):
+            await ctx.report_progress(step, steps, f"step {step}")
+            await anyio.sleep(interval_ms / 1000)
+    except anyio.get_cancelled_exc_class():
+        RECORD.append({"event": "stream_cancelled", "tag": tag, "step": step})
+        raise
+    RECORD.append({"event": "stream_finished", "tag": tag})
+    return f"streamed {steps} steps"
+
+
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+async def ask_model(prompt: str, ctx: Context) -> str:
+    """Asks the client's model (`sampling/createMessage`) and reports its answer."""
+    result = await ctx.session.create_message(
+        messages=[SamplingMessage(role="user", content=TextContent(type="text", text=prompt))],
+        max_tokens=64,
+        related_request_id=ctx.request_id,
+    )
+    content = result.content
+    text = content.text if isinstance(content, TextContent) else json.dumps(content, default=str)
+    return f"model {result.model} answered: {text}"
+
+
+class Answer(BaseModel):
+    answer: str
+
+
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+async def ask_user(question: str, ctx: Context) -> str:
+    """Asks the client's user (`elicitation/create`, form mode) and reports the answer."""
+    result = await ctx.elicit(question, Answer)
+    if result.action == "accept":
+        return f"user answered: {result.data.answer}"
+    return f"user chose {result.action}"
+
+
+@server.tool(annotations=ToolAnnotations(readOnlyHint=True))
+async def announce(uris: list[str], ctx: Context) -> str:
+    """Sends `notifications/resources/updated` for each URI, in order, on the
+    session's standalone stream (the GET stream), not on this call's answer."""
+    for uri in uris:
+        await ctx.session.send_resource_updated(uri)
+    return f"announced {len(uris)}"
 
 
 @server.resource("docs://public/readme")
@@ -112,9 +177,10 @@ class Recorder:
     """ASGI middleware: records each POST's JSON-RPC message and the
     headers of every request to the MCP endpoint, then replays the body."""
 
-    def __init__(self, app, required: tuple[str, str] | None):
+    def __init__(self, app, required: tuple[str, str] | None, record: bool = True):
         self.app = app
         self.required = required
+        self.record = record
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -133,6 +199,8 @@ class Recorder:
                 return await Response(status_code=401, headers={"www-authenticate": 'Bearer realm="upstream-secret"'})(
                     scope, receive, send
                 )
+        if not self.record:
+            return await self.app(scope, receive, send)
         body = b""
         more = True
         while more:
@@ -164,6 +232,8 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="answer with JSON instead of SSE")
     parser.add_argument("--stateless", action="store_true", help="no handshake-era sessions")
     parser.add_argument("--require-header", default=None, help="NAME=VALUE every request must carry")
+    parser.add_argument("--no-record", action="store_true", help="record no requests (benchmarks)")
+    parser.add_argument("--reuse-port", action="store_true", help="bind with SO_REUSEPORT (several processes, one port)")
     args = parser.parse_args()
     required = tuple(args.require_header.split("=", 1)) if args.require_header else None
     from mcp.server.transport_security import TransportSecuritySettings
@@ -173,9 +243,18 @@ def main() -> None:
         stateless_http=args.stateless,
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False),
     )
-    config = uvicorn.Config(Recorder(app, required), host="127.0.0.1", port=args.port, log_level="warning")
+    config = uvicorn.Config(
+        Recorder(app, required, record=not args.no_record), host="127.0.0.1", port=args.port, log_level="warning"
+    )
+    sockets = None
+    if args.reuse_port:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", args.port))
+        sockets = [sock]
     print(f"READY {args.port}", flush=True)
-    anyio.run(uvicorn.Server(config).serve)
+    anyio.run(uvicorn.Server(config).serve, sockets)
 
 
 if __name__ == "__main__":

@@ -265,7 +265,16 @@ struct Catalogue {
 pub struct ToolCatalogue {
     servers: Mutex<HashMap<Uuid, Arc<Catalogue>>>,
     fetched: Mutex<HashMap<Uuid, Instant>>,
+    /// One fetch of a server's catalogue at a time: the calls that need it
+    /// wait for the fetch under way and then decide on its result, instead
+    /// of each finding the catalogue unknown.
+    fetching: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
 }
+
+/// A catalogue older than this is fetched again by the next call that uses
+/// it, while the others go on deciding with it: under steady use a server's
+/// catalogue never reaches [`CATALOGUE_TTL`] and becomes unknown.
+pub const CATALOGUE_REFRESH_AFTER: Duration = Duration::from_secs(30);
 
 impl ToolCatalogue {
     #[must_use]
@@ -291,6 +300,33 @@ impl ToolCatalogue {
             }
             _ => ToolLookup::Unknown,
         }
+    }
+
+    /// The lock held while the catalogue of `server` is fetched. A caller
+    /// that needs the catalogue takes it, looks again (a fetch it waited for
+    /// may have answered), and fetches only if it is still unknown.
+    #[must_use]
+    pub fn fetch_lock(&self, server: Uuid) -> Arc<tokio::sync::Mutex<()>> {
+        let mut fetching = self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
+        if fetching.len() >= MAX_CATALOGUES && !fetching.contains_key(&server) {
+            // Only locks nobody holds or waits for are dropped.
+            fetching.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        Arc::clone(fetching.entry(server).or_default())
+    }
+
+    /// Whether the catalogue of `server` is known but old enough to be
+    /// fetched again ahead of its expiry.
+    #[must_use]
+    pub fn refresh_due(&self, server: Uuid) -> bool {
+        self.servers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&server)
+            .is_some_and(|catalogue| {
+                let age = catalogue.listed_at.elapsed();
+                age >= CATALOGUE_REFRESH_AFTER && age < CATALOGUE_TTL
+            })
     }
 
     /// Whether the catalogue of `server` may be fetched now; claims the
@@ -554,6 +590,27 @@ mod tests {
         assert_eq!(catalogue.lookup(server, "other"), ToolLookup::Absent);
         assert!(catalogue.claim_fetch(server));
         assert!(!catalogue.claim_fetch(server));
+    }
+
+    #[test]
+    fn one_fetch_lock_per_server_and_a_fresh_catalogue_needs_no_refresh() {
+        let catalogue = ToolCatalogue::new();
+        let (server, other) = (Uuid::new_v4(), Uuid::new_v4());
+        let lock = catalogue.fetch_lock(server);
+        assert!(Arc::ptr_eq(&lock, &catalogue.fetch_lock(server)));
+        assert!(!Arc::ptr_eq(&lock, &catalogue.fetch_lock(other)));
+        let held = lock.try_lock().expect("free");
+        assert!(
+            catalogue.fetch_lock(server).try_lock().is_err(),
+            "one fetch at a time"
+        );
+        drop(held);
+        assert!(
+            !catalogue.refresh_due(server),
+            "nothing known, nothing to refresh"
+        );
+        catalogue.record(server, &[json!({ "name": "search" })]);
+        assert!(!catalogue.refresh_due(server), "just listed");
     }
 
     #[test]

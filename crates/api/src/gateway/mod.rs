@@ -190,6 +190,26 @@ impl Exchange<'_> {
         )
     }
 
+    /// A call that needs the upstream's tool catalogue when it cannot be
+    /// read: the call cannot be decided, so it is not forwarded (fails
+    /// closed), and the client is told the server is unreachable rather
+    /// than that the tool does not exist.
+    fn catalogue_unavailable(&self, id: &Value) -> HttpResponse {
+        let slug = &self.server.slug;
+        self.finish(
+            "catalogue_unavailable",
+            None,
+            Reply::error(
+                StatusCode::BAD_GATEWAY,
+                id,
+                UPSTREAM_FAILED,
+                &format!("the MCP server `{slug}` could not be reached"),
+                Some(json!({ "server": slug })),
+            )
+            .into_response(),
+        )
+    }
+
     /// The upstream answered, but not in a way the client may see.
     fn upstream_refused(&self, outcome: &str, message: &str, status: u16) -> HttpResponse {
         let slug = &self.server.slug;
@@ -756,24 +776,40 @@ async fn forward_message(
                         authorise_gateway_message(&scope, &request.method, &request.params, lookup)
                     })
             };
+            let catalogue = &exchange.gateway.catalogue;
+            let server = exchange.server.id.as_uuid();
+            let fetch = || {
+                exchange.fetch_catalogue(
+                    client,
+                    era,
+                    request.params.get("_meta"),
+                    upstream_session.as_deref().map(String::as_str),
+                )
+            };
             let mut verdict = decide(&lookup);
             if verdict == Some(Verdict::NeedsCatalogue) {
-                let meta = request.params.get("_meta");
-                let fetched = exchange
-                    .gateway
-                    .catalogue
-                    .claim_fetch(exchange.server.id.as_uuid())
-                    && exchange
-                        .fetch_catalogue(
-                            client,
-                            era,
-                            meta,
-                            upstream_session.as_deref().map(String::as_str),
-                        )
-                        .await;
-                if !fetched {
-                    tracing::info!(slug = %exchange.server.slug, "the upstream's tool catalogue is unknown; a call that needs it is refused");
+                // One fetch at a time per server: the calls that arrive
+                // meanwhile wait for it and decide on what it found.
+                let lock = catalogue.fetch_lock(server);
+                let _fetching = lock.lock().await;
+                verdict = decide(&lookup);
+                if verdict == Some(Verdict::NeedsCatalogue) {
+                    let fetched = catalogue.claim_fetch(server) && fetch().await;
+                    if !fetched {
+                        tracing::info!(slug = %exchange.server.slug, "the upstream's tool catalogue cannot be read; a call that needs it is refused");
+                        return exchange.catalogue_unavailable(&request.id);
+                    }
+                    verdict = decide(&lookup);
                 }
+            } else if request.method == "tools/call"
+                && catalogue.refresh_due(server)
+                && catalogue.claim_fetch(server)
+            {
+                // Ahead of its expiry, by this one call; the others go on
+                // deciding with the catalogue they have.
+                let lock = catalogue.fetch_lock(server);
+                let _fetching = lock.lock().await;
+                fetch().await;
                 verdict = decide(&lookup);
             }
             let list = match verdict {

@@ -11,6 +11,9 @@ if [[ ! -x "$COLA_BIN" ]]; then
     echo "$COLA_BIN not found; run \`cargo build -p cola-api\` (or set COLA_BIN)" >&2
     exit 2
 fi
+# The verifier example (examples/typescript-verifier) has its own locked
+# dependencies; verifier.test.mjs runs it as its own process.
+(cd "$repo/examples/typescript-verifier" && npm ci --no-audit --no-fund --loglevel=error)
 cd "$here"
 npm ci --no-audit --no-fund --loglevel=error
 node --test

@@ -505,3 +505,53 @@ async def test_concurrent_first_calls_of_a_granted_tool_are_all_answered(
     refused = [a["error"] for a in answers if "error" in a]
     assert not refused, f"{len(refused)} of 10 refused: {refused[0]}"
     assert all(a["result"]["content"][0]["text"] == "results for cola" for a in answers)
+
+
+# --------------------------------------------------------------------------
+# A stream lives no longer than its key stays as it was admitted
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("change", ["narrowed", "revoked"])
+async def test_a_listen_stream_tells_the_lists_changed_and_ends_when_its_key_changes(
+    gateway: ColaServer, admin: Owner, upstream: Upstream, change: str
+) -> None:
+    slug = register(admin, upstream.url)["slug"]
+    created = admin.create_key(permissions={"read": True, "write": False, "servers": grant(slug)})
+    key = created["key"]
+    session = Session(gateway, slug, key)
+    assert "search_archive" in [t["name"] for t in answer_of(session.post("tools/list"))["result"]["tools"]]
+    heard: list[dict[str, Any]] = []
+    ended = anyio.Event()
+    url = f"{gateway.base_url}/mcp/{slug}"
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=None)) as http:
+        async with http.stream("GET", url, headers=listen_headers(key, session.id)) as listen:
+            assert listen.status_code == 200
+
+            async def read() -> None:
+                async with aclosing(sse_messages(listen)) as messages:
+                    async for message in messages:
+                        heard.append(message)
+                ended.set()
+
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(read)
+                if change == "narrowed":
+                    narrowed = {"read": True, "write": False, "servers": grant(slug, allowed_tools=["search"])}
+                    await anyio.to_thread.run_sync(lambda: admin.patch_permissions(created["id"], permissions=narrowed))
+                else:
+                    await anyio.to_thread.run_sync(admin.revoke, created["id"])
+                with anyio.fail_after(DEADLINE_S):
+                    await ended.wait()
+    methods = [m.get("method") for m in heard]
+    assert "notifications/tools/list_changed" in methods, heard
+    if change == "narrowed":
+        # The client's next request is decided on the key as it is now.
+        tools = [t["name"] for t in answer_of(session.post("tools/list"))["result"]["tools"]]
+        assert tools == ["search"], tools
+        with gateway.http.stream("GET", f"/mcp/{slug}", headers=listen_headers(key, session.id)) as again:
+            assert again.status_code == 200
+    else:
+        with gateway.http.stream("GET", f"/mcp/{slug}", headers=listen_headers(key, session.id)) as again:
+            assert again.status_code == 401

@@ -224,6 +224,7 @@ impl Application {
                 keys: Arc::clone(&identity),
                 public_url: public_url.clone(),
             },
+            Arc::clone(&cache),
         )?);
         let identity = web::Data::from(identity);
         let console = crate::console::build(&settings, verifier.clone(), &public_url)
@@ -520,6 +521,7 @@ fn build_gateway(
     sealer: Option<Arc<Sealer>>,
     metrics: Arc<Metrics>,
     identity: GatewayIdentity,
+    keys: Arc<VerifiedKeyCache>,
 ) -> Result<Gateway, StartupError> {
     let allowed = settings.gateway_allowed_networks.clone();
     let client = UpstreamClient::new(Arc::new(move |address| allowed.permits(address)))
@@ -542,6 +544,7 @@ fn build_gateway(
         catalogue: Arc::new(ToolCatalogue::new()),
         sessions: Sessions::new(sealer),
         metrics,
+        keys,
         identity: identity.keys,
         public_url: identity.public_url,
     })

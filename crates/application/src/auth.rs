@@ -213,7 +213,15 @@ pub struct VerifiedKeyCache {
     /// trusting what it remembers within `FEED_FRESHNESS`.
     fresh_until_ms: AtomicU64,
     started: Instant,
+    /// Every forget, announced: `Some(prefix)` for one key, `None` for all.
+    /// What outlives one request on an admission (a gateway stream) ends
+    /// when its key is named here.
+    changes: tokio::sync::broadcast::Sender<Option<KeyPrefix>>,
 }
+
+/// How many announced changes a slow listener may fall behind before it is
+/// told it missed some (and treats its key as changed).
+const CHANGE_BACKLOG: usize = 1024;
 
 impl std::fmt::Debug for VerifiedKeyCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -259,6 +267,7 @@ impl VerifiedKeyCache {
             state: Mutex::new(Invalidations::default()),
             fresh_until_ms: AtomicU64::new(0),
             started: Instant::now(),
+            changes: tokio::sync::broadcast::channel(CHANGE_BACKLOG).0,
         })
     }
 
@@ -300,6 +309,8 @@ impl VerifiedKeyCache {
         let mut state = self.lock();
         state.forget(prefix);
         self.admitted.invalidate(prefix);
+        // Nobody listening is no error.
+        let _ = self.changes.send(Some(prefix.clone()));
     }
 
     /// Forgets every admitted key.
@@ -307,6 +318,15 @@ impl VerifiedKeyCache {
         let mut state = self.lock();
         state.forget_all();
         self.admitted.invalidate_all();
+        let _ = self.changes.send(None);
+    }
+
+    /// The keys forgotten from now on (revoked, changed, rotated, or all
+    /// after the change feed was lost), on this instance or, through the
+    /// change feed, on any other.
+    #[must_use]
+    pub fn watch_changes(&self) -> KeyChanges {
+        KeyChanges(self.changes.subscribe())
     }
 
     /// Verifications in progress (shared ones counted once).
@@ -352,6 +372,27 @@ impl VerifiedKeyCache {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A subscription to [`VerifiedKeyCache::watch_changes`].
+#[derive(Debug)]
+pub struct KeyChanges(tokio::sync::broadcast::Receiver<Option<KeyPrefix>>);
+
+impl KeyChanges {
+    /// Waits until `prefix` is forgotten (or everything is, or changes were
+    /// missed, which count as a change: fail closed). Never returns while
+    /// the key stays as it was.
+    pub async fn changed(&mut self, prefix: &KeyPrefix) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match self.0.recv().await {
+                Ok(Some(forgotten)) if forgotten != *prefix => {}
+                Ok(_) | Err(RecvError::Lagged(_)) => return,
+                // The cache is gone: the process is stopping.
+                Err(RecvError::Closed) => return std::future::pending().await,
+            }
+        }
     }
 }
 

@@ -17,7 +17,7 @@ mod usage;
 mod verify;
 
 pub use auth::{
-    AuthFailure, AuthPath, FEED_FRESHNESS, KeyAuthenticator, Refusal, VerifiedKeyCache,
+    AuthFailure, AuthPath, FEED_FRESHNESS, KeyAuthenticator, KeyChanges, Refusal, VerifiedKeyCache,
     follow_access_changes,
 };
 pub use cola_domain::UpstreamSecret;

@@ -23,7 +23,7 @@ use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use cola_application::{
     Hidden, ListKind, McpPrincipal, ResolvedServer, ServerDirectory, ServerLookupError,
-    ToolCatalogue, ToolLookup, Verdict, authorise_gateway_message,
+    ToolCatalogue, ToolLookup, Verdict, VerifiedKeyCache, authorise_gateway_message,
 };
 use cola_domain::Surface;
 use cola_infrastructure::{
@@ -64,6 +64,8 @@ pub struct Gateway {
     pub catalogue: Arc<ToolCatalogue>,
     pub sessions: Sessions,
     pub metrics: Arc<Metrics>,
+    /// Announces keys that changed: a stream ends with its key's admission.
+    pub keys: Arc<VerifiedKeyCache>,
     /// Signs `X-Cola-Identity` for servers with `forward_identity`.
     pub identity: Arc<IdentityKeys>,
     /// `COLA_PUBLIC_URL`: the assertions' issuer and audiences' base.
@@ -428,7 +430,12 @@ impl Exchange<'_> {
             .unwrap_or_default();
         if content_type == EVENT_STREAM && http.is_success() {
             let lens = self.lens(list);
-            let stream = relay::sse(response.into_stream(), lens);
+            let lifetime = relay::Lifetime::of(
+                &lens,
+                self.gateway.keys.watch_changes(),
+                self.method == "GET",
+            );
+            let stream = relay::sse(response.into_stream(), lens, lifetime);
             let answer = builder
                 .content_type(EVENT_STREAM)
                 .insert_header((header::CACHE_CONTROL, "no-cache"))

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cola_application::{ListKind, McpPrincipal, ToolCatalogue, filter_list, may_see_notification};
+use cola_application::{
+    KeyChanges, ListKind, McpPrincipal, ToolCatalogue, filter_list, may_see_notification,
+};
 use cola_domain::{ServerId, Surface};
 use eventsource_stream::{Event, Eventsource};
 use futures_util::{Stream, StreamExt};
@@ -67,35 +69,86 @@ impl Lens {
     }
 }
 
-/// The upstream's SSE `body` relayed event by event through `lens`.
-pub fn sse<S, E>(body: S, lens: Lens) -> impl Stream<Item = Result<Bytes, Infallible>> + 'static
+/// How long a stream may live: while its key stays as it was admitted, and
+/// not past the key's expiry.
+#[derive(Debug)]
+pub struct Lifetime {
+    pub changes: KeyChanges,
+    pub expires_at: tokio::time::Instant,
+    /// A session's GET listen stream, where the client is told that the
+    /// lists changed before the stream ends.
+    pub listen: bool,
+}
+
+impl Lifetime {
+    /// The lifetime of a stream admitted for `lens`'s key now.
+    pub fn of(lens: &Lens, changes: KeyChanges, listen: bool) -> Self {
+        let left = (lens.principal.key().expires_at - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO);
+        Self {
+            changes,
+            expires_at: tokio::time::Instant::now() + left,
+            listen,
+        }
+    }
+}
+
+/// What a listen stream says before it ends on a change of its key: every
+/// list may now show something else, and the client's next request (which
+/// is decided afresh) lists it.
+const LISTS_CHANGED: &[u8] =
+    b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n\
+data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/resources/list_changed\"}\n\n\
+data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/prompts/list_changed\"}\n\n";
+
+/// The upstream's SSE `body` relayed event by event through `lens`, for as
+/// long as `lifetime` allows: a stream outlives no revocation, permission
+/// change or expiry of the key that opened it, so what it shows is never
+/// decided on a key as it no longer is.
+pub fn sse<S, E>(
+    body: S,
+    lens: Lens,
+    lifetime: Lifetime,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + 'static
 where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: std::error::Error + Send + 'static,
 {
     let events = Box::pin(body.eventsource());
-    futures_util::stream::unfold(Some((events, lens)), |state| async move {
-        let (mut events, lens) = state?;
+    futures_util::stream::unfold(Some((events, lens, lifetime)), |state| async move {
+        let (mut events, lens, mut lifetime) = state?;
+        let prefix = lens.principal.key().prefix.clone();
         loop {
-            match tokio::time::timeout(KEEP_ALIVE, events.next()).await {
-                Err(_quiet) => {
-                    return Some((
-                        Ok(Bytes::from_static(b": keep-alive\n\n")),
-                        Some((events, lens)),
-                    ));
+            tokio::select! {
+                () = lifetime.changes.changed(&prefix) => {
+                    tracing::info!(key_prefix = %prefix, "a gateway stream ends: its key changed");
+                    return lifetime.listen.then(|| (Ok(Bytes::from_static(LISTS_CHANGED)), None));
                 }
-                Ok(None) => return None,
-                Ok(Some(Err(error))) => {
-                    // The stream ends here; the client sees it close, as it
-                    // would have seen the upstream's.
-                    tracing::info!(error = %error, "an upstream event stream broke off");
+                () = tokio::time::sleep_until(lifetime.expires_at) => {
+                    tracing::info!(key_prefix = %prefix, "a gateway stream ends: its key expired");
                     return None;
                 }
-                Ok(Some(Ok(event))) => {
-                    if let Some(bytes) = relayed(&lens, &event) {
-                        return Some((Ok(bytes), Some((events, lens))));
+                next = tokio::time::timeout(KEEP_ALIVE, events.next()) => match next {
+                    Err(_quiet) => {
+                        return Some((
+                            Ok(Bytes::from_static(b": keep-alive\n\n")),
+                            Some((events, lens, lifetime)),
+                        ));
                     }
-                }
+                    Ok(None) => return None,
+                    Ok(Some(Err(error))) => {
+                        // The stream ends here; the client sees it close, as
+                        // it would have seen the upstream's.
+                        tracing::info!(error = %error, "an upstream event stream broke off");
+                        return None;
+                    }
+                    Ok(Some(Ok(event))) => {
+                        if let Some(bytes) = relayed(&lens, &event) {
+                            return Some((Ok(bytes), Some((events, lens, lifetime))));
+                        }
+                    }
+                },
             }
         }
     })

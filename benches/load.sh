@@ -7,7 +7,8 @@
 #   (c) the cold path: first use of many distinct keys, against a bare argon2id
 #       verification with the same parameters
 #   (d) database writes per admitted request during (b)
-#   (e) (a) and (b) again with 10,000 more keys in the database
+#   (e) (a), (b) and (f) again with 10,000 more keys in the database
+#   (f) POST /api/mcp/verify of the cached key for one tool, by a server token
 # and prints requests/s, p50/p99 latency, the authenticated/health ratio and
 # writes per admitted request. Everything it starts is stopped on exit; the
 # run after the build is bounded by --max-runtime.
@@ -152,11 +153,18 @@ curl -fsS --max-time 2 "$BASE/health" >/dev/null
 TENANT=$(python3 -c 'import uuid; print(uuid.uuid4())')
 USER_ID=$(python3 -c 'import uuid; print(uuid.uuid4())')
 TOKEN=$("$BIN" dev-token --tenant "$TENANT" --user "$USER_ID" --role admin)
+# A verify-only server with a token, granted to the bench key, for (f).
+SERVER=$(curl -fsS --max-time 10 -X POST "$BASE/api/mcp/servers" \
+    -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    -d '{"slug":"bench","name":"bench","url":null}')
+SERVER_TOKEN=$(curl -fsS --max-time 10 -X POST "$BASE/api/mcp/servers/$(jq -r .id <<<"$SERVER")/token" \
+    -H "Authorization: Bearer $TOKEN" | jq -r .token)
 CREATED=$(curl -fsS --max-time 10 -X POST "$BASE/api/mcp/keys" \
-    -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{"name":"bench"}')
+    -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' \
+    -d '{"name":"bench","permissions":{"servers":{"bench":{"allowed_tools":["search_*"]}}}}')
 KEY=$(jq -r .key <<<"$CREATED")
 KEY_ID=$(jq -r .id <<<"$CREATED")
-export COLA_BENCH_KEY=$KEY
+export COLA_BENCH_KEY=$KEY COLA_BENCH_SERVER_TOKEN=$SERVER_TOKEN
 
 whoami() {
     curl -sS --max-time 10 -X POST "$BASE/mcp" -H "Authorization: Bearer $KEY" \
@@ -166,6 +174,9 @@ whoami() {
 }
 # Warm the cache and check the answer is a real result, not an error.
 grep -q "$KEY_ID" <<<"$(whoami)" || { echo "whoami did not answer with the key: $(whoami)" >&2; exit 1; }
+VERIFIED=$(curl -sS --max-time 10 -X POST "$BASE/api/mcp/verify" -H "Authorization: Bearer $SERVER_TOKEN" \
+    -H 'Content-Type: application/json' -d "{\"key\":\"$KEY\",\"client_ip\":\"203.0.113.7\",\"tool\":\"search_code\"}")
+[ "$(jq -r .code <<<"$VERIFIED")" = VALID ] || { echo "verify did not answer VALID: $VERIFIED" >&2; exit 1; }
 
 # ---- helpers ----
 declare -A R
@@ -225,23 +236,30 @@ pg_writes() {
     echo "$now"
 }
 
-# measure LABEL_SUFFIX: rounds of (a) then (b); fills R and the medians.
+# measure LABEL_SUFFIX: rounds of (a), (b) and (f); fills R and the medians.
 measure() {
-    local suffix=$1 r health=() mcp=() health_cpu=() mcp_cpu=()
+    local suffix=$1 r health=() mcp=() verify=() health_cpu=() mcp_cpu=() verify_cpu=()
     for r in $(seq "$ROUNDS"); do
         run_wrk "health$suffix#$r" get /health
         run_wrk "mcp$suffix#$r" mcp /mcp
+        run_wrk "verify$suffix#$r" verify /api/mcp/verify
         health+=("${R[health$suffix#$r.rps]}")
         mcp+=("${R[mcp$suffix#$r.rps]}")
+        verify+=("${R[verify$suffix#$r.rps]}")
         health_cpu+=("${R[health$suffix#$r.cpu_us]}")
         mcp_cpu+=("${R[mcp$suffix#$r.cpu_us]}")
+        verify_cpu+=("${R[verify$suffix#$r.cpu_us]}")
         echo "  ratio mcp/health round $r: $(ratio "${R[mcp$suffix#$r.rps]}" "${R[health$suffix#$r.rps]}")" \
             "(server CPU per request, health/mcp: $(ratio "${R[health$suffix#$r.cpu_us]}" "${R[mcp$suffix#$r.cpu_us]}"))"
+        echo "  ratio verify/health round $r: $(ratio "${R[verify$suffix#$r.rps]}" "${R[health$suffix#$r.rps]}")" \
+            "(server CPU per request, health/verify: $(ratio "${R[health$suffix#$r.cpu_us]}" "${R[verify$suffix#$r.cpu_us]}"))"
     done
     R[health$suffix.rps]=$(echo "${health[*]}" | median)
     R[mcp$suffix.rps]=$(echo "${mcp[*]}" | median)
+    R[verify$suffix.rps]=$(echo "${verify[*]}" | median)
     R[health$suffix.cpu_us]=$(echo "${health_cpu[*]}" | median)
     R[mcp$suffix.cpu_us]=$(echo "${mcp_cpu[*]}" | median)
+    R[verify$suffix.cpu_us]=$(echo "${verify_cpu[*]}" | median)
 }
 
 echo "# cola-api load benchmark: $BACKEND, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, rounds $ROUNDS"
@@ -249,7 +267,7 @@ echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d:
 
 # ---- (a) + (b), with (d) around them ----
 echo
-echo "## (a) GET /health and (b) POST /mcp tools/call whoami (cached key)"
+echo "## (a) GET /health, (b) POST /mcp tools/call whoami and (f) POST /api/mcp/verify (cached key)"
 if [ "$BACKEND" = postgres ]; then
     settle_usage
     read -r W0_ALL W0_UPD <<<"$(pg_writes)"
@@ -259,11 +277,12 @@ measure ""
 settle_usage
 U1=$(hot_usage)
 MCP_REQUESTS=0
-for r in $(seq "$ROUNDS"); do MCP_REQUESTS=$((MCP_REQUESTS + ${R[mcp#$r.requests]})); done
+# Both /mcp and a VALID verify count one use of the key.
+for r in $(seq "$ROUNDS"); do MCP_REQUESTS=$((MCP_REQUESTS + ${R[mcp#$r.requests]} + ${R[verify#$r.requests]})); done
 
 echo
 echo "## (d) database writes per admitted request"
-echo "admitted (usage_count delta): $((U1 - U0)); wrk completed requests: $MCP_REQUESTS"
+echo "admitted (usage_count delta): $((U1 - U0)); wrk completed requests (mcp + verify): $MCP_REQUESTS"
 if [ "$BACKEND" = postgres ]; then
     read -r W1_ALL W1_UPD <<<"$(pg_writes)"
     echo "api_keys rows updated: $((W1_UPD - W0_UPD)); rows written, all tables: $((W1_ALL - W0_ALL))"
@@ -324,6 +343,7 @@ SUMMARY_RATIO=$(ratio "${R[mcp.rps]}" "${R[health.rps]}")
 echo "health rps ${R[health.rps]}, mcp whoami rps ${R[mcp.rps]}, ratio $SUMMARY_RATIO (target >= 0.80)"
 echo "server CPU per request: health ${R[health.cpu_us]} us, mcp whoami ${R[mcp.cpu_us]} us, ratio $(ratio "${R[health.cpu_us]}" "${R[mcp.cpu_us]}")"
 echo "mcp whoami p99 round 1: $(ms "${R[mcp#1.p99_us]}") ms (target < 2 ms)"
+echo "verify rps ${R[verify.rps]}, ratio verify/health $(ratio "${R[verify.rps]}" "${R[health.rps]}") (target >= 0.80), p50 round 1 $(ms "${R[verify#1.p50_us]}") ms, p99 round 1 $(ms "${R[verify#1.p99_us]}") ms, server CPU ${R[verify.cpu_us]} us/req"
 echo "cold p50 ${COLD_P50} ms vs bare argon2id p50 ${ARGON2_P50} ms: $(ratio "$COLD_P50" "$ARGON2_P50")x (target <= 1.5x)"
 if [ "$BULK_KEYS" -gt 0 ]; then
     echo "with $BULK_KEYS keys: health rps ${R[health+bulk.rps]} ($(ratio "${R[health+bulk.rps]}" "${R[health.rps]}")x), mcp rps ${R[mcp+bulk.rps]} ($(ratio "${R[mcp+bulk.rps]}" "${R[mcp.rps]}")x), ratio $(ratio "${R[mcp+bulk.rps]}" "${R[health+bulk.rps]}"), mcp p99 round 1 $(ms "${R[mcp+bulk#1.p99_us]}") ms"

@@ -1,5 +1,7 @@
 -- wrk script for benches/load.sh.
 -- WRK_MODE=mcp: POST /mcp tools/call whoami with the key in COLA_BENCH_KEY;
+-- WRK_MODE=verify: POST /api/mcp/verify of that key with the server token in
+-- COLA_BENCH_SERVER_TOKEN, for one tool;
 -- otherwise plain GET of the URL given to wrk. Prints one RESULT line.
 local mode = os.getenv("WRK_MODE") or "get"
 
@@ -10,6 +12,12 @@ if mode == "mcp" then
   wrk.headers["Content-Type"] = "application/json"
   wrk.headers["Accept"] = "application/json, text/event-stream"
   wrk.headers["mcp-protocol-version"] = "2025-11-25"
+elseif mode == "verify" then
+  wrk.method = "POST"
+  wrk.body = '{"key":"' .. (os.getenv("COLA_BENCH_KEY") or "") ..
+    '","client_ip":"203.0.113.7","tool":"search_code"}'
+  wrk.headers["Authorization"] = "Bearer " .. (os.getenv("COLA_BENCH_SERVER_TOKEN") or "")
+  wrk.headers["Content-Type"] = "application/json"
 end
 
 done = function(summary, latency, requests)

@@ -62,14 +62,16 @@ pub enum TokenRefusal {
     #[error("a valid server verification token is required")]
     Invalid,
     #[error("the server token cannot be checked right now")]
-    Unavailable(#[source] RepositoryError),
+    Unavailable(#[source] Arc<RepositoryError>),
 }
 
 /// Verification tokens → the servers they name, with a short cache so the
-/// verify API's hot path costs a digest and a map lookup.
+/// verify API's hot path costs a digest and a map lookup. When an entry
+/// expires, the requests that find it gone wait for one lookup instead of
+/// each asking the database at once.
 pub struct ServerTokens {
     repository: Arc<dyn ServerRepository>,
-    cache: moka::sync::Cache<TokenDigest, Option<Arc<CallingServer>>>,
+    cache: moka::future::Cache<TokenDigest, Option<Arc<CallingServer>>>,
 }
 
 impl std::fmt::Debug for ServerTokens {
@@ -85,7 +87,7 @@ impl ServerTokens {
     pub fn new(repository: Arc<dyn ServerRepository>) -> Self {
         Self {
             repository,
-            cache: moka::sync::Cache::builder()
+            cache: moka::future::Cache::builder()
                 .max_capacity(MAX_CACHED_TOKENS)
                 .time_to_live(TOKEN_LOOKUP_TTL)
                 .build(),
@@ -102,17 +104,17 @@ impl ServerTokens {
             .and_then(|text| ServerToken::parse(text).ok())
             .ok_or(TokenRefusal::Invalid)?;
         let digest = TokenDigest::of(&token);
-        if let Some(cached) = self.cache.get(&digest) {
-            return cached.ok_or(TokenRefusal::Invalid);
-        }
-        let found = self
-            .repository
-            .find_by_token(&digest)
+        let repository = &self.repository;
+        self.cache
+            .try_get_with(digest, async move {
+                repository
+                    .find_by_token(&digest)
+                    .await
+                    .map(|found| found.map(|server| Arc::new(CallingServer::of(&server))))
+            })
             .await
             .map_err(TokenRefusal::Unavailable)?
-            .map(|server| Arc::new(CallingServer::of(&server)));
-        self.cache.insert(digest, found.clone());
-        found.ok_or(TokenRefusal::Invalid)
+            .ok_or(TokenRefusal::Invalid)
     }
 
     /// Forgets every lookup (a token was minted or a server deleted here).

@@ -21,6 +21,22 @@ async fn verifications_in_progress(app: &TestApp) -> u64 {
         .unwrap()
 }
 
+/// Attempts decided so far as an unknown key or refused for the address's
+/// failures, as `/metrics` counts them.
+async fn refusals(app: &TestApp) -> u64 {
+    let metrics = app.metrics().await;
+    ["unknown", "rate_limited"]
+        .iter()
+        .filter_map(|outcome| {
+            let series = format!("cola_mcp_auth_total{{outcome=\"{outcome}\"}} ");
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(series.as_str()))
+                .and_then(|value| value.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
 /// Waits until the server reports `expected` verifications under way.
 async fn verifications_become(app: &TestApp, expected: u64) -> bool {
     eventually(Duration::from_secs(20), || async move {
@@ -43,11 +59,16 @@ async fn send_and_reset(app: &TestApp, key: &str) {
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     );
+    let decided_before = refusals(app).await;
     stream.write_all(request.as_bytes()).await.unwrap();
     // A reset that beats the request's bytes makes the server drop it
-    // unread, which costs nothing and proves nothing.
+    // unread, which costs nothing and proves nothing: wait until the server
+    // has started verifying it, or has already refused it (quicker than a
+    // poll, or at once once the address is limited). Waiting longer would
+    // let the first failures leave the limiter's one-minute window.
     let _ = eventually(Duration::from_secs(5), || async {
-        (verifications_in_progress(app).await > 0).then_some(())
+        (verifications_in_progress(app).await > 0 || refusals(app).await > decided_before)
+            .then_some(())
     })
     .await;
     stream.set_zero_linger().unwrap();

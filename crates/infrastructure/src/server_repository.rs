@@ -13,7 +13,7 @@ use cola_domain::{
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait, UpdateMany,
 };
 
 use crate::database::Database;
@@ -123,6 +123,32 @@ async fn remove_grants(
         ungranted.push(key.prefix().clone());
     }
     Ok(ungranted)
+}
+
+impl SeaOrmServerRepository {
+    /// Applies `update` to `server`'s row and records `event`, in one
+    /// transaction. `false`: the row is gone and nothing was written.
+    async fn update_with_event(
+        &self,
+        server: &RegisteredServer,
+        update: UpdateMany<mcp_server::Entity>,
+        event: &ServerEvent,
+    ) -> Result<bool, RepositoryError> {
+        let txn = self.database.connection().begin().await.map_err(db_error)?;
+        let result = update
+            .filter(mcp_server::Column::TenantId.eq(server.tenant_id().as_uuid()))
+            .filter(mcp_server::Column::Id.eq(server.id().as_uuid()))
+            .exec(&txn)
+            .await
+            .map_err(db_error)?;
+        if result.rows_affected == 0 {
+            txn.rollback().await.map_err(db_error)?;
+            return Ok(false);
+        }
+        insert_event_row(&txn, event_row(event)).await?;
+        txn.commit().await.map_err(db_error)?;
+        Ok(true)
+    }
 }
 
 #[async_trait]
@@ -267,20 +293,7 @@ impl ServerRepository for SeaOrmServerRepository {
                 Expr::value(i32::from(server.timeout().secs())),
             );
         }
-        let txn = self.database.connection().begin().await.map_err(db_error)?;
-        let result = update
-            .filter(Column::TenantId.eq(server.tenant_id().as_uuid()))
-            .filter(Column::Id.eq(server.id().as_uuid()))
-            .exec(&txn)
-            .await
-            .map_err(db_error)?;
-        if result.rows_affected == 0 {
-            txn.rollback().await.map_err(db_error)?;
-            return Ok(false);
-        }
-        insert_event_row(&txn, event_row(event)).await?;
-        txn.commit().await.map_err(db_error)?;
-        Ok(true)
+        self.update_with_event(server, update, event).await
     }
 
     async fn delete(
@@ -320,22 +333,10 @@ impl ServerRepository for SeaOrmServerRepository {
         event: &ServerEvent,
     ) -> Result<bool, RepositoryError> {
         use mcp_server::Column;
-        let txn = self.database.connection().begin().await.map_err(db_error)?;
-        let result = mcp_server::Entity::update_many()
+        let update = mcp_server::Entity::update_many()
             .col_expr(Column::VerifyTokenDigest, Expr::value(digest.to_hex()))
-            .col_expr(Column::VerifyTokenMintedAt, Expr::value(event.occurred_at))
-            .filter(Column::TenantId.eq(server.tenant_id().as_uuid()))
-            .filter(Column::Id.eq(server.id().as_uuid()))
-            .exec(&txn)
-            .await
-            .map_err(db_error)?;
-        if result.rows_affected == 0 {
-            txn.rollback().await.map_err(db_error)?;
-            return Ok(false);
-        }
-        insert_event_row(&txn, event_row(event)).await?;
-        txn.commit().await.map_err(db_error)?;
-        Ok(true)
+            .col_expr(Column::VerifyTokenMintedAt, Expr::value(event.occurred_at));
+        self.update_with_event(server, update, event).await
     }
 
     async fn find_by_token(

@@ -59,7 +59,7 @@ for _ in $(seq 1 100); do
     sleep 0.1
 done
 
-export SCHEMATHESIS_HOOKS="$here/hooks.py"
+export SCHEMATHESIS_HOOKS="$here/hooks.py" COLA_SCHEMATHESIS_BASE="$base"
 
 set +e
 "$venv/bin/schemathesis" run "$base/api/openapi.json" \

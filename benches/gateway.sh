@@ -13,6 +13,8 @@
 #   (c) Cola's CPU per request in each run (utime + stime from
 #       /proc/<pid>/stat, before and after, divided by the requests), and
 #       the upstream's;
+#   (e) the same through the gateway in front of a fast upstream: Cola's
+#       own /mcp, registered as server `self` (tools/call whoami);
 #   (d) Cola's resident memory over long SSE streams: --streams calls at once
 #       of a tool streaming progress for --stream-seconds (a second upstream,
 #       answering with SSE), VmRSS sampled before, at the start, every
@@ -268,12 +270,24 @@ run_wrk "mcp.call.1" "$BASE/mcp" 1 1 tools/call whoami '{}'
 run_wrk "mcp.list.1" "$BASE/mcp" 1 1 tools/list
 
 echo
+echo "## (e) a fast upstream: Cola's own /mcp, registered as server \`self\`"
+# The gateway and its upstream are then one process: Cola's CPU per request
+# is both hops, and the gateway's own share is that less (b)'s.
+UP_KEY=$(api POST /api/mcp/keys '{"name":"gateway bench, upstream credential"}' | jq -r .key)
+api POST /api/mcp/servers \
+    "{\"slug\":\"self\",\"name\":\"Cola itself\",\"url\":\"$BASE/mcp\",\"headers\":{\"Authorization\":\"Bearer $UP_KEY\"}}" >/dev/null
+FAST_KEY=$(api POST /api/mcp/keys \
+    "{\"name\":\"gateway bench, self\",\"permissions\":{\"read\":true,\"write\":false,\"servers\":{\"self\":$ALL}}}" |
+    jq -r .key)
+# Through the gateway, whoami answers as the upstream credential's key.
+expect "gateway tools/call whoami (self)" "${UP_KEY:0:17}" "$(KEY=$FAST_KEY request "$BASE/mcp/self" tools/call whoami '{}')"
+COLA_BENCH_KEY=$FAST_KEY run_wrk "self.call" "$BASE/mcp/self" "$CONNECTIONS" "$THREADS" tools/call whoami '{}'
+COLA_BENCH_KEY=$FAST_KEY run_wrk "self.call.1" "$BASE/mcp/self" 1 1 tools/call whoami '{}'
+
+echo
 echo "## (d) Cola's RSS over $STREAMS SSE stream(s) of ${STREAM_SECONDS}s through /mcp/bench-sse"
-# Cola decides whether a read-only key may call a tool from the upstream's
-# tools/list, which it keeps for 60 s. While that list is unknown or stale,
-# the first call fetches it and calls arriving during the fetch are refused
-# as unknown tools (a gateway bug at the time of writing): a list passing
-# through first makes sure the streams all start on a known catalogue.
+# One list first, so that the streams start on a known tool catalogue (the
+# first calls would otherwise wait for its fetch).
 expect "gateway tools/list (SSE upstream)" '"stream_slowly"' "$(request "$BASE/mcp/bench-sse" tools/list)"
 STREAM_OUT=$("$PY" "$REPO/benches/gateway_stream.py" --url "$BASE/mcp/bench-sse" --key "$KEY" --pid "$SERVER_PID" \
     --seconds "$STREAM_SECONDS" --streams "$STREAMS")
@@ -306,7 +320,12 @@ row mcp.call "Cola /mcp          tools/call whoami"
 row mcp.call.1 "Cola /mcp          tools/call whoami"
 row mcp.list "Cola /mcp          tools/list"
 row mcp.list.1 "Cola /mcp          tools/list"
+row self.call "Cola /mcp/self     tools/call whoami"
+row self.call.1 "Cola /mcp/self     tools/call whoami"
 echo "(Cola us / upstr. us: CPU time per request of Cola's process and of the upstream's)"
+echo "fast upstream (Cola's own /mcp): through the gateway / direct req/s $(awk -v a="${R[self.call.rps]}" -v b="${R[mcp.call.rps]}" 'BEGIN { printf "%.2f", a / b }') at $CONNECTIONS connections," \
+    "$(awk -v a="${R[self.call.1.rps]}" -v b="${R[mcp.call.1.rps]}" 'BEGIN { printf "%.2f", a / b }') on 1; added p50 $(sub_ms "${R[self.call.1.p50_us]}" "${R[mcp.call.1.p50_us]}") ms on 1 connection;" \
+    "the gateway's own CPU per request $(awk -v a="${R[self.call.cola_us]}" -v b="${R[mcp.call.cola_us]}" 'BEGIN { printf "%.1f", a - b }') us ($CONNECTIONS conns)"
 echo
 for what in call list; do
     echo "added p50 by Cola, tools/$what: $(sub_ms "${R[gateway.$what.1.p50_us]}" "${R[upstream.$what.1.p50_us]}") ms on 1 connection," \

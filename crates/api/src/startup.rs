@@ -180,11 +180,7 @@ impl Application {
         );
         let verify = web::Data::new(VerifyApi {
             tokens,
-            verifier: KeyVerifier::new(
-                Arc::clone(&authenticator),
-                Arc::clone(&clock),
-                settings.auth_cache_ttl,
-            ),
+            verifier: KeyVerifier::new(Arc::clone(&authenticator), settings.auth_cache_ttl),
         });
         let gate = web::Data::new(McpGate {
             authenticator,

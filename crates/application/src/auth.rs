@@ -424,6 +424,16 @@ impl Drop for Waiter<'_> {
     }
 }
 
+/// A key admitted for one request: who, how it was decided, and when (the
+/// instant its expiry and allow-list were checked at, which its use is
+/// counted at too: one clock read per request).
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub principal: McpPrincipal,
+    pub path: AuthPath,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
 /// How a presented key was decided, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthPath {
@@ -484,9 +494,9 @@ impl KeyAuthenticator {
         presented: Option<&str>,
         client: IpAddr,
     ) -> Result<(McpPrincipal, AuthPath), Refusal> {
-        let (principal, path) = self.check(presented, Some(client)).await?;
-        self.record_use(&principal);
-        Ok((principal, path))
+        let admission = self.check(presented, Some(client)).await?;
+        self.record_use(&admission);
+        Ok((admission.principal, admission.path))
     }
 
     /// Decides `presented` as [`Self::authenticate_with_path`] does, from
@@ -497,7 +507,7 @@ impl KeyAuthenticator {
         &self,
         presented: Option<&str>,
         client: Option<IpAddr>,
-    ) -> Result<(McpPrincipal, AuthPath), Refusal> {
+    ) -> Result<Admission, Refusal> {
         let presented = presented.ok_or(Refusal::of(AuthFailure::Missing))?;
         let secret =
             ApiKeySecret::parse(presented).map_err(|_| Refusal::of(AuthFailure::Malformed))?;
@@ -507,11 +517,11 @@ impl KeyAuthenticator {
             .map_err(|refusal| refusal.of_key(&prefix))
     }
 
-    /// Counts one use of an admitted key (batched; see [`UsageRecorder`]).
-    pub fn record_use(&self, principal: &McpPrincipal) {
-        let key = principal.key();
-        self.usage
-            .record(key.tenant_id, key.key_id, self.clock.now());
+    /// Counts one use of an admitted key (batched; see [`UsageRecorder`]),
+    /// at the instant it was admitted.
+    pub fn record_use(&self, admission: &Admission) {
+        let key = admission.principal.key();
+        self.usage.record(key.tenant_id, key.key_id, admission.at);
     }
 
     async fn admit(
@@ -519,7 +529,7 @@ impl KeyAuthenticator {
         secret: &ApiKeySecret,
         prefix: &KeyPrefix,
         client: Option<IpAddr>,
-    ) -> Result<(McpPrincipal, AuthPath), Refusal> {
+    ) -> Result<Admission, Refusal> {
         let fingerprint = self.cache.fingerprint(secret);
         let (principal, path) = if let Some(principal) = self.cache.admitted(prefix, &fingerprint) {
             (principal, AuthPath::Hot)
@@ -546,7 +556,11 @@ impl KeyAuthenticator {
         if !allowed {
             return Err(Refusal::in_tenant(AuthFailure::IpDenied, key.tenant_id));
         }
-        Ok((principal, path))
+        Ok(Admission {
+            principal,
+            path,
+            at: now,
+        })
     }
 
     /// Verifies `secret`, sharing one verification among concurrent

@@ -17,8 +17,8 @@ mod usage;
 mod verify;
 
 pub use auth::{
-    AuthFailure, AuthPath, FEED_FRESHNESS, KeyAuthenticator, KeyChanges, Refusal, VerifiedKeyCache,
-    follow_access_changes,
+    Admission, AuthFailure, AuthPath, FEED_FRESHNESS, KeyAuthenticator, KeyChanges, Refusal,
+    VerifiedKeyCache, follow_access_changes,
 };
 pub use cola_domain::UpstreamSecret;
 pub use dto::{

@@ -23,10 +23,9 @@ use thiserror::Error;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{AuthFailure, KeyAuthenticator, Refusal};
+use crate::auth::{Admission, AuthFailure, KeyAuthenticator, Refusal};
 use crate::error::FieldErrors;
-use crate::ports::{Clock, RepositoryError, ServerRepository, TokenDigest};
-use crate::principal::McpPrincipal;
+use crate::ports::{RepositoryError, ServerRepository, TokenDigest};
 
 /// The longest a `VALID` may be reused by the server that asked: well
 /// inside the two seconds in which a revocation reaches every instance.
@@ -319,7 +318,7 @@ impl VerifyView {
 /// A `VALID` decision, not yet counted as a use.
 #[derive(Debug, Clone)]
 pub struct ValidKey {
-    pub principal: McpPrincipal,
+    pub admission: Admission,
     pub view: VerifyView,
 }
 
@@ -348,7 +347,6 @@ pub enum VerifyError {
 /// Decides verify requests.
 pub struct KeyVerifier {
     authenticator: Arc<KeyAuthenticator>,
-    clock: Arc<dyn Clock>,
     /// How long a `VALID` may be reused: [`MAX_ANSWER_REUSE`], or less when
     /// the operator keeps verified keys in memory for less.
     answer_reuse: Duration,
@@ -367,14 +365,9 @@ impl KeyVerifier {
     /// verified keys in memory for less than [`MAX_ANSWER_REUSE`] (or not at
     /// all) gets answers reused for no longer.
     #[must_use]
-    pub fn new(
-        authenticator: Arc<KeyAuthenticator>,
-        clock: Arc<dyn Clock>,
-        auth_cache_ttl: Duration,
-    ) -> Self {
+    pub fn new(authenticator: Arc<KeyAuthenticator>, auth_cache_ttl: Duration) -> Self {
         Self {
             authenticator,
-            clock,
             answer_reuse: auth_cache_ttl.min(MAX_ANSWER_REUSE),
         }
     }
@@ -389,11 +382,11 @@ impl KeyVerifier {
             .authenticator
             .check(Some(&command.key), command.client_ip)
             .await;
-        let principal = match checked {
-            Ok((principal, _)) => principal,
+        let admission = match checked {
+            Ok(admission) => admission,
             Err(refusal) => return refused(server, refusal),
         };
-        let key = principal.key();
+        let key = admission.principal.key();
         if key.tenant_id != server.tenant_id {
             // Another tenant's key is answered as an unknown one.
             return Ok(Verification::Refused {
@@ -430,17 +423,17 @@ impl KeyVerifier {
         if !allowed {
             return Ok(not_granted);
         }
-        let view = self.valid_view(&principal, server.id);
-        Ok(Verification::Valid(ValidKey { principal, view }))
+        let view = self.valid_view(&admission, server.id);
+        Ok(Verification::Valid(ValidKey { admission, view }))
     }
 
     /// Counts the use of a key answered `VALID`.
     pub fn count_use(&self, key: &ValidKey) {
-        self.authenticator.record_use(&key.principal);
+        self.authenticator.record_use(&key.admission);
     }
 
-    fn valid_view(&self, principal: &McpPrincipal, server: ServerId) -> VerifyView {
-        let key = principal.key();
+    fn valid_view(&self, admission: &Admission, server: ServerId) -> VerifyView {
+        let key = admission.principal.key();
         let grant = key.permissions.grant_on(server);
         let names = |list: Option<&[NamePattern]>| {
             list.map(|patterns| patterns.iter().map(|p| p.as_str().to_owned()).collect())
@@ -448,7 +441,7 @@ impl KeyVerifier {
         let uris = |list: Option<&[ResourcePattern]>| {
             list.map(|patterns| patterns.iter().map(|p| p.as_str().to_owned()).collect())
         };
-        let until_expiry = (key.expires_at - self.clock.now())
+        let until_expiry = (key.expires_at - admission.at)
             .to_std()
             .unwrap_or(Duration::ZERO);
         let reuse = self.answer_reuse.min(until_expiry);

@@ -20,6 +20,7 @@ use cola_application::{
 use cola_infrastructure::IdentityKeys;
 use serde::Serialize;
 
+use crate::bearer::bearer;
 use crate::json::{is_json, parse_json, read_body, unsupported_media_type};
 use crate::mcp::McpGate;
 use crate::problem::{PROBLEM_JSON, Problem};
@@ -78,17 +79,6 @@ fn answer(view: &VerifyView) -> HttpResponse {
         .json(view)
 }
 
-/// `Authorization: Bearer colasrv_…`.
-fn server_token(request: &HttpRequest) -> Option<&str> {
-    request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-}
-
 #[utoipa::path(
     post,
     path = "/api/mcp/verify",
@@ -125,7 +115,7 @@ pub(crate) async fn verify(
         gate.metrics.verify_answer("RATE_LIMITED");
         return rate_limited("too many failed attempts from this address", wait);
     }
-    let server = match api.tokens.authenticate(server_token(&request)).await {
+    let server = match api.tokens.authenticate(bearer(request.headers())).await {
         Ok(server) => server,
         Err(TokenRefusal::Invalid) => {
             gate.metrics.verify_answer("BAD_TOKEN");
@@ -155,7 +145,7 @@ pub(crate) async fn verify(
     }
     match api.verifier.verify(&server, &command).await {
         Ok(Verification::Valid(valid)) => {
-            let key = valid.principal.key();
+            let key = valid.admission.principal.key();
             if let Some(limit) = key.rate_limit
                 && let Err(wait) = gate.key_limiter.check(key.key_id, limit)
             {

@@ -62,19 +62,7 @@ impl ApiKeySecret {
     /// Checks the format and checksum of a presented key. Cheap and free of
     /// I/O: it runs before any database work.
     pub fn parse(candidate: &str) -> Result<Self, KeyFormatError> {
-        if candidate.len() != KEY_LENGTH {
-            return Err(KeyFormatError::WrongLength);
-        }
-        let Some(rest) = candidate.strip_prefix(SCHEME) else {
-            return Err(KeyFormatError::WrongScheme);
-        };
-        if !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
-            return Err(KeyFormatError::InvalidCharacter);
-        }
-        let (body, given) = candidate.split_at(KEY_LENGTH - CHECKSUM_LENGTH);
-        if checksum(body.as_bytes()) != given {
-            return Err(KeyFormatError::ChecksumMismatch);
-        }
+        check_checksummed(SCHEME, candidate)?;
         Ok(Self(Zeroizing::new(candidate.to_owned())))
     }
 
@@ -133,16 +121,23 @@ pub(crate) fn generate_checksummed<R: TryCryptoRng + ?Sized>(
     Ok(secret)
 }
 
-/// Whether `candidate` is `scheme` + 30 base62 characters + their checksum.
-pub(crate) fn is_checksummed(scheme: &str, candidate: &str) -> bool {
-    candidate.len() == scheme.len() + RANDOM_LENGTH + CHECKSUM_LENGTH
-        && candidate
-            .strip_prefix(scheme)
-            .is_some_and(|rest| rest.bytes().all(|b| b.is_ascii_alphanumeric()))
-        && {
-            let (body, given) = candidate.split_at(candidate.len() - CHECKSUM_LENGTH);
-            checksum(body.as_bytes()) == given
-        }
+/// Whether `candidate` is `scheme` + 30 base62 characters + their checksum,
+/// and if not, the first rule it breaks.
+pub(crate) fn check_checksummed(scheme: &str, candidate: &str) -> Result<(), KeyFormatError> {
+    if candidate.len() != scheme.len() + RANDOM_LENGTH + CHECKSUM_LENGTH {
+        return Err(KeyFormatError::WrongLength);
+    }
+    let Some(rest) = candidate.strip_prefix(scheme) else {
+        return Err(KeyFormatError::WrongScheme);
+    };
+    if !rest.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(KeyFormatError::InvalidCharacter);
+    }
+    let (body, given) = candidate.split_at(candidate.len() - CHECKSUM_LENGTH);
+    if checksum(body.as_bytes()) != given {
+        return Err(KeyFormatError::ChecksumMismatch);
+    }
+    Ok(())
 }
 
 /// CRC-32 (IEEE) of `body`, as 6 base62 digits, most significant first.

@@ -9,7 +9,7 @@ use rand::TryCryptoRng;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use crate::secret::{generate_checksummed, is_checksummed};
+use crate::secret::{check_checksummed, generate_checksummed};
 
 const SCHEME: &str = "colasrv_";
 
@@ -31,11 +31,8 @@ impl ServerToken {
 
     /// Checks the format and checksum of a presented token, free of I/O.
     pub fn parse(candidate: &str) -> Result<Self, ServerTokenFormatError> {
-        if is_checksummed(SCHEME, candidate) {
-            Ok(Self(Zeroizing::new(candidate.to_owned())))
-        } else {
-            Err(ServerTokenFormatError)
-        }
+        check_checksummed(SCHEME, candidate).map_err(|_| ServerTokenFormatError)?;
+        Ok(Self(Zeroizing::new(candidate.to_owned())))
     }
 
     /// The token itself, for digesting and for the one response that shows it.

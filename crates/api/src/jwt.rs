@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
-use actix_web::http::header::AUTHORIZATION;
 use actix_web::{FromRequest, HttpRequest, web};
 use chrono::{Duration, Utc};
 use cola_application::{Principal, Role};
@@ -20,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use crate::bearer::bearer;
 use crate::client_ip::ClientIpResolver;
 use crate::config::{ClaimNames, JwtKey, JwtSettings};
 use crate::console::session::{ConsoleSessions, SessionRefusal};
@@ -443,15 +443,6 @@ pub struct ManagementAuth {
 #[derive(Debug, Clone, Copy)]
 pub struct Caller(pub Principal);
 
-fn bearer(request: &HttpRequest) -> Option<&str> {
-    let value = request.headers().get(AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|token| !token.is_empty())
-}
-
 impl Caller {
     async fn authenticate(request: HttpRequest) -> Result<Self, Problem> {
         let Some(auth) = request.app_data::<web::Data<ManagementAuth>>().cloned() else {
@@ -465,7 +456,7 @@ impl Caller {
         }
         // A bearer JWT wins over a console session cookie: a script that
         // sends a token means the token.
-        let outcome = match (bearer(&request), &auth.sessions) {
+        let outcome = match (bearer(request.headers()), &auth.sessions) {
             (Some(token), _) => match &auth.verifier {
                 None => Err(TokenRefusal::NotConfigured),
                 Some(verifier) => verifier.verify(token).await,

@@ -2,6 +2,7 @@
 //! authentication, configuration and telemetry. `Application` is what both
 //! the `cola-api` binary and the tests start.
 
+pub mod bearer;
 pub mod cli;
 pub mod client_ip;
 pub mod config;

@@ -37,13 +37,7 @@ pub struct McpGate {
 /// `Authorization: Bearer cola_…` or `X-API-Key: cola_…` (an `Authorization`
 /// header of another scheme, such as a proxy's `Basic`, is passed over).
 fn credential(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    bearer.or_else(|| {
+    crate::bearer::bearer(headers).or_else(|| {
         headers
             .get("x-api-key")
             .and_then(|value| value.to_str().ok())

@@ -13,7 +13,8 @@ use cola_domain::{
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait, UpdateMany,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, SqlErr, TransactionTrait,
+    UpdateMany,
 };
 
 use crate::database::Database;
@@ -126,6 +127,19 @@ async fn remove_grants(
 }
 
 impl SeaOrmServerRepository {
+    /// The one server `query` selects, if any.
+    async fn one(
+        &self,
+        query: Select<mcp_server::Entity>,
+    ) -> Result<Option<StoredServer>, RepositoryError> {
+        query
+            .one(self.database.connection())
+            .await
+            .map_err(db_error)?
+            .map(to_server)
+            .transpose()
+    }
+
     /// Applies `update` to `server`'s row and records `event`, in one
     /// transaction. `false`: the row is gone and nothing was written.
     async fn update_with_event(
@@ -190,14 +204,12 @@ impl ServerRepository for SeaOrmServerRepository {
         tenant: TenantId,
         id: ServerId,
     ) -> Result<Option<StoredServer>, RepositoryError> {
-        mcp_server::Entity::find()
-            .filter(mcp_server::Column::TenantId.eq(tenant.as_uuid()))
-            .filter(mcp_server::Column::Id.eq(id.as_uuid()))
-            .one(self.database.connection())
-            .await
-            .map_err(db_error)?
-            .map(to_server)
-            .transpose()
+        self.one(
+            mcp_server::Entity::find()
+                .filter(mcp_server::Column::TenantId.eq(tenant.as_uuid()))
+                .filter(mcp_server::Column::Id.eq(id.as_uuid())),
+        )
+        .await
     }
 
     async fn find_by_slug(
@@ -205,14 +217,12 @@ impl ServerRepository for SeaOrmServerRepository {
         tenant: TenantId,
         slug: &ServerSlug,
     ) -> Result<Option<StoredServer>, RepositoryError> {
-        mcp_server::Entity::find()
-            .filter(mcp_server::Column::TenantId.eq(tenant.as_uuid()))
-            .filter(mcp_server::Column::Slug.eq(slug.as_str()))
-            .one(self.database.connection())
-            .await
-            .map_err(db_error)?
-            .map(to_server)
-            .transpose()
+        self.one(
+            mcp_server::Entity::find()
+                .filter(mcp_server::Column::TenantId.eq(tenant.as_uuid()))
+                .filter(mcp_server::Column::Slug.eq(slug.as_str())),
+        )
+        .await
     }
 
     async fn find_slugs(
@@ -345,12 +355,8 @@ impl ServerRepository for SeaOrmServerRepository {
     ) -> Result<Option<RegisteredServer>, RepositoryError> {
         // The one lookup not scoped by a tenant: the token is what tells
         // which tenant's server is asking (as a key's prefix does for keys).
-        mcp_server::Entity::find()
-            .filter(mcp_server::Column::VerifyTokenDigest.eq(digest.to_hex()))
-            .one(self.database.connection())
-            .await
-            .map_err(db_error)?
-            .map(|row| to_server(row).map(|stored| stored.server))
-            .transpose()
+        let query = mcp_server::Entity::find()
+            .filter(mcp_server::Column::VerifyTokenDigest.eq(digest.to_hex()));
+        Ok(self.one(query).await?.map(|stored| stored.server))
     }
 }

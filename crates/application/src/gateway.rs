@@ -264,11 +264,34 @@ struct Catalogue {
 #[derive(Debug, Default)]
 pub struct ToolCatalogue {
     servers: Mutex<HashMap<Uuid, Arc<Catalogue>>>,
-    fetched: Mutex<HashMap<Uuid, Instant>>,
-    /// One fetch of a server's catalogue at a time: the calls that need it
-    /// wait for the fetch under way and then decide on its result, instead
-    /// of each finding the catalogue unknown.
-    fetching: Mutex<HashMap<Uuid, Arc<tokio::sync::Mutex<()>>>>,
+    /// Per server, when its catalogue was last fetched, behind the lock a
+    /// fetch holds: the calls that need the catalogue wait for the fetch
+    /// under way and then decide on its result, and fetches are at most one
+    /// per [`CATALOGUE_REFETCH_INTERVAL`].
+    fetches: Mutex<HashMap<Uuid, FetchSlot>>,
+}
+
+type FetchSlot = Arc<tokio::sync::Mutex<Option<Instant>>>;
+
+/// The turn at fetching one server's catalogue: while it is held, nobody
+/// else fetches it.
+#[derive(Debug)]
+pub struct FetchTurn(tokio::sync::OwnedMutexGuard<Option<Instant>>);
+
+impl FetchTurn {
+    /// Whether a fetch may be made now (none in the last
+    /// [`CATALOGUE_REFETCH_INTERVAL`]); claims it if so.
+    #[must_use]
+    pub fn claim(&mut self) -> bool {
+        if self
+            .0
+            .is_some_and(|at| at.elapsed() < CATALOGUE_REFETCH_INTERVAL)
+        {
+            return false;
+        }
+        *self.0 = Some(Instant::now());
+        true
+    }
 }
 
 /// A catalogue older than this is fetched again by the next call that uses
@@ -302,17 +325,34 @@ impl ToolCatalogue {
         }
     }
 
-    /// The lock held while the catalogue of `server` is fetched. A caller
-    /// that needs the catalogue takes it, looks again (a fetch it waited for
-    /// may have answered), and fetches only if it is still unknown.
+    /// The turn at fetching the catalogue of `server`, once the fetch under
+    /// way (if any) has ended. A caller that needs the catalogue takes it,
+    /// looks again (the fetch it waited for may have answered), and fetches
+    /// only if it is still unknown.
+    pub async fn fetch_turn(&self, server: Uuid) -> FetchTurn {
+        FetchTurn(self.fetch_slot(server).lock_owned().await)
+    }
+
+    /// The turn, unless a fetch is under way (for a refresh ahead of
+    /// expiry, which nobody waits for).
     #[must_use]
-    pub fn fetch_lock(&self, server: Uuid) -> Arc<tokio::sync::Mutex<()>> {
-        let mut fetching = self.fetching.lock().unwrap_or_else(PoisonError::into_inner);
-        if fetching.len() >= MAX_CATALOGUES && !fetching.contains_key(&server) {
-            // Only locks nobody holds or waits for are dropped.
-            fetching.retain(|_, lock| Arc::strong_count(lock) > 1);
+    pub fn try_fetch_turn(&self, server: Uuid) -> Option<FetchTurn> {
+        self.fetch_slot(server).try_lock_owned().ok().map(FetchTurn)
+    }
+
+    fn fetch_slot(&self, server: Uuid) -> FetchSlot {
+        let mut fetches = self.fetches.lock().unwrap_or_else(PoisonError::into_inner);
+        if fetches.len() >= MAX_CATALOGUES && !fetches.contains_key(&server) {
+            // Dropped: slots nobody holds or waits for, whose last fetch no
+            // longer limits the next.
+            fetches.retain(|_, slot| {
+                Arc::strong_count(slot) > 1
+                    || slot.try_lock().is_ok_and(|last| {
+                        last.is_some_and(|at| at.elapsed() < CATALOGUE_REFETCH_INTERVAL)
+                    })
+            });
         }
-        Arc::clone(fetching.entry(server).or_default())
+        Arc::clone(fetches.entry(server).or_default())
     }
 
     /// Whether the catalogue of `server` is known but old enough to be
@@ -327,24 +367,6 @@ impl ToolCatalogue {
                 let age = catalogue.listed_at.elapsed();
                 age >= CATALOGUE_REFRESH_AFTER && age < CATALOGUE_TTL
             })
-    }
-
-    /// Whether the catalogue of `server` may be fetched now; claims the
-    /// fetch if so (at most one per [`CATALOGUE_REFETCH_INTERVAL`]).
-    #[must_use]
-    pub fn claim_fetch(&self, server: Uuid) -> bool {
-        let mut fetched = self.fetched.lock().unwrap_or_else(PoisonError::into_inner);
-        if fetched
-            .get(&server)
-            .is_some_and(|at| at.elapsed() < CATALOGUE_REFETCH_INTERVAL)
-        {
-            return false;
-        }
-        if fetched.len() >= MAX_CATALOGUES {
-            fetched.retain(|_, at| at.elapsed() < CATALOGUE_REFETCH_INTERVAL);
-        }
-        fetched.insert(server, Instant::now());
-        true
     }
 
     /// Records a complete list of the server's tools (every page).
@@ -588,23 +610,26 @@ mod tests {
             ToolLookup::Listed { read_only: true }
         );
         assert_eq!(catalogue.lookup(server, "other"), ToolLookup::Absent);
-        assert!(catalogue.claim_fetch(server));
-        assert!(!catalogue.claim_fetch(server));
+        let mut turn = catalogue.try_fetch_turn(server).expect("nobody fetches");
+        assert!(turn.claim());
+        assert!(!turn.claim());
+        drop(turn);
+        let mut next = catalogue.try_fetch_turn(server).expect("nobody fetches");
+        assert!(!next.claim(), "at most one fetch per interval");
     }
 
     #[test]
-    fn one_fetch_lock_per_server_and_a_fresh_catalogue_needs_no_refresh() {
+    fn one_fetch_turn_per_server_and_a_fresh_catalogue_needs_no_refresh() {
         let catalogue = ToolCatalogue::new();
         let (server, other) = (Uuid::new_v4(), Uuid::new_v4());
-        let lock = catalogue.fetch_lock(server);
-        assert!(Arc::ptr_eq(&lock, &catalogue.fetch_lock(server)));
-        assert!(!Arc::ptr_eq(&lock, &catalogue.fetch_lock(other)));
-        let held = lock.try_lock().expect("free");
+        let held = catalogue.try_fetch_turn(server).expect("free");
         assert!(
-            catalogue.fetch_lock(server).try_lock().is_err(),
+            catalogue.try_fetch_turn(server).is_none(),
             "one fetch at a time"
         );
+        assert!(catalogue.try_fetch_turn(other).is_some(), "per server");
         drop(held);
+        assert!(catalogue.try_fetch_turn(server).is_some());
         assert!(
             !catalogue.refresh_due(server),
             "nothing known, nothing to refresh"

@@ -797,11 +797,10 @@ async fn forward_message(
             if verdict == Some(Verdict::NeedsCatalogue) {
                 // One fetch at a time per server: the calls that arrive
                 // meanwhile wait for it and decide on what it found.
-                let lock = catalogue.fetch_lock(server);
-                let _fetching = lock.lock().await;
+                let mut turn = catalogue.fetch_turn(server).await;
                 verdict = decide(&lookup);
                 if verdict == Some(Verdict::NeedsCatalogue) {
-                    let fetched = catalogue.claim_fetch(server) && fetch().await;
+                    let fetched = turn.claim() && fetch().await;
                     if !fetched {
                         tracing::info!(slug = %exchange.server.slug, "the upstream's tool catalogue cannot be read; a call that needs it is refused");
                         return exchange.catalogue_unavailable(&request.id);
@@ -810,12 +809,11 @@ async fn forward_message(
                 }
             } else if request.method == "tools/call"
                 && catalogue.refresh_due(server)
-                && catalogue.claim_fetch(server)
+                && let Some(mut turn) = catalogue.try_fetch_turn(server)
+                && turn.claim()
             {
                 // Ahead of its expiry, by this one call; the others go on
                 // deciding with the catalogue they have.
-                let lock = catalogue.fetch_lock(server);
-                let _fetching = lock.lock().await;
                 fetch().await;
                 verdict = decide(&lookup);
             }

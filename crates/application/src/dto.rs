@@ -572,24 +572,8 @@ impl ListKeysQuery {
                 None
             }
         };
-        let limit = match self.limit.as_deref().map(str::parse::<u64>) {
-            None => DEFAULT_PAGE_SIZE,
-            Some(Ok(limit)) if (1..=MAX_PAGE_SIZE).contains(&limit) => limit,
-            Some(_) => {
-                errors.add("limit", "must be a whole number from 1 to 100");
-                DEFAULT_PAGE_SIZE
-            }
-        };
-        let after = match self.cursor.as_deref() {
-            None => None,
-            Some(text) => {
-                let cursor = decode_cursor(text);
-                if cursor.is_none() {
-                    errors.add("cursor", "is not a cursor this API returned");
-                }
-                cursor
-            }
-        };
+        let (limit, after) = page(self.limit.as_deref(), self.cursor.as_deref(), &mut errors);
+        let after = after.map(|uuid| Cursor(ApiKeyId::from_uuid(uuid)));
         if errors.is_empty() {
             Ok(ValidList {
                 status,
@@ -603,13 +587,40 @@ impl ListKeysQuery {
 }
 
 pub(crate) fn encode_cursor(cursor: Cursor) -> String {
-    URL_SAFE_NO_PAD.encode(cursor.0.as_uuid().as_bytes())
+    encode_id_cursor(cursor.0.as_uuid())
 }
 
-fn decode_cursor(text: &str) -> Option<Cursor> {
-    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
-    let uuid = Uuid::from_slice(&bytes).ok()?;
-    Some(Cursor(ApiKeyId::from_uuid(uuid)))
+/// A page cursor: the last item's id, base64url. Keys and servers alike.
+pub(crate) fn encode_id_cursor(id: Uuid) -> String {
+    URL_SAFE_NO_PAD.encode(id.as_bytes())
+}
+
+/// A list query's `limit` (1..=100, default 50) and `cursor` (the id it
+/// names), each bad one added to `errors`.
+pub(crate) fn page(
+    limit: Option<&str>,
+    cursor: Option<&str>,
+    errors: &mut FieldErrors,
+) -> (u64, Option<Uuid>) {
+    let limit = match limit.map(str::parse::<u64>) {
+        None => DEFAULT_PAGE_SIZE,
+        Some(Ok(limit)) if (1..=MAX_PAGE_SIZE).contains(&limit) => limit,
+        Some(_) => {
+            errors.add("limit", "must be a whole number from 1 to 100");
+            DEFAULT_PAGE_SIZE
+        }
+    };
+    let after = cursor.and_then(|text| {
+        let id = URL_SAFE_NO_PAD
+            .decode(text)
+            .ok()
+            .and_then(|bytes| Uuid::from_slice(&bytes).ok());
+        if id.is_none() {
+            errors.add("cursor", "is not a cursor this API returned");
+        }
+        id
+    });
+    (limit, after)
 }
 
 /// A key as the API shows it: never the secret, never the hash.

@@ -3,8 +3,6 @@
 
 use std::collections::BTreeMap;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use cola_domain::{
     AllowedNetworks, KeyName, RegisteredServer, ServerId, ServerSlug, ServerTimeout,
@@ -12,9 +10,8 @@ use cola_domain::{
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
-use uuid::Uuid;
 
-use crate::dto::Patch;
+use crate::dto::{Patch, encode_id_cursor, page};
 use crate::error::FieldErrors;
 
 /// `POST /api/mcp/servers`.
@@ -249,30 +246,11 @@ pub struct ListServersQuery {
     pub cursor: Option<String>,
 }
 
-const DEFAULT_PAGE_SIZE: u64 = 50;
-const MAX_PAGE_SIZE: u64 = 100;
-
 impl ListServersQuery {
     pub(crate) fn into_valid(self) -> Result<(u64, Option<ServerId>), FieldErrors> {
         let mut errors = FieldErrors::default();
-        let limit = match self.limit.as_deref().map(str::parse::<u64>) {
-            None => DEFAULT_PAGE_SIZE,
-            Some(Ok(limit)) if (1..=MAX_PAGE_SIZE).contains(&limit) => limit,
-            Some(_) => {
-                errors.add("limit", "must be a whole number from 1 to 100");
-                DEFAULT_PAGE_SIZE
-            }
-        };
-        let after = match self.cursor.as_deref() {
-            None => None,
-            Some(text) => {
-                let cursor = decode_cursor(text);
-                if cursor.is_none() {
-                    errors.add("cursor", "is not a cursor this API returned");
-                }
-                cursor
-            }
-        };
+        let (limit, after) = page(self.limit.as_deref(), self.cursor.as_deref(), &mut errors);
+        let after = after.map(ServerId::from_uuid);
         if errors.is_empty() {
             Ok((limit, after))
         } else {
@@ -282,12 +260,7 @@ impl ListServersQuery {
 }
 
 pub(crate) fn encode_cursor(id: ServerId) -> String {
-    URL_SAFE_NO_PAD.encode(id.as_uuid().as_bytes())
-}
-
-fn decode_cursor(text: &str) -> Option<ServerId> {
-    let bytes = URL_SAFE_NO_PAD.decode(text).ok()?;
-    Uuid::from_slice(&bytes).ok().map(ServerId::from_uuid)
+    encode_id_cursor(id.as_uuid())
 }
 
 /// A server as the API shows it: header names, never a header value.

@@ -211,7 +211,7 @@ impl Application {
             .clone()
             .unwrap_or_else(|| format!("http://{address}"));
         let identity = Arc::new(identity_keys(&settings)?);
-        let gateway = web::Data::new(build_gateway(
+        let gateway = build_gateway(
             &settings,
             directory,
             sealer,
@@ -221,7 +221,7 @@ impl Application {
                 public_url: public_url.clone(),
             },
             Arc::clone(&cache),
-        )?);
+        )?;
         let identity = web::Data::from(identity);
         let console = crate::console::build(&settings, verifier.clone(), &public_url)
             .map_err(StartupError::Config)?;
@@ -245,7 +245,7 @@ impl Application {
                 .app_data(write_limiter.clone())
                 .app_data(keys.clone())
                 .app_data(servers.clone())
-                .app_data(gateway.clone())
+                .app_data(web::Data::new(gateway.for_worker()))
                 .app_data(verify.clone())
                 .app_data(identity.clone())
                 .app_data(management.clone())

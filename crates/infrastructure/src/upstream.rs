@@ -154,6 +154,19 @@ impl UpstreamClient {
         Ok(Self { client, allowed })
     }
 
+    /// A client with the same policy and settings and a connection pool of
+    /// its own, for another worker. A pooled connection is driven by a task
+    /// on the runtime that opened it, so a client shared between actix's
+    /// single-threaded workers hands each request to another worker's
+    /// thread and back (two cross-thread wake-ups per request); one client
+    /// per worker keeps every request on its own thread.
+    ///
+    /// # Errors
+    /// When the TLS backend cannot be initialised.
+    pub fn sibling(&self) -> Result<Self, reqwest::Error> {
+        Self::new(Arc::clone(&self.allowed))
+    }
+
     /// Sends `request`; returns once the upstream's status and headers have
     /// arrived (its body then streams).
     ///

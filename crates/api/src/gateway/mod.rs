@@ -56,8 +56,10 @@ const NOT_FOUND: i64 = -31004;
 const UPSTREAM_FAILED: i64 = -31502;
 const UPSTREAM_TIMEOUT: i64 = -31504;
 
-/// What the gateway needs, shared by every worker.
-#[derive(Debug)]
+/// What the gateway needs. Everything is shared by every worker but the
+/// upstream client, of which each worker has its own (see
+/// [`Gateway::for_worker`]).
+#[derive(Debug, Clone)]
 pub struct Gateway {
     pub directory: Arc<ServerDirectory>,
     pub client: UpstreamClient,
@@ -70,6 +72,24 @@ pub struct Gateway {
     pub identity: Arc<IdentityKeys>,
     /// `COLA_PUBLIC_URL`: the assertions' issuer and audiences' base.
     pub public_url: String,
+}
+
+impl Gateway {
+    /// This gateway for one more worker: the same state, and an upstream
+    /// client whose pooled connections live on that worker's runtime (see
+    /// [`UpstreamClient::sibling`]). Should a client not be built, the
+    /// worker shares this one, which works, one thread hop slower.
+    #[must_use]
+    pub fn for_worker(&self) -> Self {
+        let client = self.client.sibling().unwrap_or_else(|error| {
+            tracing::warn!(error = %error, "a worker's upstream client was not built; it shares another's");
+            self.client.clone()
+        });
+        Self {
+            client,
+            ..self.clone()
+        }
+    }
 }
 
 /// Why a request did not reach the upstream.

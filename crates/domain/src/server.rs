@@ -151,6 +151,13 @@ impl UpstreamUrl {
     pub fn as_str(&self) -> &str {
         self.url.as_str()
     }
+
+    /// The parsed URL, for the client that dials it: parsed once, when the
+    /// server is read, not per request.
+    #[must_use]
+    pub fn as_url(&self) -> &url::Url {
+        &self.url
+    }
 }
 
 impl Serialize for UpstreamUrl {

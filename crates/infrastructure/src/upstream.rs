@@ -44,7 +44,7 @@ pub enum UpstreamError {
 #[derive(Debug)]
 pub struct UpstreamRequest<'a> {
     pub method: reqwest::Method,
-    pub url: &'a str,
+    pub url: &'a url::Url,
     pub headers: reqwest::header::HeaderMap,
     pub body: Option<Vec<u8>>,
     /// Until the upstream starts answering.
@@ -176,7 +176,7 @@ impl UpstreamClient {
         &self,
         request: UpstreamRequest<'_>,
     ) -> Result<UpstreamResponse, UpstreamError> {
-        let url = reqwest::Url::parse(request.url).map_err(|_| UpstreamError::AddressRefused)?;
+        let url = request.url;
         // An address in the URL itself is dialled without the resolver, so
         // it is checked here, against the same policy.
         let literal = match url.host() {
@@ -190,21 +190,22 @@ impl UpstreamClient {
         }
         let mut builder = self
             .client
-            .request(request.method, url)
+            .request(request.method, url.clone())
             .headers(request.headers);
         if let Some(body) = request.body {
             builder = builder.body(body);
         }
         let built = builder.build().map_err(UpstreamError::Invalid)?;
-        let response = match tokio::time::timeout(request.timeout, self.client.execute(built)).await
-        {
-            Err(_elapsed) => return Err(UpstreamError::Timeout),
-            Ok(Err(error)) => return Err(classify(error)),
-            Ok(Ok(response)) => response,
-        };
+        let mut response =
+            match tokio::time::timeout(request.timeout, self.client.execute(built)).await {
+                Err(_elapsed) => return Err(UpstreamError::Timeout),
+                Ok(Err(error)) => return Err(classify(error)),
+                Ok(Ok(response)) => response,
+            };
         Ok(UpstreamResponse {
             status: response.status().as_u16(),
-            headers: response.headers().clone(),
+            // The body streams without them.
+            headers: std::mem::take(response.headers_mut()),
             response,
         })
     }
@@ -237,7 +238,11 @@ mod tests {
         UpstreamClient::new(Arc::new(|_| false)).expect("a client")
     }
 
-    fn request(url: &str) -> UpstreamRequest<'_> {
+    fn parsed(url: &str) -> url::Url {
+        url::Url::parse(url).expect("a URL")
+    }
+
+    fn request(url: &url::Url) -> UpstreamRequest<'_> {
         UpstreamRequest {
             method: reqwest::Method::POST,
             url,
@@ -250,13 +255,15 @@ mod tests {
     #[tokio::test]
     async fn an_address_in_the_url_is_checked_before_dialling() {
         let refused = nothing_allowed()
-            .send(request("http://127.0.0.1:9/mcp"))
+            .send(request(&parsed("http://127.0.0.1:9/mcp")))
             .await;
         assert!(
             matches!(refused, Err(UpstreamError::AddressRefused)),
             "{refused:?}"
         );
-        let refused = nothing_allowed().send(request("http://[::1]:9/mcp")).await;
+        let refused = nothing_allowed()
+            .send(request(&parsed("http://[::1]:9/mcp")))
+            .await;
         assert!(
             matches!(refused, Err(UpstreamError::AddressRefused)),
             "{refused:?}"
@@ -266,7 +273,7 @@ mod tests {
     #[tokio::test]
     async fn a_name_that_resolves_only_to_refused_addresses_is_refused_at_connect_time() {
         let refused = nothing_allowed()
-            .send(request("http://localhost:9/mcp"))
+            .send(request(&parsed("http://localhost:9/mcp")))
             .await;
         assert!(
             matches!(refused, Err(UpstreamError::AddressRefused)),
@@ -281,7 +288,7 @@ mod tests {
         drop(listener);
         let client = UpstreamClient::new(Arc::new(|address: IpAddr| address.is_loopback()))
             .expect("a client");
-        let url = format!("http://localhost:{port}/mcp");
+        let url = parsed(&format!("http://localhost:{port}/mcp"));
         // Nothing listens there any more: the connection is tried and fails,
         // which is not an address refusal.
         let outcome = client.send(request(&url)).await;

@@ -25,7 +25,7 @@ use cola_application::{
     Hidden, ListKind, McpPrincipal, ResolvedServer, ServerDirectory, ServerLookupError,
     ToolCatalogue, ToolLookup, Verdict, VerifiedKeyCache, authorise_gateway_message,
 };
-use cola_domain::Surface;
+use cola_domain::{Surface, UpstreamUrl};
 use cola_infrastructure::{
     ASSERTION_LIFETIME_SECS, IdentityClaims, IdentityKeys, UpstreamClient, UpstreamError,
     UpstreamRequest, UpstreamResponse,
@@ -313,7 +313,7 @@ impl Exchange<'_> {
         mut headers: reqwest::header::HeaderMap,
         body: Option<Vec<u8>>,
     ) -> Result<UpstreamResponse, SendFailure> {
-        let Some(url) = self.server.url.as_deref() else {
+        let Some(url) = self.server.url.as_ref().map(UpstreamUrl::as_url) else {
             return Err(SendFailure::Upstream(UpstreamError::AddressRefused));
         };
         if self.server.forward_identity {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cola_domain::{ServerId, ServerSlug, TenantId, UpstreamSecret};
+use cola_domain::{ServerId, ServerSlug, TenantId, UpstreamSecret, UpstreamUrl};
 use thiserror::Error;
 
 use crate::ports::{CredentialSealer, RepositoryError, SealError, ServerRepository, StoredServer};
@@ -25,7 +25,7 @@ pub struct ResolvedServer {
     pub tenant_id: TenantId,
     pub slug: String,
     /// `None` = verify-only: the gateway answers 404.
-    pub url: Option<String>,
+    pub url: Option<UpstreamUrl>,
     /// Decrypted; each value redacts itself in `Debug`.
     pub headers: Vec<(String, UpstreamSecret)>,
     pub forward_identity: bool,
@@ -153,7 +153,7 @@ impl ServerDirectory {
             id: server.id(),
             tenant_id: server.tenant_id(),
             slug: server.slug().as_str().to_owned(),
-            url: server.url().map(|url| url.as_str().to_owned()),
+            url: server.url().cloned(),
             headers,
             forward_identity: server.forward_identity(),
             timeout: server.timeout().duration(),
@@ -234,7 +234,10 @@ mod tests {
         assert!(Arc::ptr_eq(&first, &second));
         assert_eq!(lookups(&servers), 1);
         assert!(first.forward_identity);
-        assert_eq!(first.url.as_deref(), Some("https://mcp.example.com/mcp"));
+        assert_eq!(
+            first.url.as_ref().map(UpstreamUrl::as_str),
+            Some("https://mcp.example.com/mcp")
+        );
     }
 
     #[tokio::test]

@@ -332,6 +332,24 @@ def test_lists_are_filtered_in_json_and_sse_answers_and_private(
     assert result["cacheScope"] == "private"
 
 
+def test_an_answer_that_needs_no_filtering_reaches_the_client_as_the_upstream_wrote_it(
+    gateway: ColaServer, admin: Owner, upstreams: dict[str, Upstream]
+) -> None:
+    upstream = upstreams["json"]
+    slug = register(admin, upstream.url)["slug"]
+    key = admin.create_key(permissions={"read": True, "write": False, "servers": grant(slug)})["key"]
+    params = {"name": "search", "arguments": {"query": "cola"}}
+    through = gateway_post(gateway, slug, key, "tools/call", params)
+    h, body = mcp_request("tools/call", params, era="modern")
+    h["Authorization"] = UPSTREAM_SECRET
+    direct = httpx2.post(upstream.url, content=json.dumps(body).encode(), headers=h, timeout=10)
+    assert direct.status_code == through.status_code == 200, (direct.text, through.text)
+    assert through.headers["content-type"].startswith("application/json")
+    assert "results for cola" in through.text
+    # Byte for byte: parsing and writing it again would have sorted its keys.
+    assert through.content == direct.content
+
+
 # --------------------------------------------------------------------------
 # Credentials: the client's never reach the upstream; the server's do
 # --------------------------------------------------------------------------

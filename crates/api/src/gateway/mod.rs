@@ -481,7 +481,7 @@ impl Exchange<'_> {
             if body.is_empty() {
                 return self.finish("relayed", Some(status), builder.finish());
             }
-            let Some(shown) = self.lens(list).json_body(&body) else {
+            let Some(shown) = self.lens(list).json_body(body) else {
                 return self.upstream_refused(
                     "upstream_error",
                     "gave an unreadable answer",

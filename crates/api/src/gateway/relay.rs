@@ -62,11 +62,40 @@ impl Lens {
     }
 
     /// A whole JSON answer as the key may see it; `None` when it cannot be
-    /// shown (not JSON, or dropped).
-    pub fn json_body(&self, body: &[u8]) -> Option<Vec<u8>> {
-        let message: Value = serde_json::from_slice(body).ok()?;
+    /// shown (not JSON, or dropped). An answer that is not the list this
+    /// lens filters passes as the upstream wrote it (a tool's result may be
+    /// large, and nothing in it is Cola's to change), once it is known to
+    /// be one JSON object and not a message of the server's own, which
+    /// [`Lens::message`] decides on.
+    pub fn json_body(&self, body: Vec<u8>) -> Option<Vec<u8>> {
+        if self.list.is_none() && is_plain_answer(&body) {
+            return self
+                .principal
+                .key()
+                .permissions
+                .scope_on(Surface::Server(self.server))
+                .map(|_| body);
+        }
+        let message: Value = serde_json::from_slice(&body).ok()?;
         serde_json::to_vec(&self.message(message)?).ok()
     }
+}
+
+/// Whether `body` is one JSON object, in UTF-8, with no `method`: an answer,
+/// not a request or notification. The whole body is read, syntax and all,
+/// without being built.
+fn is_plain_answer(body: &[u8]) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        method: Option<&'a serde_json::value::RawValue>,
+    }
+    let Ok(text) = std::str::from_utf8(body) else {
+        return false;
+    };
+    text.trim_start().starts_with('{')
+        && serde_json::from_str::<Envelope<'_>>(text)
+            .is_ok_and(|envelope| envelope.method.is_none())
 }
 
 /// How long a stream may live: while its key stays as it was admitted, and
@@ -210,4 +239,45 @@ pub async fn messages_of(body: Bytes) -> Vec<Value> {
         })
         .collect()
         .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_is_plain_and_a_message_of_the_servers_own_is_not() {
+        assert!(is_plain_answer(
+            br#"{"jsonrpc":"2.0","id":1,"result":{"b":1,"a":[2]}}"#
+        ));
+        assert!(is_plain_answer(
+            b"  \n{\"id\":1,\"error\":{\"code\":-1,\"message\":\"x\"}}"
+        ));
+        // A notification or a request of the server's goes through the lens.
+        assert!(!is_plain_answer(
+            br#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"x"}}"#
+        ));
+        assert!(!is_plain_answer(
+            br#"{"jsonrpc":"2.0","id":7,"method":"sampling/createMessage"}"#
+        ));
+        assert!(!is_plain_answer(
+            br#"{"id":1,"result":{},"method":"a","method":"b"}"#
+        ));
+    }
+
+    #[test]
+    fn anything_but_one_object_of_valid_json_in_utf8_is_not_plain() {
+        for body in [
+            &b""[..],
+            b"[]",
+            br#"[{"id":1,"result":{}}]"#,
+            br#""text""#,
+            br#"{"id":1,"result":{}"#,
+            br#"{"id":1,"result":{}} {"id":2}"#,
+            b"{\"id\":1,\"result\":\"\xff\"}",
+            br#"{"id":1,"result":"\q"}"#,
+        ] {
+            assert!(!is_plain_answer(body), "{}", String::from_utf8_lossy(body));
+        }
+    }
 }

@@ -13,8 +13,11 @@
 #   (c) Cola's CPU per request in each run (utime + stime from
 #       /proc/<pid>/stat, before and after, divided by the requests), and
 #       the upstream's;
-#   (e) the same through the gateway in front of a fast upstream: Cola's
-#       own /mcp, registered as server `self` (tools/call whoami);
+#   (e) the same in front of a fast upstream: a second cola-api process,
+#       whose own /mcp is registered as server `fast` (tools/call whoami and
+#       tools/list, straight at it and through the gateway); the two
+#       processes' CPU is counted apart, so Cola's figure is the gateway's
+#       own;
 #   (d) Cola's resident memory over long SSE streams: --streams calls at once
 #       of a tool streaming progress for --stream-seconds (a second upstream,
 #       answering with SSE), VmRSS sampled before, at the start, every
@@ -110,6 +113,7 @@ WORK=$(mktemp -d /tmp/cola-gateway-bench.XXXXXX)
 SERVER_PID=""
 UPSTREAM_PIDS=()
 SSE_PID=""
+FAST_PID=""
 stop() { # pid
     kill -TERM "$1" 2>/dev/null || return 0
     for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
@@ -121,6 +125,7 @@ cleanup() {
     [ -n "$SERVER_PID" ] && stop "$SERVER_PID"
     for pid in "${UPSTREAM_PIDS[@]}"; do stop "$pid"; done
     [ -n "$SSE_PID" ] && stop "$SSE_PID"
+    [ -n "$FAST_PID" ] && stop "$FAST_PID"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -220,14 +225,16 @@ ticks() { # pids… : CPU time (user + system) used so far, in clock ticks
 }
 ms() { awk -v us="$1" 'BEGIN { printf "%.3f", us / 1000 }'; }
 per_request() { awk -v t="$1" -v hz="$CLK_TCK" -v n="$2" 'BEGIN { printf "%.1f", (n > 0 ? t / hz * 1e6 / n : 0) }'; }
+MEASURED=() # the upstream process(es) whose CPU run_wrk counts
 run_wrk() { # label url connections threads method tool args
     local out c0 c1 u0 u1 field
+    [ ${#MEASURED[@]} -gt 0 ] || MEASURED=("${UPSTREAM_PIDS[@]}")
     c0=$(ticks "$SERVER_PID")
-    u0=$(ticks "${UPSTREAM_PIDS[@]}")
+    u0=$(ticks "${MEASURED[@]}")
     out=$(WRK_METHOD=$5 WRK_TOOL=${6:-} WRK_ARGS=${7:-} WRK_ERA=$ERA \
         wrk -t"$4" -c"$3" -d"$DURATION" --timeout 5s -s "$REPO/benches/gateway_wrk.lua" "$2" | grep '^RESULT')
     c1=$(ticks "$SERVER_PID")
-    u1=$(ticks "${UPSTREAM_PIDS[@]}")
+    u1=$(ticks "${MEASURED[@]}")
     for field in $out; do
         [ "$field" = RESULT ] && continue
         R[$1.${field%%=*}]=${field#*=}
@@ -270,19 +277,33 @@ run_wrk "mcp.call.1" "$BASE/mcp" 1 1 tools/call whoami '{}'
 run_wrk "mcp.list.1" "$BASE/mcp" 1 1 tools/list
 
 echo
-echo "## (e) a fast upstream: Cola's own /mcp, registered as server \`self\`"
-# The gateway and its upstream are then one process: Cola's CPU per request
-# is both hops, and the gateway's own share is that less (b)'s.
-UP_KEY=$(api POST /api/mcp/keys '{"name":"gateway bench, upstream credential"}' | jq -r .key)
+echo "## (e) a fast upstream: a second cola-api process, its /mcp registered as server \`fast\`"
+# Its own SQLite file and port, the same JWT secret (so the bench token
+# manages it too); the upstream credential is a key of that instance.
+FAST_PORT=$(free_port)
+FAST_BASE="http://127.0.0.1:$FAST_PORT"
+COLA_LISTEN="127.0.0.1:$FAST_PORT" COLA_DATABASE_URL="sqlite://$WORK/fast.db?mode=rwc" COLA_PUBLIC_URL="$FAST_BASE" \
+    "$BIN" >"$WORK/fast.log" 2>&1 &
+FAST_PID=$!
+wait_http "$FAST_BASE/health" "$FAST_PID" "the fast upstream (cola-api)"
+UP_KEY=$(curl -fsS --max-time 10 -X POST "$FAST_BASE/api/mcp/keys" -H "Authorization: Bearer $TOKEN" \
+    -H 'Content-Type: application/json' -d '{"name":"gateway bench, upstream credential"}' | jq -r .key)
 api POST /api/mcp/servers \
-    "{\"slug\":\"self\",\"name\":\"Cola itself\",\"url\":\"$BASE/mcp\",\"headers\":{\"Authorization\":\"Bearer $UP_KEY\"}}" >/dev/null
+    "{\"slug\":\"fast\",\"name\":\"a fast upstream\",\"url\":\"$FAST_BASE/mcp\",\"headers\":{\"Authorization\":\"Bearer $UP_KEY\"}}" >/dev/null
 FAST_KEY=$(api POST /api/mcp/keys \
-    "{\"name\":\"gateway bench, self\",\"permissions\":{\"read\":true,\"write\":false,\"servers\":{\"self\":$ALL}}}" |
+    "{\"name\":\"gateway bench, fast\",\"permissions\":{\"read\":true,\"write\":false,\"servers\":{\"fast\":$ALL}}}" |
     jq -r .key)
 # Through the gateway, whoami answers as the upstream credential's key.
-expect "gateway tools/call whoami (self)" "${UP_KEY:0:17}" "$(KEY=$FAST_KEY request "$BASE/mcp/self" tools/call whoami '{}')"
-COLA_BENCH_KEY=$FAST_KEY run_wrk "self.call" "$BASE/mcp/self" "$CONNECTIONS" "$THREADS" tools/call whoami '{}'
-COLA_BENCH_KEY=$FAST_KEY run_wrk "self.call.1" "$BASE/mcp/self" 1 1 tools/call whoami '{}'
+expect "gateway tools/call whoami (fast)" "${UP_KEY:0:17}" "$(KEY=$FAST_KEY request "$BASE/mcp/fast" tools/call whoami '{}')"
+MEASURED=("$FAST_PID")
+for what in call list; do
+    if [ "$what" = call ]; then set -- tools/call whoami '{}'; else set -- tools/list; fi
+    COLA_BENCH_KEY=$UP_KEY run_wrk "fast.direct.$what" "$FAST_BASE/mcp" "$CONNECTIONS" "$THREADS" "$@"
+    COLA_BENCH_KEY=$FAST_KEY run_wrk "fast.gateway.$what" "$BASE/mcp/fast" "$CONNECTIONS" "$THREADS" "$@"
+    COLA_BENCH_KEY=$UP_KEY run_wrk "fast.direct.$what.1" "$FAST_BASE/mcp" 1 1 "$@"
+    COLA_BENCH_KEY=$FAST_KEY run_wrk "fast.gateway.$what.1" "$BASE/mcp/fast" 1 1 "$@"
+done
+MEASURED=()
 
 echo
 echo "## (d) Cola's RSS over $STREAMS SSE stream(s) of ${STREAM_SECONDS}s through /mcp/bench-sse"
@@ -320,12 +341,22 @@ row mcp.call "Cola /mcp          tools/call whoami"
 row mcp.call.1 "Cola /mcp          tools/call whoami"
 row mcp.list "Cola /mcp          tools/list"
 row mcp.list.1 "Cola /mcp          tools/list"
-row self.call "Cola /mcp/self     tools/call whoami"
-row self.call.1 "Cola /mcp/self     tools/call whoami"
+for what in call list; do
+    if [ "$what" = call ]; then title="tools/call whoami"; else title="tools/list"; fi
+    for suffix in "" .1; do
+        row "fast.direct.$what$suffix" "fast upstream     $title"
+        row "fast.gateway.$what$suffix" "Cola /mcp/fast    $title"
+    done
+done
 echo "(Cola us / upstr. us: CPU time per request of Cola's process and of the upstream's)"
-echo "fast upstream (Cola's own /mcp): through the gateway / direct req/s $(awk -v a="${R[self.call.rps]}" -v b="${R[mcp.call.rps]}" 'BEGIN { printf "%.2f", a / b }') at $CONNECTIONS connections," \
-    "$(awk -v a="${R[self.call.1.rps]}" -v b="${R[mcp.call.1.rps]}" 'BEGIN { printf "%.2f", a / b }') on 1; added p50 $(sub_ms "${R[self.call.1.p50_us]}" "${R[mcp.call.1.p50_us]}") ms on 1 connection;" \
-    "the gateway's own CPU per request $(awk -v a="${R[self.call.cola_us]}" -v b="${R[mcp.call.cola_us]}" 'BEGIN { printf "%.1f", a - b }') us ($CONNECTIONS conns)"
+for what in call list; do
+    echo "fast upstream, tools/$what: through the gateway / direct req/s" \
+        "$(awk -v a="${R[fast.gateway.$what.rps]}" -v b="${R[fast.direct.$what.rps]}" 'BEGIN { printf "%.2f", a / b }') at $CONNECTIONS connections," \
+        "$(awk -v a="${R[fast.gateway.$what.1.rps]}" -v b="${R[fast.direct.$what.1.rps]}" 'BEGIN { printf "%.2f", a / b }') on 1;" \
+        "added p50 $(sub_ms "${R[fast.gateway.$what.1.p50_us]}" "${R[fast.direct.$what.1.p50_us]}") ms on 1 connection;" \
+        "the gateway's own CPU per request ${R[fast.gateway.$what.cola_us]} us ($CONNECTIONS conns), ${R[fast.gateway.$what.1.cola_us]} us (1 conn);" \
+        "the upstream's ${R[fast.direct.$what.up_us]} us direct, ${R[fast.gateway.$what.up_us]} us through Cola"
+done
 echo
 for what in call list; do
     echo "added p50 by Cola, tools/$what: $(sub_ms "${R[gateway.$what.1.p50_us]}" "${R[upstream.$what.1.p50_us]}") ms on 1 connection," \

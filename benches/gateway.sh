@@ -330,24 +330,22 @@ row() { # label title
     printf '%-38s %5s %10s %9s %9s %7s %10s %10s\n' "$2" "${R[$1.conns]}" "${R[$1.rps]}" "$(ms "${R[$1.p50_us]}")" \
         "$(ms "${R[$1.p99_us]}")" "${R[$1.errors_all]}" "${R[$1.cola_us]}" "${R[$1.up_us]}"
 }
-for what in call list; do
-    if [ "$what" = call ]; then title="tools/call search"; else title="tools/list"; fi
-    for suffix in "" .1; do
-        row "upstream.$what$suffix" "upstream direct   $title"
-        row "gateway.$what$suffix" "Cola /mcp/bench   $title"
+pairs() { # direct-label gateway-label direct-title gateway-title tool: the rows of one upstream
+    local what title suffix
+    for what in call list; do
+        if [ "$what" = call ]; then title="tools/call $5"; else title="tools/list"; fi
+        for suffix in "" .1; do
+            row "$1.$what$suffix" "$3 $title"
+            row "$2.$what$suffix" "$4 $title"
+        done
     done
-done
+}
+pairs upstream gateway "upstream direct  " "Cola /mcp/bench  " search
 row mcp.call "Cola /mcp          tools/call whoami"
 row mcp.call.1 "Cola /mcp          tools/call whoami"
 row mcp.list "Cola /mcp          tools/list"
 row mcp.list.1 "Cola /mcp          tools/list"
-for what in call list; do
-    if [ "$what" = call ]; then title="tools/call whoami"; else title="tools/list"; fi
-    for suffix in "" .1; do
-        row "fast.direct.$what$suffix" "fast upstream     $title"
-        row "fast.gateway.$what$suffix" "Cola /mcp/fast    $title"
-    done
-done
+pairs fast.direct fast.gateway "fast upstream    " "Cola /mcp/fast   " whoami
 echo "(Cola us / upstr. us: CPU time per request of Cola's process and of the upstream's)"
 for what in call list; do
     echo "fast upstream, tools/$what: through the gateway / direct req/s" \

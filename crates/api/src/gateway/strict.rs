@@ -87,9 +87,17 @@ impl<'de> Visitor<'de> for StrictVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut map = Map::new();
-        let mut folded = HashSet::new();
+        // The objects of a JSON-RPC message hold a handful of keys, which a
+        // scan compares faster than a set hashes them; past `SCAN_LIMIT`
+        // keys a set of case-folded keys takes over, so that no object
+        // costs more than linear time.
+        let mut folded: Option<HashSet<String>> = None;
         while let Some(key) = access.next_key::<String>()? {
-            if !folded.insert(key.to_lowercase()) {
+            let repeated = match &mut folded {
+                Some(folded) => !folded.insert(key.to_lowercase()),
+                None => map.keys().any(|seen| same_without_case(seen, &key)),
+            };
+            if repeated {
                 return Err(de::Error::custom(format!(
                     "the key `{}` appears twice (keys are compared without case)",
                     printable(&key)
@@ -97,8 +105,24 @@ impl<'de> Visitor<'de> for StrictVisitor {
             }
             let value = access.next_value_seed(StrictValue)?;
             map.insert(key, value);
+            if folded.is_none() && map.len() > SCAN_LIMIT {
+                folded = Some(map.keys().map(|key| key.to_lowercase()).collect());
+            }
         }
         Ok(Value::Object(map))
+    }
+}
+
+/// Keys of one object compared by a scan; more go into a set.
+const SCAN_LIMIT: usize = 16;
+
+/// Whether two keys are equal once lower-cased (`str::to_lowercase`, so
+/// that the Kelvin sign `K` is a `k`), without lower-casing ASCII keys.
+fn same_without_case(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        a.eq_ignore_ascii_case(b)
+    } else {
+        a.to_lowercase() == b.to_lowercase()
     }
 }
 
@@ -129,6 +153,18 @@ mod tests {
     }
 
     #[test]
+    fn a_case_variant_is_refused_in_a_large_object_too() {
+        let mut fields: Vec<String> = (0..40).map(|n| format!("\"k{n}\":0")).collect();
+        fields.push("\"K7\":1".to_owned());
+        assert!(parse(format!("{{{}}}", fields.join(",")).as_bytes()).is_err());
+        fields.pop();
+        fields.push("\"\u{212A}7\":1".to_owned());
+        assert!(parse(format!("{{{}}}", fields.join(",")).as_bytes()).is_err());
+        fields.pop();
+        assert!(parse(format!("{{{}}}", fields.join(",")).as_bytes()).is_ok());
+    }
+
+    #[test]
     fn trailing_content_is_refused() {
         assert!(parse(br#"{"a":1} {"a":2}"#).is_err());
     }
@@ -151,6 +187,24 @@ mod tests {
             let value = Value::Object(object);
             let text = serde_json::to_vec(&value).expect("serialises");
             prop_assert_eq!(parse(&text).expect("parses"), value);
+        }
+
+        /// Small objects are scanned and large ones use a set: either way a
+        /// key is refused exactly when its lower-cased form came before.
+        #[test]
+        fn a_key_is_refused_exactly_when_it_repeats_without_case(
+            keys in prop::collection::vec(
+                prop::sample::select(vec!["a", "A", "k", "K", "\u{212A}", "é", "É", "id", "ID", "name", "Name"])
+                    .prop_flat_map(|base| (Just(base), 0..30_u8)),
+                0..40,
+            ),
+        ) {
+            let keys: Vec<String> = keys.into_iter().map(|(base, n)| format!("{base}{n}")).collect();
+            let mut folded = HashSet::new();
+            let repeats = !keys.iter().all(|key| folded.insert(key.to_lowercase()));
+            let fields: Vec<String> = keys.iter().map(|key| format!("{}:0", json!(key))).collect();
+            let text = format!("{{{}}}", fields.join(","));
+            prop_assert_eq!(parse(text.as_bytes()).is_err(), repeats, "{}", text);
         }
 
         #[test]

@@ -2,6 +2,8 @@
 //! query but the credential lookup filters by tenant; the mapping between
 //! rows and the domain lives here and nowhere else.
 
+use std::sync::{LazyLock, Mutex};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_application::{
@@ -269,12 +271,20 @@ fn database_now(backend: DbBackend) -> &'static str {
     }
 }
 
+/// Keeps the ids of events made within one millisecond in order: a UUIDv7's
+/// timestamp is in milliseconds, and without a context the rest of it is
+/// random, so two changes a few microseconds apart sorted either way.
+static EVENT_IDS: LazyLock<Mutex<uuid::ContextV7>> =
+    LazyLock::new(|| Mutex::new(uuid::ContextV7::new().with_additional_precision()));
+
 /// An event's id: a UUIDv7 of the instant the event occurred (the writing
-/// instance's clock), so ids sort with `occurred_at`.
+/// instance's clock), so ids sort with `occurred_at`, to a quarter of a
+/// microsecond, and ids made in the same instant in the order they were
+/// made.
 fn event_id(occurred_at: DateTime<Utc>) -> Uuid {
     let seconds = u64::try_from(occurred_at.timestamp()).unwrap_or(0);
     Uuid::new_v7(uuid::Timestamp::from_unix(
-        uuid::NoContext,
+        &*EVENT_IDS,
         seconds,
         occurred_at.timestamp_subsec_nanos(),
     ))
@@ -868,5 +878,28 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
             .ping()
             .await
             .map_err(|error| RepositoryError::Unavailable(Box::new(error)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_ids_sort_as_their_instants_within_a_millisecond() {
+        let start = Utc::now();
+        let ids: Vec<Uuid> = (0..500)
+            .map(|micros| event_id(start + chrono::Duration::microseconds(micros)))
+            .collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+    }
+
+    #[test]
+    fn event_ids_of_one_instant_sort_as_they_were_made() {
+        let instant = Utc::now();
+        let ids: Vec<Uuid> = (0..500).map(|_| event_id(instant)).collect();
+        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
     }
 }

@@ -537,6 +537,71 @@ def test_an_upstream_slower_than_its_timeout_is_a_504(gateway: ColaServer, admin
         silent.close()
 
 
+def test_an_upstream_event_that_never_ends_is_cut_at_the_limit(gateway: ColaServer, admin: Owner) -> None:
+    """A hostile upstream: one small event, then one that grows past
+    Cola's 8 MiB limit without ever ending, on a connection it keeps open.
+    Cola relays the first, ends the client's stream and hangs up on the
+    upstream; without the limit it would hold the event for as long as the
+    upstream kept it open, and tell the quiet client so with a keep-alive."""
+    import re
+    import socket
+    import threading
+
+    first = {"jsonrpc": "2.0", "method": "notifications/message", "params": {"level": "info", "data": "first"}}
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    finished = threading.Event()
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            received = b""
+            while b"\r\n\r\n" not in received:
+                received += connection.recv(65536)
+            head, _, body = received.partition(b"\r\n\r\n")
+            match = re.search(rb"content-length: *(\d+)", head, re.IGNORECASE)
+            while match and len(body) < int(match.group(1)):
+                body += connection.recv(65536)
+            connection.sendall(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n"
+                + f"data: {json.dumps(first)}\n\n".encode()
+                + b"data: "
+            )
+            try:
+                for _ in range(9 * 16):  # 9 MiB of one event's data
+                    connection.sendall(b"x" * 65536)
+            except OSError:
+                pass  # Cola hung up, as it should
+            finished.wait()  # open until the test ends: only Cola can end the stream
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    try:
+        port = listener.getsockname()[1]
+        slug = register(admin, f"http://127.0.0.1:{port}/mcp")["slug"]
+        key = admin.create_key(permissions={"read": True, "write": True, "servers": grant(slug)})["key"]
+        h, body = mcp_request("ping", era="modern")
+        h.update(auth(key))
+        with gateway.http.stream(
+            "POST", f"/mcp/{slug}", content=json.dumps(body).encode(), headers=h, timeout=60
+        ) as r:
+            assert r.status_code == 200, r.read()
+            assert r.headers["content-type"].startswith("text/event-stream")
+            relayed = b""
+            for chunk in r.iter_bytes():
+                relayed += chunk
+                if b": keep-alive" in relayed:
+                    break  # the stream went quiet and Cola kept it open
+        assert b": keep-alive" not in relayed, "Cola held the unfinished event instead of ending the stream"
+        messages = [json.loads(line[5:]) for line in relayed.decode().splitlines() if line.startswith("data:")]
+        assert messages == [first]
+        assert b"xxxx" not in relayed
+    finally:
+        finished.set()
+        listener.close()
+
+
 # --------------------------------------------------------------------------
 # Two instances on one PostgreSQL database
 # --------------------------------------------------------------------------

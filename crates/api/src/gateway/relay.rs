@@ -19,6 +19,75 @@ use serde_json::Value;
 /// A quiet stream gets a comment this often, so that proxies and clients
 /// with read timeouts keep it open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
+/// The largest SSE event Cola relays, as large as a JSON answer it reads.
+/// An event is held until it ends (it is parsed and filtered whole), so
+/// without a bound an upstream whose event never ends would fill memory.
+const MAX_EVENT_BYTES: usize = 8 * 1024 * 1024;
+
+/// Why an upstream's event stream ends early.
+#[derive(Debug, thiserror::Error)]
+enum StreamFailure<E> {
+    #[error("the upstream's event stream broke off")]
+    Broken(#[source] E),
+    #[error("an upstream event is larger than {MAX_EVENT_BYTES} bytes")]
+    EventTooLarge,
+}
+
+/// The size of the SSE event being received: its bytes since the last
+/// empty line (an event's end), `\r\n`, `\n` and `\r` each ending a line.
+#[derive(Debug)]
+struct EventSize {
+    bytes: usize,
+    /// The last byte ended a line, so a line ending now ends an event.
+    line_ended: bool,
+    /// The last byte was `\r`, so a `\n` now belongs to its line ending.
+    after_cr: bool,
+}
+
+impl EventSize {
+    fn new() -> Self {
+        Self {
+            bytes: 0,
+            line_ended: true,
+            after_cr: false,
+        }
+    }
+
+    /// Takes in `chunk`; `false` once the event under way is too large.
+    fn feed(&mut self, chunk: &[u8]) -> bool {
+        for &byte in chunk {
+            if byte == b'\n' && self.after_cr {
+                self.after_cr = false;
+                continue;
+            }
+            self.after_cr = byte == b'\r';
+            if byte == b'\r' || byte == b'\n' {
+                if self.line_ended {
+                    self.bytes = 0;
+                }
+                self.line_ended = true;
+            } else {
+                self.line_ended = false;
+                self.bytes += 1;
+            }
+        }
+        self.bytes <= MAX_EVENT_BYTES
+    }
+}
+
+/// `body` with its events' sizes checked: an event past
+/// [`MAX_EVENT_BYTES`] ends the stream with an error, as a broken one.
+fn bounded_events<S, E>(body: S) -> impl Stream<Item = Result<Bytes, StreamFailure<E>>>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+{
+    let mut size = EventSize::new();
+    body.map(move |chunk| match chunk {
+        Ok(bytes) if size.feed(&bytes) => Ok(bytes),
+        Ok(_) => Err(StreamFailure::EventTooLarge),
+        Err(error) => Err(StreamFailure::Broken(error)),
+    })
+}
 
 /// How one answer is seen through a key: the list it answers, if any.
 #[derive(Debug, Clone)]
@@ -142,9 +211,9 @@ pub fn sse<S, E>(
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + 'static
 where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
-    E: std::error::Error + Send + 'static,
+    E: std::error::Error + Send + Sync + 'static,
 {
-    let events = Box::pin(body.eventsource());
+    let events = Box::pin(bounded_events(body).eventsource());
     futures_util::stream::unfold(Some((events, lens, lifetime)), |state| async move {
         let (mut events, lens, mut lifetime) = state?;
         let prefix = lens.principal.key().prefix.clone();
@@ -169,7 +238,7 @@ where
                     Ok(Some(Err(error))) => {
                         // The stream ends here; the client sees it close, as
                         // it would have seen the upstream's.
-                        tracing::info!(error = %error, "an upstream event stream broke off");
+                        tracing::info!(error = %cola_application::error_chain(&error), "an upstream event stream ends early");
                         return None;
                     }
                     Ok(Some(Ok(event))) => {
@@ -263,6 +332,48 @@ mod tests {
         assert!(!is_plain_answer(
             br#"{"id":1,"result":{},"method":"a","method":"b"}"#
         ));
+    }
+
+    #[test]
+    fn an_event_is_measured_from_the_last_empty_line_whatever_the_line_endings() {
+        for ending in ["\n", "\r\n", "\r"] {
+            let mut size = EventSize::new();
+            let event = format!("data: {}{ending}", "x".repeat(MAX_EVENT_BYTES - 6));
+            assert!(size.feed(event.as_bytes()), "{ending:?}");
+            assert!(size.feed(ending.as_bytes()), "{ending:?}");
+            // The next event starts from nothing: the same again fits.
+            assert!(size.feed(event.as_bytes()), "{ending:?}");
+            // One byte more in it, before its end, does not.
+            assert!(!size.feed(b"x"), "{ending:?}");
+        }
+    }
+
+    #[test]
+    fn an_event_split_over_chunks_is_counted_whole() {
+        let mut size = EventSize::new();
+        let half = "x".repeat(MAX_EVENT_BYTES / 2);
+        assert!(size.feed(b"data: "));
+        assert!(size.feed(half.as_bytes()));
+        // A line ending split from its `\n` is one ending, not an empty line.
+        assert!(size.feed(b"\r"));
+        assert!(size.feed(b"\ndata: "));
+        assert!(!size.feed(half.as_bytes()));
+    }
+
+    #[tokio::test]
+    async fn a_stream_whose_event_grows_past_the_limit_stops_with_an_error() {
+        // A first event, then one of "data: " and 1 MiB after 1 MiB: the
+        // eighth MiB takes it past the limit.
+        let chunk = Bytes::from(vec![b'x'; 1024 * 1024]);
+        let mut chunks = vec![Ok::<_, std::io::Error>(Bytes::from_static(
+            b"data: {}\n\ndata: ",
+        ))];
+        chunks.extend((0..9).map(|_| Ok(chunk.clone())));
+        let items: Vec<_> = bounded_events(futures_util::stream::iter(chunks))
+            .collect()
+            .await;
+        assert!(items[..8].iter().all(Result::is_ok));
+        assert!(matches!(items[8], Err(StreamFailure::EventTooLarge)));
     }
 
     #[test]

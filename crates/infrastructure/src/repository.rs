@@ -2,8 +2,6 @@
 //! query but the credential lookup filters by tenant; the mapping between
 //! rows and the domain lives here and nowhere else.
 
-use std::sync::{LazyLock, Mutex};
-
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_application::{
@@ -271,23 +269,20 @@ fn database_now(backend: DbBackend) -> &'static str {
     }
 }
 
-/// Keeps the ids of events made within one millisecond in order: a UUIDv7's
-/// timestamp is in milliseconds, and without a context the rest of it is
-/// random, so two changes a few microseconds apart sorted either way.
-static EVENT_IDS: LazyLock<Mutex<uuid::ContextV7>> =
-    LazyLock::new(|| Mutex::new(uuid::ContextV7::new().with_additional_precision()));
-
 /// An event's id: a UUIDv7 of the instant the event occurred (the writing
-/// instance's clock), so ids sort with `occurred_at`, to a quarter of a
-/// microsecond, and ids made in the same instant in the order they were
-/// made.
+/// instance's clock), so ids sort with `occurred_at`. A v7 timestamp is in
+/// milliseconds; the 12 bits after it hold the fraction of the millisecond
+/// (RFC 9562 §6.2, method 3), so that events microseconds apart sort too,
+/// whichever instance wrote them. The other 62 bits are random.
 fn event_id(occurred_at: DateTime<Utc>) -> Uuid {
-    let seconds = u64::try_from(occurred_at.timestamp()).unwrap_or(0);
-    Uuid::new_v7(uuid::Timestamp::from_unix(
-        &*EVENT_IDS,
-        seconds,
-        occurred_at.timestamp_subsec_nanos(),
-    ))
+    let millis = u64::try_from(occurred_at.timestamp_millis()).unwrap_or(0);
+    let nanos_in_millisecond = occurred_at.timestamp_subsec_nanos() % 1_000_000;
+    let fraction = u64::from(nanos_in_millisecond) * 4096 / 1_000_000;
+    let [high, low] = u16::try_from(fraction).unwrap_or(0x0FFF).to_be_bytes();
+    let mut counter_and_random: [u8; 10] = rand::random();
+    counter_and_random[0] = high;
+    counter_and_random[1] = low;
+    uuid::Builder::from_unix_timestamp_millis(millis, &counter_and_random).into_uuid()
 }
 
 /// One row of the audit table, of a key's event or a server's: the server's
@@ -897,9 +892,18 @@ mod tests {
     }
 
     #[test]
-    fn event_ids_of_one_instant_sort_as_they_were_made() {
-        let instant = Utc::now();
-        let ids: Vec<Uuid> = (0..500).map(|_| event_id(instant)).collect();
-        assert!(ids.windows(2).all(|pair| pair[0] < pair[1]));
+    fn an_event_id_keeps_its_own_instant_when_written_late() {
+        let now = Utc::now();
+        let lagging = now - chrono::Duration::seconds(60);
+        let later = event_id(now);
+        let id = event_id(lagging);
+        assert!(id < later);
+        assert_eq!(
+            id.get_timestamp()
+                .expect("a v7 id has a timestamp")
+                .to_unix()
+                .0,
+            u64::try_from(lagging.timestamp()).expect("after 1970")
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use cola_application::{
     KeyChanges, ListKind, McpPrincipal, ToolCatalogue, filter_list, may_see_notification,
 };
@@ -75,18 +75,96 @@ impl EventSize {
     }
 }
 
-/// `body` with its events' sizes checked: an event past
-/// [`MAX_EVENT_BYTES`] ends the stream with an error, as a broken one.
-fn bounded_events<S, E>(body: S) -> impl Stream<Item = Result<Bytes, StreamFailure<E>>>
+/// An SSE body cut into its lines, each with its line ending, one item per
+/// line. `eventsource-stream` keeps what it has not parsed in one buffer,
+/// parses it from the start on every chunk and copies what is left after
+/// each line: a line split over many chunks, or a chunk of many lines, cost
+/// it time quadratic in their size. Given one whole line at a time, it does
+/// neither. An event past [`MAX_EVENT_BYTES`] ends the stream with an error,
+/// as a broken one would.
+fn sse_lines<S, E>(body: S) -> impl Stream<Item = Result<Bytes, StreamFailure<E>>>
 where
     S: Stream<Item = Result<Bytes, E>>,
 {
-    let mut size = EventSize::new();
-    body.map(move |chunk| match chunk {
-        Ok(bytes) if size.feed(&bytes) => Ok(bytes),
-        Ok(_) => Err(StreamFailure::EventTooLarge),
-        Err(error) => Err(StreamFailure::Broken(error)),
+    let mut framer = LineFramer::new();
+    body.flat_map(move |chunk| {
+        let lines = match chunk {
+            Ok(bytes) => framer.lines(bytes),
+            Err(error) => vec![Err(StreamFailure::Broken(error))],
+        };
+        futures_util::stream::iter(lines)
     })
+}
+
+/// Cuts a byte stream into lines as it arrives (see [`sse_lines`]).
+#[derive(Debug)]
+struct LineFramer {
+    /// The start of a line whose end has not arrived.
+    partial: BytesMut,
+    size: EventSize,
+}
+
+impl LineFramer {
+    fn new() -> Self {
+        Self {
+            partial: BytesMut::new(),
+            size: EventSize::new(),
+        }
+    }
+
+    /// The lines `chunk` completes; the rest waits for the next chunk. A
+    /// lone `\r` ending is passed on as `\n`, so that the parser need not
+    /// wait for the next byte to tell it from a `\r\n`; a `\r` that ends a
+    /// chunk waits here for that byte.
+    fn lines<E>(&mut self, mut chunk: Bytes) -> Vec<Result<Bytes, StreamFailure<E>>> {
+        if !self.size.feed(&chunk) {
+            return vec![Err(StreamFailure::EventTooLarge)];
+        }
+        let mut lines = Vec::new();
+        if self.partial.last() == Some(&b'\r') && !chunk.is_empty() {
+            if chunk[0] == b'\n' {
+                chunk.advance(1);
+            } else {
+                self.partial.truncate(self.partial.len() - 1);
+            }
+            self.partial.put_u8(b'\n');
+            lines.push(Ok(self.partial.split().freeze()));
+        }
+        while let Some(ending) = chunk
+            .iter()
+            .position(|&byte| byte == b'\n' || byte == b'\r')
+        {
+            let Some(&next) = chunk.get(ending + 1).filter(|_| chunk[ending] == b'\r') else {
+                if chunk[ending] == b'\r' {
+                    break; // the last byte: a `\n` may follow in the next chunk
+                }
+                let line = chunk.split_to(ending + 1);
+                lines.push(Ok(self.joined(line)));
+                continue;
+            };
+            if next == b'\n' {
+                let line = chunk.split_to(ending + 2);
+                lines.push(Ok(self.joined(line)));
+            } else {
+                let line = chunk.split_to(ending);
+                chunk.advance(1);
+                self.partial.extend_from_slice(&line);
+                self.partial.put_u8(b'\n');
+                lines.push(Ok(self.partial.split().freeze()));
+            }
+        }
+        self.partial.extend_from_slice(&chunk);
+        lines
+    }
+
+    /// `line`, after the start of it that came in earlier chunks.
+    fn joined(&mut self, line: Bytes) -> Bytes {
+        if self.partial.is_empty() {
+            return line;
+        }
+        self.partial.extend_from_slice(&line);
+        self.partial.split().freeze()
+    }
 }
 
 /// How one answer is seen through a key: the list it answers, if any.
@@ -213,7 +291,7 @@ where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: std::error::Error + Send + Sync + 'static,
 {
-    let events = Box::pin(bounded_events(body).eventsource());
+    let events = Box::pin(sse_lines(body).eventsource());
     futures_util::stream::unfold(Some((events, lens, lifetime)), |state| async move {
         let (mut events, lens, mut lifetime) = state?;
         let prefix = lens.principal.key().prefix.clone();
@@ -299,7 +377,8 @@ fn single_line(field: &str) -> String {
 /// Every JSON-RPC message of a complete SSE body, in order (for answers Cola
 /// reads itself, such as a catalogue fetch).
 pub async fn messages_of(body: Bytes) -> Vec<Value> {
-    let events = futures_util::stream::iter([Ok::<_, std::io::Error>(body)]).eventsource();
+    let events =
+        sse_lines(futures_util::stream::iter([Ok::<_, std::io::Error>(body)])).eventsource();
     events
         .filter_map(|event| async move {
             event
@@ -369,11 +448,108 @@ mod tests {
             b"data: {}\n\ndata: ",
         ))];
         chunks.extend((0..9).map(|_| Ok(chunk.clone())));
-        let items: Vec<_> = bounded_events(futures_util::stream::iter(chunks))
+        let items: Vec<_> = sse_lines(futures_util::stream::iter(chunks))
             .collect()
             .await;
-        assert!(items[..8].iter().all(Result::is_ok));
-        assert!(matches!(items[8], Err(StreamFailure::EventTooLarge)));
+        assert_eq!(
+            items[0].as_ref().ok(),
+            Some(&Bytes::from_static(b"data: {}\n"))
+        );
+        assert_eq!(items[1].as_ref().ok(), Some(&Bytes::from_static(b"\n")));
+        assert!(matches!(items[2], Err(StreamFailure::EventTooLarge)));
+        assert!(items[3..].iter().all(Result::is_err));
+    }
+
+    fn framed(chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut framer = LineFramer::new();
+        chunks
+            .iter()
+            .flat_map(|chunk| framer.lines::<std::io::Error>(Bytes::copy_from_slice(chunk)))
+            .map(|line| line.expect("a line").to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn lines_are_cut_at_every_line_ending_and_joined_across_chunks() {
+        assert_eq!(
+            framed(&[
+                b"data: a\r\ndata: b\n\nid: 1\r\r",
+                b"data: long",
+                b" line",
+                b"\n\n"
+            ]),
+            [
+                &b"data: a\r\n"[..],
+                b"data: b\n",
+                b"\n",
+                b"id: 1\n",
+                b"\n",
+                b"data: long line\n",
+                b"\n",
+            ]
+        );
+        // A `\r\n` split over two chunks is one line ending.
+        assert_eq!(
+            framed(&[b"data: a\r", b"\n\r\n"]),
+            [&b"data: a\r\n"[..], b"\r\n"]
+        );
+        // What has no line ending yet is held back, a last `\r` included.
+        assert!(framed(&[b"data: no end"]).is_empty());
+        assert!(framed(&[b"data: a\r"]).is_empty());
+    }
+
+    /// The events of `text` as `eventsource-stream` reads it in one piece.
+    fn events_whole(text: &str) -> Vec<(String, String, String)> {
+        events_of(
+            futures_util::stream::iter([Ok::<_, std::io::Error>(Bytes::copy_from_slice(
+                text.as_bytes(),
+            ))])
+            .eventsource(),
+        )
+    }
+
+    fn events_of<S, E>(stream: S) -> Vec<(String, String, String)>
+    where
+        S: Stream<Item = Result<Event, E>>,
+    {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(
+            stream
+                .filter_map(|event| async move { event.ok() })
+                .map(|event| (event.event, event.data, event.id))
+                .collect(),
+        )
+    }
+
+    proptest::proptest! {
+        /// Cut into lines first, any SSE text in any chunks reads as the
+        /// same events as it does whole.
+        #[test]
+        fn lines_read_as_the_whole_text_does(
+            parts in proptest::collection::vec(
+                proptest::sample::select(vec![
+                    "data: x", "data:y", "data", "event: e", "id: 7", "retry: 10", ": c",
+                    "\n", "\r\n", "\r", "\n\n", "\r\n\r\n", "é", "data: {\"a\":1}",
+                ]),
+                0..40,
+            ),
+            cuts in proptest::collection::vec(0_usize..200, 0..8),
+        ) {
+            let text: String = parts.concat();
+            let bytes = text.as_bytes();
+            let mut at: Vec<usize> = cuts.into_iter().map(|cut| cut % (bytes.len() + 1)).collect();
+            at.sort_unstable();
+            let mut chunks = Vec::new();
+            let mut start = 0;
+            for cut in at.into_iter().chain([bytes.len()]) {
+                chunks.push(Ok::<_, std::io::Error>(Bytes::copy_from_slice(&bytes[start..cut.max(start)])));
+                start = cut.max(start);
+            }
+            let framed = events_of(sse_lines(futures_util::stream::iter(chunks)).eventsource());
+            proptest::prop_assert_eq!(framed, events_whole(&text));
+        }
     }
 
     #[test]

@@ -134,24 +134,20 @@ impl LineFramer {
             .iter()
             .position(|&byte| byte == b'\n' || byte == b'\r')
         {
-            let Some(&next) = chunk.get(ending + 1).filter(|_| chunk[ending] == b'\r') else {
-                if chunk[ending] == b'\r' {
-                    break; // the last byte: a `\n` may follow in the next chunk
+            let line = match (chunk[ending], chunk.get(ending + 1)) {
+                // The last byte: a `\n` may follow in the next chunk.
+                (b'\r', None) => break,
+                (b'\r', Some(b'\n')) => self.joined(chunk.split_to(ending + 2)),
+                (b'\r', Some(_)) => {
+                    let line = chunk.split_to(ending);
+                    chunk.advance(1);
+                    self.partial.extend_from_slice(&line);
+                    self.partial.put_u8(b'\n');
+                    self.partial.split().freeze()
                 }
-                let line = chunk.split_to(ending + 1);
-                lines.push(Ok(self.joined(line)));
-                continue;
+                _ => self.joined(chunk.split_to(ending + 1)),
             };
-            if next == b'\n' {
-                let line = chunk.split_to(ending + 2);
-                lines.push(Ok(self.joined(line)));
-            } else {
-                let line = chunk.split_to(ending);
-                chunk.advance(1);
-                self.partial.extend_from_slice(&line);
-                self.partial.put_u8(b'\n');
-                lines.push(Ok(self.partial.split().freeze()));
-            }
+            lines.push(Ok(line));
         }
         self.partial.extend_from_slice(&chunk);
         lines

@@ -33,48 +33,6 @@ enum StreamFailure<E> {
     EventTooLarge,
 }
 
-/// The size of the SSE event being received: its bytes since the last
-/// empty line (an event's end), `\r\n`, `\n` and `\r` each ending a line.
-#[derive(Debug)]
-struct EventSize {
-    bytes: usize,
-    /// The last byte ended a line, so a line ending now ends an event.
-    line_ended: bool,
-    /// The last byte was `\r`, so a `\n` now belongs to its line ending.
-    after_cr: bool,
-}
-
-impl EventSize {
-    fn new() -> Self {
-        Self {
-            bytes: 0,
-            line_ended: true,
-            after_cr: false,
-        }
-    }
-
-    /// Takes in `chunk`; `false` once the event under way is too large.
-    fn feed(&mut self, chunk: &[u8]) -> bool {
-        for &byte in chunk {
-            if byte == b'\n' && self.after_cr {
-                self.after_cr = false;
-                continue;
-            }
-            self.after_cr = byte == b'\r';
-            if byte == b'\r' || byte == b'\n' {
-                if self.line_ended {
-                    self.bytes = 0;
-                }
-                self.line_ended = true;
-            } else {
-                self.line_ended = false;
-                self.bytes += 1;
-            }
-        }
-        self.bytes <= MAX_EVENT_BYTES
-    }
-}
-
 /// An SSE body cut into its lines, each with its line ending, one item per
 /// line. `eventsource-stream` keeps what it has not parsed in one buffer,
 /// parses it from the start on every chunk and copies what is left after
@@ -101,25 +59,25 @@ where
 struct LineFramer {
     /// The start of a line whose end has not arrived.
     partial: BytesMut,
-    size: EventSize,
+    /// The bytes, line endings left out, of the event under way's complete
+    /// lines: an empty line ends the event.
+    event_bytes: usize,
 }
 
 impl LineFramer {
     fn new() -> Self {
         Self {
             partial: BytesMut::new(),
-            size: EventSize::new(),
+            event_bytes: 0,
         }
     }
 
     /// The lines `chunk` completes; the rest waits for the next chunk. A
     /// lone `\r` ending is passed on as `\n`, so that the parser need not
     /// wait for the next byte to tell it from a `\r\n`; a `\r` that ends a
-    /// chunk waits here for that byte.
+    /// chunk waits here for that byte. Once the event under way passes
+    /// [`MAX_EVENT_BYTES`], the last item is an error.
     fn lines<E>(&mut self, mut chunk: Bytes) -> Vec<Result<Bytes, StreamFailure<E>>> {
-        if !self.size.feed(&chunk) {
-            return vec![Err(StreamFailure::EventTooLarge)];
-        }
         let mut lines = Vec::new();
         if self.partial.last() == Some(&b'\r') && !chunk.is_empty() {
             if chunk[0] == b'\n' {
@@ -128,7 +86,10 @@ impl LineFramer {
                 self.partial.truncate(self.partial.len() - 1);
             }
             self.partial.put_u8(b'\n');
-            lines.push(Ok(self.partial.split().freeze()));
+            let line = self.partial.split().freeze();
+            if !self.take(line, &mut lines) {
+                return lines;
+            }
         }
         while let Some(ending) = chunk
             .iter()
@@ -147,10 +108,33 @@ impl LineFramer {
                 }
                 _ => self.joined(chunk.split_to(ending + 1)),
             };
-            lines.push(Ok(line));
+            if !self.take(line, &mut lines) {
+                return lines;
+            }
         }
         self.partial.extend_from_slice(&chunk);
+        // A `\r` held back is a line ending, not the event's.
+        let held = self.partial.len() - usize::from(self.partial.last() == Some(&b'\r'));
+        if self.event_bytes + held > MAX_EVENT_BYTES {
+            lines.push(Err(StreamFailure::EventTooLarge));
+        }
         lines
+    }
+
+    /// Passes on one complete `line`, counting it into its event; `false`
+    /// (and an error passed on after it) once the event is too large.
+    fn take<E>(&mut self, line: Bytes, lines: &mut Vec<Result<Bytes, StreamFailure<E>>>) -> bool {
+        let ending = if line.ends_with(b"\r\n") { 2 } else { 1 };
+        match line.len() - ending {
+            0 => self.event_bytes = 0,
+            content => self.event_bytes += content,
+        }
+        lines.push(Ok(line));
+        if self.event_bytes > MAX_EVENT_BYTES {
+            lines.push(Err(StreamFailure::EventTooLarge));
+            return false;
+        }
+        true
     }
 
     /// `line`, after the start of it that came in earlier chunks.
@@ -409,30 +393,38 @@ mod tests {
         ));
     }
 
+    /// Whether the event under way still fits once `framer` has `chunk`.
+    fn fits(framer: &mut LineFramer, chunk: &[u8]) -> bool {
+        framer
+            .lines::<std::io::Error>(Bytes::copy_from_slice(chunk))
+            .iter()
+            .all(Result::is_ok)
+    }
+
     #[test]
     fn an_event_is_measured_from_the_last_empty_line_whatever_the_line_endings() {
         for ending in ["\n", "\r\n", "\r"] {
-            let mut size = EventSize::new();
+            let mut size = LineFramer::new();
             let event = format!("data: {}{ending}", "x".repeat(MAX_EVENT_BYTES - 6));
-            assert!(size.feed(event.as_bytes()), "{ending:?}");
-            assert!(size.feed(ending.as_bytes()), "{ending:?}");
+            assert!(fits(&mut size, event.as_bytes()), "{ending:?}");
+            assert!(fits(&mut size, ending.as_bytes()), "{ending:?}");
             // The next event starts from nothing: the same again fits.
-            assert!(size.feed(event.as_bytes()), "{ending:?}");
+            assert!(fits(&mut size, event.as_bytes()), "{ending:?}");
             // One byte more in it, before its end, does not.
-            assert!(!size.feed(b"x"), "{ending:?}");
+            assert!(!fits(&mut size, b"x"), "{ending:?}");
         }
     }
 
     #[test]
     fn an_event_split_over_chunks_is_counted_whole() {
-        let mut size = EventSize::new();
+        let mut size = LineFramer::new();
         let half = "x".repeat(MAX_EVENT_BYTES / 2);
-        assert!(size.feed(b"data: "));
-        assert!(size.feed(half.as_bytes()));
+        assert!(fits(&mut size, b"data: "));
+        assert!(fits(&mut size, half.as_bytes()));
         // A line ending split from its `\n` is one ending, not an empty line.
-        assert!(size.feed(b"\r"));
-        assert!(size.feed(b"\ndata: "));
-        assert!(!size.feed(half.as_bytes()));
+        assert!(fits(&mut size, b"\r"));
+        assert!(fits(&mut size, b"\ndata: "));
+        assert!(!fits(&mut size, half.as_bytes()));
     }
 
     #[tokio::test]

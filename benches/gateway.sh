@@ -80,22 +80,14 @@ while [ $# -gt 0 ]; do
 done
 case "$ERA" in modern|legacy) ;; *) echo "--era must be modern or legacy" >&2; exit 2 ;; esac
 FLUSH_MS=${COLA_USAGE_FLUSH_INTERVAL_MS:-5000}
-log() { echo "== $*" >&2; }
+# shellcheck source=common.sh
+source "$REPO/benches/common.sh"
 
 # ---- build and tools (unbounded: cargo, pip), then re-run under a time limit ----
 if [ -z "${COLA_BENCH_BOUNDED:-}" ]; then
-    if [ "$BUILD" = 1 ]; then
-        log "building cola-api (release)"
-        cargo build --release -p cola-api
-    fi
+    build_release
     [ -x "$BIN" ] || { echo "$BIN not found (build it, or pass --bin PATH)" >&2; exit 1; }
-    if ! command -v wrk >/dev/null; then
-        log "installing wrk"
-        if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-            apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-        fi
-        command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
-    fi
+    ensure_wrk
     # The upstream is the Python test server: <repo>/.venv with the
     # requirements of tests/python, as tests/python/run.sh prepares it.
     log "preparing $REPO/.venv"

@@ -54,21 +54,13 @@ while [ $# -gt 0 ]; do
 done
 PG_BASE=${COLA_BENCH_PG_BASE:-postgres://postgres@127.0.0.1:5432}
 FLUSH_MS=${COLA_USAGE_FLUSH_INTERVAL_MS:-5000}
-log() { echo "== $*" >&2; }
+# shellcheck source=common.sh
+source "$REPO/benches/common.sh"
 
 # ---- build and tools (unbounded: cargo), then re-run under a time limit ----
 if [ -z "${COLA_BENCH_BOUNDED:-}" ]; then
-    if [ "$BUILD" = 1 ]; then
-        log "building cola-api (release)"
-        cargo build --release -p cola-api
-    fi
-    if ! command -v wrk >/dev/null; then
-        log "installing wrk"
-        if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
-            apt-get update -qq && apt-get install -y -qq wrk >/dev/null
-        fi
-        command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
-    fi
+    build_release
+    ensure_wrk
     # The yardstick for the cold path: a bare argon2id verify, same crate and
     # version as the server, built in a scratch crate outside the workspace.
     ARGON2_VERSION=$(awk '/^name = "argon2"$/ { getline; gsub(/[^0-9.]/, ""); print; exit }' Cargo.lock)

@@ -35,12 +35,10 @@ while [ $# -gt 0 ]; do
     shift
 done
 PG_BASE=${COLA_BENCH_PG_BASE:-postgres://postgres@127.0.0.1:5432}
-log() { echo "== $*" >&2; }
+# shellcheck source=common.sh
+source "$REPO/benches/common.sh"
 
-if [ "$BUILD" = 1 ]; then
-    log "building cola-api (release)"
-    cargo build --release -p cola-api
-fi
+build_release
 
 WORK=$(mktemp -d /tmp/cola-rss.XXXXXX)
 SERVER_PID=""

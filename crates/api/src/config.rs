@@ -132,6 +132,8 @@ pub struct Settings {
     pub secrets_key: Option<SecretsKey>,
     /// Networks upstream URLs may resolve into although not public.
     pub gateway_allowed_networks: AllowedNetworks,
+    /// Gateway requests of one tenant in flight on this instance at most.
+    pub gateway_max_inflight_per_tenant: usize,
     /// Signs identity assertions; `None`: a key of this process alone.
     pub identity_key: Option<Arc<IdentityKey>>,
     /// Still published in the JWKS, for a rotation.
@@ -468,6 +470,9 @@ impl Settings {
         let auth_cache_ttl =
             Duration::from_secs(read.number("COLA_AUTH_CACHE_TTL_SECS", 30, (0, 3600)));
         let auth_failure_limit = as_u32(read.number("COLA_AUTH_FAILURE_LIMIT", 20, (20, 99)));
+        let gateway_max_inflight_per_tenant =
+            usize::try_from(read.number("COLA_GATEWAY_MAX_INFLIGHT_PER_TENANT", 64, (1, 100_000)))
+                .unwrap_or(64);
 
         let secret_scanning_keys = read
             .text("COLA_SECRET_SCANNING_KEYS_FILE")
@@ -545,6 +550,7 @@ impl Settings {
             secret_scanning_keys,
             secrets_key,
             gateway_allowed_networks,
+            gateway_max_inflight_per_tenant,
             identity_key,
             identity_previous_key,
             log_format,
@@ -667,6 +673,10 @@ impl Settings {
                     .map(ToString::to_string)
                     .collect::<Vec<_>>()
                     .join(","),
+            ),
+            (
+                "COLA_GATEWAY_MAX_INFLIGHT_PER_TENANT",
+                self.gateway_max_inflight_per_tenant.to_string(),
             ),
             (
                 "COLA_IDENTITY_KEY_FILE",

@@ -11,7 +11,7 @@ use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, web};
 use chrono::{Duration, Utc};
-use cola_application::{Principal, Role};
+use cola_application::{AttemptLimiter, Charge, Principal, Role};
 use cola_domain::{ApiKeySecret, TenantId, UserId};
 use futures_util::future::LocalBoxFuture;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -25,7 +25,6 @@ use crate::config::{ClaimNames, JwtKey, JwtSettings};
 use crate::console::session::{ConsoleSessions, SessionRefusal};
 use crate::jwks::ProviderKeys;
 use crate::problem::Problem;
-use crate::rate_limit::FailureLimiter;
 
 /// Seconds of clock skew tolerated on `exp`.
 const LEEWAY_SECS: u64 = 5;
@@ -435,7 +434,7 @@ pub struct ManagementAuth {
     pub verifier: Option<Arc<JwtVerifier>>,
     /// The console's sessions: a session cookie is the other credential.
     pub sessions: Option<Arc<ConsoleSessions>>,
-    pub limiter: Arc<FailureLimiter>,
+    pub limiter: Arc<AttemptLimiter>,
     pub client_ip: ClientIpResolver,
 }
 
@@ -450,9 +449,9 @@ impl Caller {
         };
         let client: Option<IpAddr> = auth.client_ip.of_request(&request);
         if let Some(client) = client
-            && let Err(wait) = auth.limiter.check(client)
+            && let Err(wait) = auth.limiter.check(Charge::Client(client))
         {
-            return Err(Problem::too_many_requests(wait));
+            return Err(Problem::too_many_requests(wait.retry_after_secs));
         }
         // A bearer JWT wins over a console session cookie: a script that
         // sends a token means the token.
@@ -484,8 +483,8 @@ impl Caller {
             tracing::info!(reason = %cola_application::error_chain(&refusal), "management request refused");
             // Failures are numbered atomically: one past the limit is
             // answered 429 even if it passed the check above concurrently.
-            match client.map(|client| auth.limiter.record_failure(client)) {
-                Some(Err(wait)) => Problem::too_many_requests(wait),
+            match client.map(|client| auth.limiter.record_failure(Charge::Client(client))) {
+                Some(Err(wait)) => Problem::too_many_requests(wait.retry_after_secs),
                 _ => Problem::unauthorized("a valid management JWT is required"),
             }
         })

@@ -9,7 +9,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::Method;
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, web};
-use cola_application::{UsageRecorder, VerifiedKeyCache};
+use cola_application::{AttemptLimiter, UsageRecorder, VerifiedKeyCache};
 use cola_infrastructure::Database;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -31,6 +31,7 @@ pub struct Metrics {
     usage_pending: IntGauge,
     cache_entries: IntGauge,
     verifications_in_progress: IntGauge,
+    attempts_in_flight: IntGauge,
     pool: IntGaugeVec,
     gateway_requests: IntCounterVec,
     gateway_duration: prometheus::Histogram,
@@ -42,6 +43,7 @@ pub struct Metrics {
 struct Sources {
     usage: Arc<UsageRecorder>,
     cache: Arc<VerifiedKeyCache>,
+    attempts: Arc<AttemptLimiter>,
     database: Database,
 }
 
@@ -55,6 +57,7 @@ impl Metrics {
     pub fn new(
         usage: Arc<UsageRecorder>,
         cache: Arc<VerifiedKeyCache>,
+        attempts: Arc<AttemptLimiter>,
         database: Database,
     ) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
@@ -97,6 +100,10 @@ impl Metrics {
             "cola_key_verifications_in_progress",
             "Key verifications (database and argon2) under way; concurrent ones of one key count once",
         )?;
+        let attempts_in_flight = IntGauge::new(
+            "cola_auth_attempts_in_flight",
+            "Credential checks paid for by a caller not yet authenticated (argon2 on a presented key) and under way",
+        )?;
         let pool = IntGaugeVec::new(
             Opts::new(
                 "cola_db_pool_connections",
@@ -135,6 +142,7 @@ impl Metrics {
         registry.register(Box::new(usage_pending.clone()))?;
         registry.register(Box::new(cache_entries.clone()))?;
         registry.register(Box::new(verifications_in_progress.clone()))?;
+        registry.register(Box::new(attempts_in_flight.clone()))?;
         registry.register(Box::new(pool.clone()))?;
         Ok(Self {
             registry,
@@ -145,6 +153,7 @@ impl Metrics {
             usage_pending,
             cache_entries,
             verifications_in_progress,
+            attempts_in_flight,
             pool,
             gateway_requests,
             gateway_duration,
@@ -152,6 +161,7 @@ impl Metrics {
             sources: Sources {
                 usage,
                 cache,
+                attempts,
                 database,
             },
         })
@@ -189,6 +199,8 @@ impl Metrics {
             .set(i64::try_from(self.sources.cache.len()).unwrap_or(i64::MAX));
         self.verifications_in_progress
             .set(i64::try_from(self.sources.cache.verifications_in_progress()).unwrap_or(i64::MAX));
+        self.attempts_in_flight
+            .set(i64::try_from(self.sources.attempts.in_flight()).unwrap_or(i64::MAX));
         let (size, idle) = self.sources.database.pool_state();
         self.pool.with_label_values(&["idle"]).set(i64::from(idle));
         self.pool

@@ -31,10 +31,18 @@ struct PublicKeyEntry {
     is_current: bool,
 }
 
-/// The configured public keys, by identifier.
+/// How long an answered alert is remembered: GitHub retries for less, and
+/// a replay of a captured alert within this window does no work again.
+const ANSWERED_FOR: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Answered alerts remembered at most (the oldest are forgotten first).
+const MAX_ANSWERED: u64 = 10_000;
+
+/// The configured public keys, by identifier, and the answers of the
+/// alerts answered lately (per instance).
 #[derive(Clone)]
 pub struct SecretScanningKeys {
     keys: Vec<(String, VerifyingKey)>,
+    answered: moka::sync::Cache<[u8; 32], bytes::Bytes>,
 }
 
 impl std::fmt::Debug for SecretScanningKeys {
@@ -88,7 +96,24 @@ impl SecretScanningKeys {
                     })
             })
             .collect::<Result<_, _>>()?;
-        Ok(Self { keys })
+        Ok(Self {
+            keys,
+            answered: moka::sync::Cache::builder()
+                .max_capacity(MAX_ANSWERED)
+                .time_to_live(ANSWERED_FOR)
+                .build(),
+        })
+    }
+
+    /// The answer already given to the signed alert `body`, if any.
+    #[must_use]
+    pub fn answered(&self, body: &[u8]) -> Option<bytes::Bytes> {
+        self.answered.get(&digest(body))
+    }
+
+    /// Remembers the answer given to the signed alert `body`.
+    pub fn remember(&self, body: &[u8], answer: bytes::Bytes) {
+        self.answered.insert(digest(body), answer);
     }
 
     /// How many keys are configured.
@@ -127,6 +152,11 @@ impl SecretScanningKeys {
         key.verify(body, &signature)
             .map_err(|_| SignatureRefusal::Invalid)
     }
+}
+
+fn digest(body: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(body).into()
 }
 
 #[cfg(test)]

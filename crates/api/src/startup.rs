@@ -9,9 +9,10 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use cola_application::{
-    ApiKeyRepository, ApiKeyService, Clock, CredentialSealer, KeyAuthenticator, KeyPolicy,
-    KeyVerifier, McpService, SecretHasher, ServerDirectory, ServerRepository, ServerService,
-    ServerServiceParts, ServerTokens, SystemClock, ToolCatalogue, UsageRecorder, VerifiedKeyCache,
+    ApiKeyRepository, ApiKeyService, AttemptLimiter, Clock, CredentialSealer, KeyAdmission,
+    KeyAuthenticator, KeyPolicy, KeyReports, KeyVerifier, McpService, PresentedKeys, SecretHasher,
+    ServerDirectory, ServerRepository, ServerService, ServerServiceParts, ServerTokens,
+    SystemClock, TenantInflight, ToolCatalogue, UsageRecorder, VerifiedKeyCache,
     follow_access_changes,
 };
 use cola_domain::ExpiryPolicy;
@@ -28,10 +29,8 @@ use crate::config::Settings;
 use crate::gateway::{Gateway, Sessions};
 use crate::json::MAX_BODY_BYTES;
 use crate::jwt::{JwtVerifier, ManagementAuth};
-use crate::key_rate_limit::KeyRateLimiter;
 use crate::mcp::{self, McpGate, McpServer};
 use crate::metrics::Metrics;
-use crate::rate_limit::FailureLimiter;
 use crate::routes;
 use crate::routes::verify::VerifyApi;
 use crate::telemetry::RequestSpan;
@@ -147,13 +146,24 @@ impl Application {
             keys: Arc::clone(&cache),
             tokens: Arc::clone(&tokens),
         }));
-        let authenticator = Arc::new(KeyAuthenticator::new(
+        // Every attempt to present a credential, on every surface, is
+        // charged to one limiter.
+        let attempts = Arc::new(AttemptLimiter::new(settings.auth_failure_limit));
+        let presented = PresentedKeys::new(Arc::clone(&repository), hasher);
+        let reports = web::Data::new(KeyReports::new(
             Arc::clone(&repository),
-            hasher,
+            presented.clone(),
+            Arc::clone(&clock),
+            Arc::clone(&cache),
+            Arc::clone(&attempts),
+        ));
+        let admission = Arc::new(KeyAdmission::new(Arc::new(KeyAuthenticator::new(
+            presented,
             Arc::clone(&clock),
             Arc::clone(&cache),
             Arc::clone(&usage),
-        ));
+            Arc::clone(&attempts),
+        ))));
 
         let verifier = settings
             .jwt
@@ -173,20 +183,22 @@ impl Application {
         // For the request span's `http.client_ip`.
         let resolver = web::Data::new(client_ip.clone());
         let write_limiter = web::Data::new(WriteLimiter::new());
-        let limiter = Arc::new(FailureLimiter::new(settings.auth_failure_limit));
         let metrics = web::Data::new(
-            Metrics::new(Arc::clone(&usage), Arc::clone(&cache), database.clone())
-                .map_err(|e| StartupError::Config(format!("metrics: {e}")))?,
+            Metrics::new(
+                Arc::clone(&usage),
+                Arc::clone(&cache),
+                Arc::clone(&attempts),
+                database.clone(),
+            )
+            .map_err(|e| StartupError::Config(format!("metrics: {e}")))?,
         );
         let verify = web::Data::new(VerifyApi {
             tokens,
-            verifier: KeyVerifier::new(Arc::clone(&authenticator), settings.auth_cache_ttl),
+            verifier: KeyVerifier::new(Arc::clone(&admission), settings.auth_cache_ttl),
         });
         let gate = web::Data::new(McpGate {
-            authenticator,
+            admission: Arc::clone(&admission),
             metrics: metrics.clone().into_inner(),
-            limiter: Arc::clone(&limiter),
-            key_limiter: Arc::new(KeyRateLimiter::new()),
             client_ip: client_ip.clone(),
             allowed_origins: settings.allowed_origins.clone(),
         });
@@ -221,6 +233,7 @@ impl Application {
                 public_url: public_url.clone(),
             },
             Arc::clone(&cache),
+            Arc::clone(&admission),
         )?;
         let identity = web::Data::from(identity);
         let console = crate::console::build(&settings, verifier.clone(), &public_url)
@@ -228,7 +241,7 @@ impl Application {
         let management = web::Data::new(ManagementAuth {
             verifier: verifier.clone(),
             sessions: console.sessions.clone(),
-            limiter: Arc::clone(&limiter),
+            limiter: attempts,
             client_ip: client_ip.clone(),
         });
         let console = web::Data::new(console);
@@ -244,6 +257,7 @@ impl Application {
                 .app_data(resolver.clone())
                 .app_data(write_limiter.clone())
                 .app_data(keys.clone())
+                .app_data(reports.clone())
                 .app_data(servers.clone())
                 .app_data(web::Data::new(gateway.for_worker()))
                 .app_data(verify.clone())
@@ -275,6 +289,11 @@ impl Application {
                 .default_service(web::to(routes::not_found))
         })
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
+        // A client that closes its side of the connection is gone: its
+        // response stream, and any upstream request relayed into it, ends
+        // at once (in 2026-07-28 closing the stream is how a client
+        // cancels), not at the next byte written to it.
+        .h1_allow_half_closed(false)
         // actix stops at once, without grace, on SIGINT; signals are handled
         // in `run_until_stopped` instead, where every stop is graceful.
         .disable_signals()
@@ -518,6 +537,7 @@ fn build_gateway(
     metrics: Arc<Metrics>,
     identity: GatewayIdentity,
     keys: Arc<VerifiedKeyCache>,
+    admission: Arc<KeyAdmission>,
 ) -> Result<Gateway, StartupError> {
     let allowed = settings.gateway_allowed_networks.clone();
     let client = UpstreamClient::new(Arc::new(move |address| allowed.permits(address)))
@@ -541,8 +561,10 @@ fn build_gateway(
         sessions: Sessions::new(sealer),
         metrics,
         keys,
+        admission,
         identity: identity.keys,
         public_url: identity.public_url,
+        inflight: TenantInflight::new(settings.gateway_max_inflight_per_tenant),
     })
 }
 

@@ -16,9 +16,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_application::{
-    AccessChange, ApiKeyRepository, AuthPath, Clock, HashError, KeyAuthenticator, KeyListFilter,
-    RecordedEvent, RepositoryError, SecretHash, SecretHasher, StoredCredential, SystemClock,
-    UsageDelta, UsageRecorder, VerifiedKeyCache, follow_access_changes,
+    AccessChange, ApiKeyRepository, AttemptLimiter, AuthPath, Clock, HashError, KeyAdmission,
+    KeyAuthenticator, KeyListFilter, PresentedKeys, RecordedEvent, RepositoryError, SecretHash,
+    SecretHasher, StoredCredential, SystemClock, UsageDelta, UsageRecorder, VerifiedKeyCache,
+    follow_access_changes,
 };
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, ApiKeySecret, DomainEvent, IpWhitelist, KeyName, KeyPrefix,
@@ -176,13 +177,13 @@ fn cache_hit(c: &mut Criterion) {
         lookups: AtomicU64::new(0),
     });
     let cache = Arc::new(VerifiedKeyCache::new(Duration::from_secs(300)).unwrap());
-    let authenticator = KeyAuthenticator::new(
-        repository.clone(),
-        Arc::new(hasher),
+    let admission = KeyAdmission::new(Arc::new(KeyAuthenticator::new(
+        PresentedKeys::new(repository.clone(), Arc::new(hasher)),
         clock.clone(),
         cache.clone(),
         Arc::new(UsageRecorder::new()),
-    );
+        Arc::new(AttemptLimiter::new(20)),
+    )));
 
     // The cache answers only while its change feed is fresh.
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -199,20 +200,20 @@ fn cache_hit(c: &mut Criterion) {
 
     let presented = secret.expose().to_owned();
     let client = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    let (_, first) = runtime
-        .block_on(authenticator.authenticate_with_path(Some(&presented), client))
+    let first = runtime
+        .block_on(admission.admit(Some(&presented), client))
         .unwrap();
-    assert_eq!(first, AuthPath::Cold);
-    let (_, second) = runtime
-        .block_on(authenticator.authenticate_with_path(Some(&presented), client))
+    assert_eq!(first.path, AuthPath::Cold);
+    let second = runtime
+        .block_on(admission.admit(Some(&presented), client))
         .unwrap();
-    assert_eq!(second, AuthPath::Hot);
+    assert_eq!(second.path, AuthPath::Hot);
     let lookups_before = repository.lookups.load(Ordering::Relaxed);
 
     c.bench_function("key_authenticator/authenticate_cache_hit", |b| {
         b.to_async(&runtime).iter(|| async {
-            authenticator
-                .authenticate(Some(std::hint::black_box(&presented)), client)
+            admission
+                .admit(Some(std::hint::black_box(&presented)), client)
                 .await
                 .unwrap()
         });

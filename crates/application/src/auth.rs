@@ -14,7 +14,10 @@ use rand::rngs::OsRng;
 use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
-use crate::ports::{ApiKeyRepository, Clock, HashError, RepositoryError, SecretHasher};
+use crate::admission::{Attempt, AttemptLimiter, Charge, TooManyAttempts};
+use crate::ports::{
+    ApiKeyRepository, Clock, HashError, RepositoryError, SecretHasher, StoredCredential,
+};
 use crate::principal::{AdmittedKey, McpPrincipal};
 use crate::usage::UsageRecorder;
 
@@ -31,6 +34,9 @@ pub enum AuthFailure {
     IpDenied,
     Saturated,
     Unavailable,
+    /// The party presenting it has failed too often, or has as many
+    /// attempts under way as it may fail: nothing was verified.
+    TooManyAttempts(TooManyAttempts),
 }
 
 impl AuthFailure {
@@ -46,6 +52,7 @@ impl AuthFailure {
             Self::IpDenied => "ip_denied",
             Self::Saturated => "saturated",
             Self::Unavailable => "unavailable",
+            Self::TooManyAttempts(_) => "rate_limited",
         }
     }
 
@@ -76,7 +83,7 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn of(reason: AuthFailure) -> Self {
+    pub(crate) fn of(reason: AuthFailure) -> Self {
         Self {
             reason,
             tenant: None,
@@ -444,11 +451,11 @@ pub enum AuthPath {
 }
 
 pub struct KeyAuthenticator {
-    repository: Arc<dyn ApiKeyRepository>,
-    hasher: Arc<dyn SecretHasher>,
+    presented: PresentedKeys,
     clock: Arc<dyn Clock>,
     cache: Arc<VerifiedKeyCache>,
     usage: Arc<UsageRecorder>,
+    attempts: Arc<AttemptLimiter>,
 }
 
 impl std::fmt::Debug for KeyAuthenticator {
@@ -460,66 +467,77 @@ impl std::fmt::Debug for KeyAuthenticator {
 impl KeyAuthenticator {
     #[must_use]
     pub fn new(
-        repository: Arc<dyn ApiKeyRepository>,
-        hasher: Arc<dyn SecretHasher>,
+        presented: PresentedKeys,
         clock: Arc<dyn Clock>,
         cache: Arc<VerifiedKeyCache>,
         usage: Arc<UsageRecorder>,
+        attempts: Arc<AttemptLimiter>,
     ) -> Self {
         Self {
-            repository,
-            hasher,
+            presented,
             clock,
             cache,
             usage,
+            attempts,
         }
     }
 
-    /// Admits `presented` from `client`, or says why not. An admitted request
-    /// is counted as one use of the key.
-    pub async fn authenticate(
-        &self,
-        presented: Option<&str>,
-        client: IpAddr,
-    ) -> Result<McpPrincipal, AuthFailure> {
-        self.authenticate_with_path(presented, client)
-            .await
-            .map(|(principal, _)| principal)
-            .map_err(|refusal| refusal.reason)
+    /// The limiter every attempt of this authenticator is charged to.
+    #[must_use]
+    pub fn attempts(&self) -> &Arc<AttemptLimiter> {
+        &self.attempts
     }
 
-    /// As [`Self::authenticate`], also telling whether the cache answered.
-    pub async fn authenticate_with_path(
-        &self,
-        presented: Option<&str>,
-        client: IpAddr,
-    ) -> Result<(McpPrincipal, AuthPath), Refusal> {
-        let admission = self.check(presented, Some(client)).await?;
-        self.record_use(&admission);
-        Ok((admission.principal, admission.path))
-    }
-
-    /// Decides `presented` as [`Self::authenticate_with_path`] does, from
-    /// `client` — `None` when the caller cannot say, which only a key
-    /// without an allow-list passes — without counting a use: the verify
-    /// API counts one only once it has answered `VALID`.
+    /// Decides `presented` from `client` — `None` when the caller cannot
+    /// say, which only a key without an allow-list passes — charging the
+    /// attempt to `charge`, without counting a use (see
+    /// [`crate::KeyAdmission`], which does, once every step has passed).
+    ///
+    /// `charge` pays for the attempt as [`AttemptLimiter`] says: a party
+    /// over its limit is refused before anything is looked at, a bad
+    /// credential counts one failure, and a verification that has to run
+    /// argon2 is paid for before it starts.
     pub async fn check(
         &self,
         presented: Option<&str>,
         client: Option<IpAddr>,
+        charge: Charge,
     ) -> Result<Admission, Refusal> {
-        let presented = presented.ok_or(Refusal::of(AuthFailure::Missing))?;
-        let secret =
-            ApiKeySecret::parse(presented).map_err(|_| Refusal::of(AuthFailure::Malformed))?;
-        let prefix = secret.prefix();
-        self.admit(&secret, &prefix, client)
-            .await
-            .map_err(|refusal| refusal.of_key(&prefix))
+        self.attempts
+            .check(charge)
+            .map_err(|wait| Refusal::of(AuthFailure::TooManyAttempts(wait)))?;
+        let outcome = match presented.map(ApiKeySecret::parse) {
+            None => Err((Refusal::of(AuthFailure::Missing), Charged::No)),
+            Some(Err(_)) => Err((Refusal::of(AuthFailure::Malformed), Charged::No)),
+            Some(Ok(secret)) => {
+                let prefix = secret.prefix();
+                self.admit(&secret, &prefix, client, charge)
+                    .await
+                    .map_err(|(refusal, charged)| (refusal.of_key(&prefix), charged))
+            }
+        };
+        outcome.map_err(|(refusal, charged)| self.charged(refusal, charged, charge))
+    }
+
+    /// A refusal, once its failure is counted against `charge` (unless the
+    /// verification that found it already counted it): past the limit, it
+    /// is answered as "too many" instead.
+    fn charged(&self, refusal: Refusal, charged: Charged, charge: Charge) -> Refusal {
+        if !refusal.reason.is_bad_credential() || charged == Charged::Yes {
+            return refusal;
+        }
+        match self.attempts.record_failure(charge) {
+            Ok(()) => refusal,
+            Err(wait) => Refusal {
+                reason: AuthFailure::TooManyAttempts(wait),
+                ..refusal
+            },
+        }
     }
 
     /// Counts one use of an admitted key (batched; see [`UsageRecorder`]),
     /// at the instant it was admitted.
-    pub fn record_use(&self, admission: &Admission) {
+    pub(crate) fn record_use(&self, admission: &Admission) {
         let key = admission.principal.key();
         self.usage.record(key.tenant_id, key.key_id, admission.at);
     }
@@ -529,32 +547,41 @@ impl KeyAuthenticator {
         secret: &ApiKeySecret,
         prefix: &KeyPrefix,
         client: Option<IpAddr>,
-    ) -> Result<Admission, Refusal> {
+        charge: Charge,
+    ) -> Result<Admission, (Refusal, Charged)> {
         let fingerprint = self.cache.fingerprint(secret);
         let (principal, path) = if let Some(principal) = self.cache.admitted(prefix, &fingerprint) {
             (principal, AuthPath::Hot)
         } else if let Some(failure) = self.cache.refused.get(&fingerprint) {
-            return Err(failure);
+            return Err((failure, Charged::No));
         } else {
             (
-                self.verify_once(fingerprint, secret, prefix).await?,
+                self.verify_once(fingerprint, secret, prefix, charge)
+                    .await?,
                 AuthPath::Cold,
             )
         };
+        let uncharged = |refusal| (refusal, Charged::No);
 
         // Checked on every request, cached or not: expiry needs no eviction
         // and the allow-list depends on the caller.
         let now = self.clock.now();
         let key = principal.key();
         if now >= key.expires_at {
-            return Err(Refusal::in_tenant(AuthFailure::Expired, key.tenant_id));
+            return Err(uncharged(Refusal::in_tenant(
+                AuthFailure::Expired,
+                key.tenant_id,
+            )));
         }
         let allowed = match client {
             Some(client) => key.ip_whitelist.allows(client),
             None => key.ip_whitelist.networks().is_empty(),
         };
         if !allowed {
-            return Err(Refusal::in_tenant(AuthFailure::IpDenied, key.tenant_id));
+            return Err(uncharged(Refusal::in_tenant(
+                AuthFailure::IpDenied,
+                key.tenant_id,
+            )));
         }
         Ok(Admission {
             principal,
@@ -569,12 +596,18 @@ impl KeyAuthenticator {
     /// joins a verification only if its key was not forgotten since that
     /// verification started, so nobody is admitted on a reading older than a
     /// change they could have seen.
+    ///
+    /// Whoever runs the verification pays for it first, with an attempt
+    /// charged to its own `charge`; a request that joins one under way
+    /// costs no work and pays nothing. A request whose party cannot pay
+    /// leaves the verification to the next waiter and is refused alone.
     async fn verify_once(
         &self,
         fingerprint: Fingerprint,
         secret: &ApiKeySecret,
         prefix: &KeyPrefix,
-    ) -> Result<McpPrincipal, Refusal> {
+        charge: Charge,
+    ) -> Result<McpPrincipal, (Refusal, Charged)> {
         let waiter = {
             let mut state = self.cache.lock();
             let flight = match state.flights.get(&fingerprint) {
@@ -597,12 +630,35 @@ impl KeyAuthenticator {
                 flight,
             }
         };
+        let ran_here = std::sync::atomic::AtomicBool::new(false);
         let outcome = waiter
             .flight
             .outcome
-            .get_or_init(|| self.verify(secret))
+            .get_or_try_init(|| async {
+                let attempt = self.attempts.begin(charge)?;
+                ran_here.store(true, Ordering::Relaxed);
+                let outcome = self.verify(secret, &attempt).await;
+                match &outcome {
+                    Err(refusal) if refusal.reason.is_bad_credential() => attempt.failed(),
+                    // A good key, or one that could not be decided: the
+                    // caller is not to blame.
+                    _ => attempt.succeeded(),
+                }
+                Ok(outcome)
+            })
             .await
+            .map_err(|wait: TooManyAttempts| {
+                (
+                    Refusal::of(AuthFailure::TooManyAttempts(wait)),
+                    Charged::Yes,
+                )
+            })?
             .clone();
+        let charged = if ran_here.load(Ordering::Relaxed) {
+            Charged::Yes
+        } else {
+            Charged::No
+        };
         match &outcome {
             Ok(principal) => {
                 self.cache
@@ -614,37 +670,30 @@ impl KeyAuthenticator {
             Err(_) => {}
         }
         drop(waiter);
-        outcome
+        outcome.map_err(|refusal| (refusal, charged))
     }
 
-    async fn verify(&self, secret: &ApiKeySecret) -> Result<McpPrincipal, Refusal> {
-        let unavailable = Refusal::of(AuthFailure::Unavailable);
-        let stored = self
-            .repository
-            .find_credential(&secret.prefix())
-            .await
-            .map_err(|error| {
+    async fn verify(&self, secret: &ApiKeySecret, paid: &Attempt) -> Result<McpPrincipal, Refusal> {
+        let stored = match self.presented.verify(secret, paid).await {
+            Ok(Presented::Genuine(stored)) => stored,
+            Ok(Presented::Unknown) => return Err(Refusal::of(AuthFailure::Unknown)),
+            Ok(Presented::WrongSecret(tenant)) => {
+                return Err(Refusal::in_tenant(AuthFailure::WrongSecret, tenant));
+            }
+            Err(PresentedError::Lookup(error)) => {
                 if !matches!(error, RepositoryError::Unavailable(_)) {
                     tracing::error!(error = %crate::error::chain(&error), "key lookup failed");
                 }
-                unavailable
-            })?;
-        let Some(stored) = stored else {
-            self.hasher
-                .verify_dummy(secret)
-                .await
-                .map_err(|error| Refusal::of(verify_failure(error)))?;
-            return Err(Refusal::of(AuthFailure::Unknown));
+                return Err(Refusal::of(AuthFailure::Unavailable));
+            }
+            Err(PresentedError::Hash { error, tenant }) => {
+                return Err(Refusal {
+                    tenant,
+                    ..Refusal::of(verify_failure(error))
+                });
+            }
         };
         let tenant = stored.key.tenant_id();
-        if !self
-            .hasher
-            .verify(secret, &stored.hash)
-            .await
-            .map_err(|error| Refusal::in_tenant(verify_failure(error), tenant))?
-        {
-            return Err(Refusal::in_tenant(AuthFailure::WrongSecret, tenant));
-        }
         let key = stored.key;
         match key.status_at(self.clock.now()) {
             EffectiveStatus::Active => {}
@@ -655,16 +704,132 @@ impl KeyAuthenticator {
                 return Err(Refusal::in_tenant(AuthFailure::Expired, tenant));
             }
         }
-        Ok(McpPrincipal::new(AdmittedKey {
-            key_id: key.id(),
-            tenant_id: key.tenant_id(),
-            owner: key.owner(),
-            prefix: key.prefix().clone(),
-            permissions: key.permissions().clone(),
-            ip_whitelist: key.ip_whitelist().clone(),
-            rate_limit: key.rate_limit(),
-            expires_at: key.expires_at(),
-        }))
+        Ok(McpPrincipal::new(admitted(&key)))
+    }
+
+    /// Whether the key `principal` was admitted as is still stored so, and
+    /// active: what outlives one request on an admission (a gateway stream)
+    /// asks it when the key is announced changed, since the announcement
+    /// may be of a change its admission already reflects (the change feed
+    /// repeats this instance's own changes). `false` when it cannot tell
+    /// (fails closed).
+    pub async fn still_as_admitted(&self, principal: &McpPrincipal) -> bool {
+        let stored = self
+            .presented
+            .repository
+            .find_credential(&principal.key().prefix)
+            .await;
+        match stored {
+            Ok(Some(stored)) => {
+                stored.key.status_at(self.clock.now()) == EffectiveStatus::Active
+                    && admitted(&stored.key) == *principal.key()
+            }
+            Ok(None) | Err(_) => false,
+        }
+    }
+}
+
+/// A stored key as an admission holds it.
+fn admitted(key: &cola_domain::McpApiKey) -> AdmittedKey {
+    AdmittedKey {
+        key_id: key.id(),
+        tenant_id: key.tenant_id(),
+        owner: key.owner(),
+        prefix: key.prefix().clone(),
+        permissions: key.permissions().clone(),
+        ip_whitelist: key.ip_whitelist().clone(),
+        rate_limit: key.rate_limit(),
+        expires_at: key.expires_at(),
+    }
+}
+
+/// Whether a refusal has already been counted against its charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Charged {
+    Yes,
+    No,
+}
+
+/// What a presented key turned out to be.
+#[derive(Debug)]
+pub(crate) enum Presented {
+    /// No stored key has its prefix.
+    Unknown,
+    /// A stored key of this tenant has its prefix, not its secret.
+    WrongSecret(TenantId),
+    /// The key as stored, its secret verified.
+    Genuine(Box<StoredCredential>),
+}
+
+/// Why a presented key could not be decided.
+#[derive(Debug)]
+pub(crate) enum PresentedError {
+    Lookup(RepositoryError),
+    Hash {
+        error: HashError,
+        tenant: Option<TenantId>,
+    },
+}
+
+/// The one place where a key presented by a caller who is not yet
+/// authenticated meets argon2: at `/mcp`, the gateway, the verify API and
+/// the leak report alike. It takes an [`Attempt`], so no surface can spend
+/// the work without having charged someone for it first.
+#[derive(Clone)]
+pub struct PresentedKeys {
+    repository: Arc<dyn ApiKeyRepository>,
+    hasher: Arc<dyn SecretHasher>,
+}
+
+impl std::fmt::Debug for PresentedKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PresentedKeys").finish_non_exhaustive()
+    }
+}
+
+impl PresentedKeys {
+    #[must_use]
+    pub fn new(repository: Arc<dyn ApiKeyRepository>, hasher: Arc<dyn SecretHasher>) -> Self {
+        Self { repository, hasher }
+    }
+
+    /// Looks `secret` up by its prefix and verifies it; an unknown prefix
+    /// costs a verification against a dummy hash all the same, so the
+    /// timing does not tell whether the prefix exists.
+    pub(crate) async fn verify(
+        &self,
+        secret: &ApiKeySecret,
+        _paid: &Attempt,
+    ) -> Result<Presented, PresentedError> {
+        let stored = self
+            .repository
+            .find_credential(&secret.prefix())
+            .await
+            .map_err(PresentedError::Lookup)?;
+        let Some(stored) = stored else {
+            self.hasher
+                .verify_dummy(secret)
+                .await
+                .map_err(|error| PresentedError::Hash {
+                    error,
+                    tenant: None,
+                })?;
+            return Ok(Presented::Unknown);
+        };
+        let tenant = stored.key.tenant_id();
+        let matches = self
+            .hasher
+            .verify(secret, &stored.hash)
+            .await
+            .map_err(|error| PresentedError::Hash {
+                error,
+                tenant: Some(tenant),
+            })?;
+        Ok(if matches {
+            Presented::Genuine(Box::new(stored))
+        } else {
+            Presented::WrongSecret(tenant)
+        })
     }
 }
 
@@ -778,6 +943,18 @@ mod tests {
 
     const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
+    /// How `presented` was decided, from [`CLIENT`].
+    async fn path_of(
+        authenticator: &KeyAuthenticator,
+        presented: &str,
+    ) -> Result<AuthPath, AuthFailure> {
+        authenticator
+            .check(Some(presented), Some(CLIENT), Charge::Client(CLIENT))
+            .await
+            .map(|admission| admission.path)
+            .map_err(|refusal| refusal.reason)
+    }
+
     impl Harness {
         fn new(held: bool) -> Self {
             let (entered_tx, entered) = mpsc::unbounded_channel();
@@ -789,11 +966,15 @@ mod tests {
             });
             let cache = Arc::new(VerifiedKeyCache::new(Duration::from_secs(3600)).expect("cache"));
             let authenticator = Arc::new(KeyAuthenticator::new(
-                Arc::clone(&repository) as Arc<dyn ApiKeyRepository>,
-                Arc::clone(&hasher) as Arc<dyn SecretHasher>,
+                PresentedKeys::new(
+                    Arc::clone(&repository) as Arc<dyn ApiKeyRepository>,
+                    Arc::clone(&hasher) as Arc<dyn SecretHasher>,
+                ),
                 Arc::new(SystemClock),
                 Arc::clone(&cache),
                 Arc::new(UsageRecorder::new()),
+                // These tests are about the cache, not the failure limit.
+                Arc::new(AttemptLimiter::new(u32::MAX)),
             ));
             cache.feed_caught_up(Instant::now());
             Self {
@@ -818,11 +999,7 @@ mod tests {
         }
 
         async fn path(&self, secret: &ApiKeySecret) -> Result<AuthPath, AuthFailure> {
-            self.authenticator
-                .authenticate_with_path(Some(secret.expose()), CLIENT)
-                .await
-                .map(|(_, path)| path)
-                .map_err(|refusal| refusal.reason)
+            path_of(&self.authenticator, secret.expose()).await
         }
 
         /// Authenticates `secret` in a task of its own.
@@ -832,13 +1009,7 @@ mod tests {
         ) -> tokio::task::JoinHandle<Result<AuthPath, AuthFailure>> {
             let authenticator = Arc::clone(&self.authenticator);
             let presented = secret.expose().to_owned();
-            tokio::spawn(async move {
-                authenticator
-                    .authenticate_with_path(Some(&presented), CLIENT)
-                    .await
-                    .map(|(_, path)| path)
-                    .map_err(|refusal| refusal.reason)
-            })
+            tokio::spawn(async move { path_of(&authenticator, &presented).await })
         }
 
         /// Starts a verification of `secret` that waits in the hasher.

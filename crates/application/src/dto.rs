@@ -438,18 +438,36 @@ pub struct ReportKeyRequest {
 }
 
 impl ReportKeyRequest {
-    /// The presented text and the checked report. Only `url` and `source`
-    /// can be refused: whatever `key` holds is answered alike.
-    pub fn into_command(self) -> Result<(String, LeakReport), FieldErrors> {
-        let report =
-            LeakReport::new(self.url.as_deref(), self.source.as_deref()).map_err(|found| {
-                let mut errors = FieldErrors::default();
-                for (field, error) in found {
-                    errors.add(field, error.to_string());
-                }
-                errors
-            })?;
-        Ok((self.key, report))
+    /// The presented text and the checked report of a report's raw body.
+    /// Anything that is not an object with a string `key` (`{}`, `[]`,
+    /// `null`, text that is not JSON) is no report: `Ok(None)`, answered as
+    /// any junk is, so nothing tells a real key from it. Fields other than
+    /// these three are ignored. Only a given `url` or `source` that is not
+    /// a valid one is refused, naming it: it says nothing of the key.
+    pub fn read(body: &[u8]) -> Result<Option<(String, LeakReport)>, FieldErrors> {
+        let Ok(serde_json::Value::Object(mut fields)) = serde_json::from_slice(body) else {
+            return Ok(None);
+        };
+        let Some(serde_json::Value::String(key)) = fields.remove("key") else {
+            return Ok(None);
+        };
+        let mut errors = FieldErrors::default();
+        let mut text = |field: &str| match fields.remove(field) {
+            None | Some(serde_json::Value::Null) => None,
+            Some(serde_json::Value::String(text)) => Some(text),
+            Some(_) => {
+                errors.add(field, "must be a string");
+                None
+            }
+        };
+        let (url, source) = (text("url"), text("source"));
+        let report = LeakReport::new(url.as_deref(), source.as_deref()).map_err(|found| {
+            for (field, error) in found {
+                errors.add(field, error.to_string());
+            }
+        });
+        errors.into_field_errors()?;
+        Ok(report.ok().map(|report| (key, report)))
     }
 }
 
@@ -1026,15 +1044,37 @@ mod tests {
 
     #[test]
     fn a_report_is_refused_only_for_its_url_or_source() {
-        let report = |body| {
-            serde_json::from_value::<ReportKeyRequest>(body)
-                .expect("shape")
-                .into_command()
-        };
-        assert!(report(json!({ "key": "not a key at all" })).is_ok());
+        let report = |body: serde_json::Value| ReportKeyRequest::read(body.to_string().as_bytes());
+        let (key, _) = report(json!({ "key": "not a key at all", "extra": 1 }))
+            .expect("read")
+            .expect("a report");
+        assert_eq!(key, "not a key at all");
         let errors = report(json!({ "key": "x", "url": "u".repeat(2049), "source": "a\u{7}" }))
             .expect_err("too long");
         assert_eq!(fields(&errors), ["source", "url"]);
+        let errors = report(json!({ "key": "x", "url": 7 })).expect_err("not a string");
+        assert_eq!(fields(&errors), ["url"]);
+    }
+
+    #[test]
+    fn anything_but_an_object_with_a_string_key_is_no_report() {
+        for body in [
+            &b"{}"[..],
+            b"[]",
+            b"null",
+            b"not json",
+            b"",
+            b"{\"key\": 7}",
+            b"\"cola_x\"",
+        ] {
+            assert!(
+                ReportKeyRequest::read(body)
+                    .expect("no field error")
+                    .is_none(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
     }
 
     #[test]

@@ -32,6 +32,11 @@ impl FieldErrors {
         &self.0
     }
 
+    /// `Ok(())` when empty, the errors otherwise.
+    pub fn into_field_errors(self) -> Result<(), Self> {
+        if self.is_empty() { Ok(()) } else { Err(self) }
+    }
+
     /// `Ok(())` when empty, so validation reads as `errors.into_result()?`.
     pub fn into_result(self) -> Result<(), AppError> {
         if self.is_empty() {

@@ -2,6 +2,7 @@
 //! ports (repository, hasher, clock) that infrastructure implements, and know
 //! nothing of HTTP or SQL.
 
+mod admission;
 mod auth;
 mod dto;
 mod error;
@@ -11,14 +12,19 @@ mod gateway;
 mod mcp;
 mod ports;
 mod principal;
+mod report;
 mod servers;
 mod service;
 mod usage;
 mod verify;
 
+pub use admission::{
+    Attempt, AttemptLimiter, Charge, Denied, KeyAdmission, KeyRateLimiter, MAX_TRACKED_KEYS, Party,
+    TooManyAttempts, Verified,
+};
 pub use auth::{
-    Admission, AuthFailure, AuthPath, FEED_FRESHNESS, KeyAuthenticator, KeyChanges, Refusal,
-    VerifiedKeyCache, follow_access_changes,
+    Admission, AuthFailure, AuthPath, FEED_FRESHNESS, KeyAuthenticator, KeyChanges, PresentedKeys,
+    Refusal, VerifiedKeyCache, follow_access_changes,
 };
 pub use cola_domain::UpstreamSecret;
 pub use dto::{
@@ -28,9 +34,11 @@ pub use dto::{
 };
 pub use error::{AppError, FieldErrors, chain as error_chain};
 pub use gateway::{
-    CATALOGUE_REFETCH_INTERVAL, CATALOGUE_TTL, Hidden, ListKind, ToolCatalogue, ToolLookup,
-    Verdict, authorise as authorise_gateway_message, filter_list, is_read_only,
-    may_see_notification,
+    CATALOGUE_REFETCH_INTERVAL, CATALOGUE_REFRESH_AFTER, CATALOGUE_TTL, CataloguePage,
+    CatalogueTool, Expected, FetchTurn, HeaderParam, Hidden, InflightSlot, ListKind,
+    MAX_LIST_ANSWER_BYTES, RawMessage, TenantInflight, ToolCatalogue, ToolLookup, Unrelayable,
+    UpstreamId, Verdict, answer as relayed_answer, authorise as authorise_gateway_message,
+    may_see_notification, mirrored_param_allowed,
 };
 pub use mcp::{
     BuiltinTool, KEY_URI_PREFIX, KeyResource, McpService, ReadResourceError, RevokedView,
@@ -43,12 +51,13 @@ pub use ports::{
     StoredServer, SystemClock, TokenDigest, UsageDelta,
 };
 pub use principal::{AdmittedKey, McpPrincipal, Principal, Role};
+pub use report::{KeyReports, ReportError, ReportOutcome, Reporter};
 pub use servers::{
     CreateServerRequest, ListServersQuery, MintedTokenView, RESOLUTION_TTL, ResolvedServer,
     ServerDirectory, ServerLookupError, ServerPage, ServerService, ServerServiceParts, ServerView,
     UpdateServerRequest,
 };
-pub use service::{ApiKeyService, KeyPolicy, ReportOutcome};
+pub use service::{ApiKeyService, KeyPolicy};
 pub use usage::UsageRecorder;
 pub use verify::{
     CallingServer, GrantedPermissions, KeyVerifier, MAX_ANSWER_REUSE, ServerTokens,

@@ -36,7 +36,7 @@ impl Principal {
 #[derive(Debug, Clone)]
 pub struct McpPrincipal(Arc<AdmittedKey>);
 
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct AdmittedKey {
     pub key_id: ApiKeyId,
     pub tenant_id: TenantId,

@@ -4,8 +4,7 @@
 use std::sync::Arc;
 
 use cola_domain::{
-    ApiKeyId, ApiKeySecret, EffectiveStatus, ExpiryPolicy, KeyError, LeakReport, McpApiKey, NewKey,
-    Successor, TenantId, UserId,
+    ApiKeyId, ApiKeySecret, ExpiryPolicy, KeyError, McpApiKey, NewKey, Successor, TenantId, UserId,
 };
 use rand::rngs::OsRng;
 use tracing::instrument;
@@ -28,42 +27,6 @@ const PREFIX_ATTEMPTS: usize = 3;
 
 /// What a leak report found. Only the log and the secret-scanning answer
 /// tell these apart; the public report answers every one alike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReportOutcome {
-    /// Malformed or a bad checksum: nothing was looked up.
-    NotAKey,
-    /// Well-formed, but no stored key has its prefix.
-    Unknown,
-    /// A stored prefix with another secret: someone else's guess.
-    WrongSecret,
-    /// A real key, active until now: revoked.
-    Revoked,
-    /// A real key that was revoked already.
-    AlreadyRevoked,
-    /// A real key that has expired: nothing left to revoke.
-    Expired,
-}
-
-impl ReportOutcome {
-    /// Whether the reported text is a real key (its secret verified).
-    #[must_use]
-    pub fn is_genuine(self) -> bool {
-        matches!(self, Self::Revoked | Self::AlreadyRevoked | Self::Expired)
-    }
-
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::NotAKey => "not_a_key",
-            Self::Unknown => "unknown",
-            Self::WrongSecret => "wrong_secret",
-            Self::Revoked => "revoked",
-            Self::AlreadyRevoked => "already_revoked",
-            Self::Expired => "expired",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 pub struct KeyPolicy {
     pub expiry: ExpiryPolicy,
@@ -354,57 +317,6 @@ impl ApiKeyService {
         })
     }
 
-    /// Acts on a report that `presented` leaked: a real, active key is
-    /// revoked at once. Format and checksum come first, so junk costs no
-    /// lookup; an unknown prefix costs a dummy verification, as at `/mcp`,
-    /// so timing does not tell it from a wrong secret.
-    #[instrument(name = "report key", skip_all)]
-    pub async fn report(
-        &self,
-        presented: &str,
-        report: &LeakReport,
-    ) -> Result<ReportOutcome, AppError> {
-        let Ok(secret) = ApiKeySecret::parse(presented.trim()) else {
-            return Ok(ReportOutcome::NotAKey);
-        };
-        let Some(stored) = self.repository.find_credential(&secret.prefix()).await? else {
-            self.hasher
-                .verify_dummy(&secret)
-                .await
-                .map_err(hash_error)?;
-            return Ok(ReportOutcome::Unknown);
-        };
-        if !self
-            .hasher
-            .verify(&secret, &stored.hash)
-            .await
-            .map_err(hash_error)?
-        {
-            return Ok(ReportOutcome::WrongSecret);
-        }
-        let mut key = stored.key;
-        let now = self.clock.now();
-        let outcome = match key.status_at(now) {
-            EffectiveStatus::Revoked => ReportOutcome::AlreadyRevoked,
-            EffectiveStatus::Expired => ReportOutcome::Expired,
-            EffectiveStatus::Active => match key.revoke_reported(report, now) {
-                Some(event) if self.repository.apply_change(&key, &event).await? => {
-                    ReportOutcome::Revoked
-                }
-                // Revoked meanwhile by someone else: the outcome asked for.
-                _ => ReportOutcome::AlreadyRevoked,
-            },
-        };
-        self.cache.forget_key(key.prefix());
-        tracing::info!(
-            key_prefix = %key.prefix(),
-            tenant = %key.tenant_id(),
-            outcome = outcome.as_str(),
-            "key reported"
-        );
-        Ok(outcome)
-    }
-
     #[instrument(name = "list key events", skip_all, fields(tenant = %actor.tenant_id, key_id = %id))]
     pub async fn events(&self, actor: Principal, id: ApiKeyId) -> Result<Vec<EventView>, AppError> {
         self.visible_key(actor, id).await?;
@@ -475,7 +387,7 @@ fn key_error(error: KeyError) -> AppError {
     }
 }
 
-fn hash_error(error: crate::HashError) -> AppError {
+pub(crate) fn hash_error(error: crate::HashError) -> AppError {
     match error {
         // Hashing capacity is shared with key verification: out of it is a
         // retryable 503, like an unavailable database.

@@ -2,12 +2,12 @@
 //! by its verification token, asks whether a key may be used on it — from
 //! the end client's address, for one tool, resource or prompt or none.
 //!
-//! The key is decided exactly as at `/mcp` (the same authenticator and
-//! verified-key cache), and what it may use by the one scope check
+//! The key goes through the one admission step of every surface
+//! ([`KeyAdmission`]): the same failure limit (charged to the calling server,
+//! never to the address it names), the same authenticator and verified-key
+//! cache as `/mcp`, the key's own rate limit, and one counted use — for a
+//! `VALID` only. What it may use is decided by the one scope check
 //! (`ApiKeyPermissions::scope_on`) that `/mcp` and the gateway ask too.
-//! Rate limits are the HTTP layer's, which holds the per-address and per-key
-//! limiters; so is counting the use, which it does only for an answered
-//! `VALID` (see [`KeyVerifier::count_use`]).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -23,7 +23,8 @@ use thiserror::Error;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use crate::auth::{Admission, AuthFailure, KeyAuthenticator, Refusal};
+use crate::admission::{Charge, Denied, KeyAdmission};
+use crate::auth::{Admission, AuthFailure, Refusal};
 use crate::error::FieldErrors;
 use crate::ports::{RepositoryError, ServerRepository, TokenDigest};
 
@@ -325,12 +326,19 @@ pub struct ValidKey {
 /// How a verification ended.
 #[derive(Debug, Clone)]
 pub enum Verification {
+    /// `VALID`, its use counted.
     Valid(ValidKey),
     Refused {
         code: VerifyCode,
-        /// Whether it counts against the address's failure limit, as a bad
-        /// credential at `/mcp` does.
-        failure: bool,
+        /// For the log line: the key's public prefix when well-formed.
+        refusal: Option<Refusal>,
+    },
+    /// `RATE_LIMITED` (429): the key's own rate limit, or the calling
+    /// server's failure limit.
+    RateLimited {
+        /// The key's own limit (`true`), or too many failures (`false`).
+        by_key: bool,
+        retry_after_secs: u64,
         /// For the log line: the key's public prefix when well-formed.
         refusal: Option<Refusal>,
     },
@@ -346,7 +354,7 @@ pub enum VerifyError {
 
 /// Decides verify requests.
 pub struct KeyVerifier {
-    authenticator: Arc<KeyAuthenticator>,
+    admission: Arc<KeyAdmission>,
     /// How long a `VALID` may be reused: [`MAX_ANSWER_REUSE`], or less when
     /// the operator keeps verified keys in memory for less.
     answer_reuse: Duration,
@@ -365,43 +373,46 @@ impl KeyVerifier {
     /// verified keys in memory for less than [`MAX_ANSWER_REUSE`] (or not at
     /// all) gets answers reused for no longer.
     #[must_use]
-    pub fn new(authenticator: Arc<KeyAuthenticator>, auth_cache_ttl: Duration) -> Self {
+    pub fn new(admission: Arc<KeyAdmission>, auth_cache_ttl: Duration) -> Self {
         Self {
-            authenticator,
+            admission,
             answer_reuse: auth_cache_ttl.min(MAX_ANSWER_REUSE),
         }
     }
 
-    /// Decides whether `command.key` may be used on `server`.
+    /// Decides whether `command.key` may be used on `server`, which calls
+    /// from `caller` and pays for the attempt (its token and that address;
+    /// never the `client_ip` it names, which only the key's allow-list is
+    /// checked against). A `VALID` counts one use of the key.
     pub async fn verify(
         &self,
         server: &CallingServer,
+        caller: IpAddr,
         command: &VerifyCommand,
     ) -> Result<Verification, VerifyError> {
-        let checked = self
-            .authenticator
-            .check(Some(&command.key), command.client_ip)
-            .await;
-        let admission = match checked {
-            Ok(admission) => admission,
-            Err(refusal) => return refused(server, refusal),
+        let charge = Charge::Server {
+            server: server.id,
+            address: caller,
         };
-        let key = admission.principal.key();
+        let verified = match self
+            .admission
+            .verify(Some(&command.key), command.client_ip, charge)
+            .await
+        {
+            Ok(verified) => verified,
+            Err(refusal) => return self.refused(server, charge, refusal),
+        };
+        let key = verified.admission().principal.key();
         if key.tenant_id != server.tenant_id {
-            // Another tenant's key is answered as an unknown one.
-            return Ok(Verification::Refused {
-                code: VerifyCode::NotFound,
-                failure: true,
-                refusal: Some(Refusal {
-                    reason: AuthFailure::Unknown,
-                    tenant: None,
-                    prefix: Some(key.prefix.clone()),
-                }),
-            });
+            // Another tenant's key is answered, and counted, as an unknown one.
+            let refusal = Refusal {
+                prefix: Some(key.prefix.clone()),
+                ..Refusal::of(AuthFailure::Unknown)
+            };
+            return Ok(self.failed(charge, refusal));
         }
         let not_granted = Verification::Refused {
             code: VerifyCode::NotGranted,
-            failure: false,
             refusal: None,
         };
         let Some(scope) = key.permissions.scope_on(Surface::Server(server.id)) else {
@@ -423,13 +434,73 @@ impl KeyVerifier {
         if !allowed {
             return Ok(not_granted);
         }
-        let view = self.valid_view(&admission, server.id);
-        Ok(Verification::Valid(ValidKey { admission, view }))
+        let view = self.valid_view(verified.admission(), server.id);
+        match verified.commit() {
+            Ok(admission) => Ok(Verification::Valid(ValidKey { admission, view })),
+            Err(Denied::RateLimited {
+                admission,
+                retry_after_secs,
+            }) => Ok(Verification::RateLimited {
+                by_key: true,
+                retry_after_secs,
+                refusal: Some(Refusal {
+                    prefix: Some(admission.principal.key().prefix.clone()),
+                    ..Refusal::of(AuthFailure::Unknown)
+                }),
+            }),
+            Err(Denied::Refused(refusal)) => self.refused(server, charge, refusal),
+        }
     }
 
-    /// Counts the use of a key answered `VALID`.
-    pub fn count_use(&self, key: &ValidKey) {
-        self.authenticator.record_use(&key.admission);
+    /// The answer for a key the admission refused. A revoked, expired or
+    /// address-refused key of another tenant is `NOT_FOUND`, like any key
+    /// the asking server's tenant does not have, and counts as a failure
+    /// like one.
+    fn refused(
+        &self,
+        server: &CallingServer,
+        charge: Charge,
+        refusal: Refusal,
+    ) -> Result<Verification, VerifyError> {
+        let ours = refusal.tenant == Some(server.tenant_id);
+        let code = match refusal.reason {
+            AuthFailure::Saturated => return Err(VerifyError::Saturated),
+            AuthFailure::Unavailable => return Err(VerifyError::Unavailable),
+            AuthFailure::TooManyAttempts(wait) => {
+                return Ok(Verification::RateLimited {
+                    by_key: false,
+                    retry_after_secs: wait.retry_after_secs,
+                    refusal: Some(refusal),
+                });
+            }
+            AuthFailure::Revoked if ours => VerifyCode::Revoked,
+            AuthFailure::Expired if ours => VerifyCode::Expired,
+            AuthFailure::IpDenied if ours => VerifyCode::IpDenied,
+            // The admission counted bad credentials already; another
+            // tenant's key refused for its address is counted here.
+            AuthFailure::IpDenied => return Ok(self.failed(charge, refusal)),
+            _ => VerifyCode::NotFound,
+        };
+        Ok(Verification::Refused {
+            code,
+            refusal: Some(refusal),
+        })
+    }
+
+    /// `NOT_FOUND` for a key that the admission did not count as a failure,
+    /// counted now; past the limit, `RATE_LIMITED`.
+    fn failed(&self, charge: Charge, refusal: Refusal) -> Verification {
+        match self.admission.attempts().record_failure(charge) {
+            Ok(()) => Verification::Refused {
+                code: VerifyCode::NotFound,
+                refusal: Some(refusal),
+            },
+            Err(wait) => Verification::RateLimited {
+                by_key: false,
+                retry_after_secs: wait.retry_after_secs,
+                refusal: Some(refusal),
+            },
+        }
     }
 
     fn valid_view(&self, admission: &Admission, server: ServerId) -> VerifyView {
@@ -463,25 +534,4 @@ impl KeyVerifier {
             cache_ttl_ms: Some(u64::try_from(reuse.as_millis()).unwrap_or(u64::MAX)),
         }
     }
-}
-
-/// The answer for a key the authenticator refused. A revoked, expired or
-/// address-refused key of another tenant is `NOT_FOUND`, like any key the
-/// asking server's tenant does not have.
-fn refused(server: &CallingServer, refusal: Refusal) -> Result<Verification, VerifyError> {
-    let ours = refusal.tenant == Some(server.tenant_id);
-    let code = match refusal.reason {
-        AuthFailure::Saturated => return Err(VerifyError::Saturated),
-        AuthFailure::Unavailable => return Err(VerifyError::Unavailable),
-        AuthFailure::Revoked if ours => VerifyCode::Revoked,
-        AuthFailure::Expired if ours => VerifyCode::Expired,
-        AuthFailure::IpDenied if ours => VerifyCode::IpDenied,
-        _ => VerifyCode::NotFound,
-    };
-    let failure = code != VerifyCode::IpDenied;
-    Ok(Verification::Refused {
-        code,
-        failure,
-        refusal: Some(refusal),
-    })
 }

@@ -15,6 +15,7 @@ fn claims(now: i64) -> IdentityClaims<'static> {
         aud: "https://cola.example.com/mcp/github",
         sub: uuid::Uuid::new_v4(),
         tenant_id: uuid::Uuid::new_v4(),
+        server_id: uuid::Uuid::new_v4(),
         key_id: uuid::Uuid::new_v4(),
         key_prefix: "cola_abcdefghijkl",
         iat: now,

@@ -240,6 +240,9 @@ pub struct IdentityClaims<'a> {
     /// The key owner's user id.
     pub sub: uuid::Uuid,
     pub tenant_id: uuid::Uuid,
+    /// The registered server's id: slugs repeat across tenants, so a
+    /// verifier checks this (and `tenant_id`), not only `aud`.
+    pub server_id: uuid::Uuid,
     pub key_id: uuid::Uuid,
     pub key_prefix: &'a str,
     pub iat: i64,
@@ -294,6 +297,7 @@ mod tests {
             aud: "https://cola.example.com/mcp/github",
             sub: uuid::Uuid::from_u128(1),
             tenant_id: uuid::Uuid::from_u128(2),
+            server_id: uuid::Uuid::from_u128(4),
             key_id: uuid::Uuid::from_u128(3),
             key_prefix: "cola_abcdefghijkl",
             iat: chrono::Utc::now().timestamp(),

@@ -16,6 +16,8 @@ use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use cola_application::{CredentialSealer, SealError};
 use cola_domain::{ServerId, TenantId, UpstreamHeaders};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -82,6 +84,8 @@ pub enum SealContext {
     UpstreamHeaders,
     /// A gateway session id handed to a client; the gateway binds it.
     GatewaySession,
+    /// An upstream's task id handed to a client; bound as a session id is.
+    GatewayTask,
 }
 
 impl SealContext {
@@ -89,6 +93,7 @@ impl SealContext {
         match self {
             Self::UpstreamHeaders => b"cola/upstream-headers/v1",
             Self::GatewaySession => b"cola/gateway-session/v1",
+            Self::GatewayTask => b"cola/gateway-task/v1",
         }
     }
 }
@@ -106,6 +111,8 @@ pub enum SealingError {
 #[derive(Clone)]
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
+    /// Keys the nonce of a deterministic box (see [`Sealer::seal_deterministic`]).
+    nonce_key: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -117,8 +124,23 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     #[must_use]
     pub fn new(key: &SecretsKey) -> Self {
+        // A key of its own for the nonces, derived from the secrets key
+        // under a label no other use has.
+        let derived = <Hmac<Sha256> as Mac>::new_from_slice(key.0.as_slice())
+            .map(|mac| {
+                let derived: [u8; 32] = mac
+                    .chain_update(b"cola/deterministic-nonce/v1")
+                    .finalize()
+                    .into_bytes()
+                    .into();
+                Zeroizing::new(derived)
+            })
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
+        let nonce_key = <Hmac<Sha256> as Mac>::new_from_slice(derived.as_ref())
+            .unwrap_or_else(|_| unreachable!("HMAC takes a key of any length"));
         Self {
             cipher: XChaCha20Poly1305::new(key.0.as_slice().into()),
+            nonce_key,
         }
     }
 
@@ -130,6 +152,39 @@ impl Sealer {
         plaintext: &[u8],
     ) -> Result<Vec<u8>, SealingError> {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        self.seal_with(nonce, context, aad, plaintext)
+    }
+
+    /// As [`Sealer::seal`], but the same `plaintext` for the same `context`
+    /// and `aad` always makes the same box (the nonce is a keyed hash of
+    /// them, a synthetic IV): for ids a client compares, such as a task's
+    /// across the answers that name it. It tells an observer only whether
+    /// two boxes hold the same thing.
+    pub fn seal_deterministic(
+        &self,
+        context: SealContext,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, SealingError> {
+        let bound = bound_aad(context, aad);
+        let mut mac = self.nonce_key.clone();
+        mac.update(&u64::try_from(bound.len()).unwrap_or(u64::MAX).to_be_bytes());
+        mac.update(&bound);
+        mac.update(plaintext);
+        let digest: [u8; 32] = mac.finalize().into_bytes().into();
+        let mut nonce = [0u8; NONCE_BYTES];
+        nonce.copy_from_slice(&digest[..NONCE_BYTES]);
+        let nonce = XNonce::from(nonce);
+        self.seal_with(nonce, context, aad, plaintext)
+    }
+
+    fn seal_with(
+        &self,
+        nonce: XNonce,
+        context: SealContext,
+        aad: &[u8],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, SealingError> {
         let bound = bound_aad(context, aad);
         let ciphertext = self
             .cipher

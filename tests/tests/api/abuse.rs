@@ -119,6 +119,83 @@ async fn a_burst_of_bad_keys_from_one_address_gets_at_most_the_limit_of_401s() {
 }
 
 #[tokio::test]
+async fn a_burst_of_distinct_bad_keys_from_one_address_holds_no_more_verifications_than_the_limit()
+{
+    let app = TestApp::spawn().await;
+    // Each a key of its own: no verification can be shared, so every one
+    // would cost argon2 work if the address could start it.
+    let keys: Vec<String> = (0..150).map(|_| unknown_well_formed_key()).collect();
+    let statuses = join_all(keys.iter().map(|key| app.whoami(key))).await;
+    let unauthorized = statuses.iter().filter(|status| **status == 401).count();
+    let limited = statuses.iter().filter(|status| **status == 429).count();
+    // At most the limit is ever verified (and answered as a failure); the
+    // rest waits as "too many", and nothing is refused for capacity.
+    assert_eq!((unauthorized, limited), (20, 130), "statuses: {statuses:?}");
+}
+
+/// Attempts of callers not yet authenticated under way, as `/metrics`
+/// reports them.
+async fn attempts_in_flight(app: &TestApp) -> u64 {
+    app.metrics()
+        .await
+        .lines()
+        .find_map(|line| line.strip_prefix("cola_auth_attempts_in_flight "))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap()
+}
+
+/// Reports `key` on a connection of its own and, once the server has paid
+/// for the attempt (or refused it), resets the connection (SO_LINGER 0)
+/// without reading the answer.
+async fn report_and_reset(app: &TestApp, key: &str) {
+    let address = app.base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let body = json!({ "key": key }).to_string();
+    let request = format!(
+        "POST /api/mcp/keys/report HTTP/1.1\r\nHost: {address}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answered = |line: &String| line.contains("key reported") || line.contains("rate-limited");
+    let decided_before = app.logs().iter().filter(|line| answered(line)).count();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let _ = eventually(Duration::from_secs(5), || async {
+        let decided = app.logs().iter().filter(|line| answered(line)).count();
+        (attempts_in_flight(app).await > 0 || decided > decided_before).then_some(())
+    })
+    .await;
+    stream.set_zero_linger().unwrap();
+    drop(stream);
+}
+
+#[tokio::test]
+async fn a_reporter_that_resets_its_connections_is_still_limited() {
+    let app = TestApp::spawn().await;
+    for _ in 0..30 {
+        report_and_reset(&app, &unknown_well_formed_key()).await;
+    }
+    // Every attempt was paid for before its work began, whether or not the
+    // reporter waited for the answer: the address is limited now.
+    let limited = eventually(Duration::from_secs(30), || async {
+        (app.report(&json!({ "key": unknown_well_formed_key() }))
+            .await
+            .status()
+            == 429)
+            .then_some(())
+    })
+    .await;
+    assert!(limited.is_some(), "aborted reports were not counted");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            (attempts_in_flight(&app).await == 0).then_some(())
+        })
+        .await
+        .is_some(),
+        "an abandoned attempt stayed in flight"
+    );
+}
+
+#[tokio::test]
 async fn every_refusal_closes_the_connection_alike() {
     let app = TestApp::spawn().await;
     let tenant = Tenant::new();

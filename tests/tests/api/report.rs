@@ -108,6 +108,38 @@ async fn every_report_gets_the_same_202_and_only_a_real_key_is_revoked() {
 }
 
 #[tokio::test]
+async fn anything_sent_as_a_report_gets_the_same_202() {
+    let app = TestApp::spawn().await;
+    let reference = reported(&app, &json!({ "key": "junk" })).await;
+    assert_eq!(reference.0, 202);
+    let bodies: [(&str, &[u8]); 6] = [
+        ("application/json", b"{}"),
+        ("application/json", b"[]"),
+        ("application/json", b"null"),
+        ("application/json", b"not json at all"),
+        ("text/plain", b"cola_whatever"),
+        ("application/json", br#"{"key": 42, "extra": true}"#),
+    ];
+    for (content_type, body) in bodies {
+        let response = app
+            .client
+            .post(format!("{}/api/mcp/keys/report", app.base))
+            .header("content-type", content_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        assert_eq!(
+            (status, response.text().await.unwrap()),
+            reference,
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+}
+
+#[tokio::test]
 async fn reports_that_are_not_keys_are_limited_per_address() {
     let app = TestApp::spawn().await;
     let mut statuses = Vec::new();
@@ -273,7 +305,15 @@ async fn a_signed_github_alert_revokes_real_keys_and_labels_each_match() {
     assert_eq!(event["data"]["source"], "content");
     assert_eq!(event["data"]["url"], "https://github.com/o/r/blob/x/.env");
 
-    // Sent again, a revoked key is still a true positive.
+    // Sent again (GitHub's retry, or a replay): the same answer, and no
+    // key is looked at again.
+    let looked_at = |app: &TestApp| {
+        app.logs()
+            .iter()
+            .filter(|line| line.contains("key reported"))
+            .count()
+    };
+    let before = looked_at(&app);
     let again: Value = signer
         .send(&app, &body, Some("current-key"), Some(&good))
         .await
@@ -281,6 +321,8 @@ async fn a_signed_github_alert_revokes_real_keys_and_labels_each_match() {
         .await
         .unwrap();
     assert_eq!(again[0]["label"], "true_positive");
+    assert_eq!(again, labels);
+    assert_eq!(looked_at(&app), before, "a replayed alert was worked again");
     assert!(
         !app.logs().join("\n").contains(key),
         "the key appears in the log"

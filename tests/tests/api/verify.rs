@@ -450,16 +450,17 @@ async fn a_key_over_its_rate_limit_is_a_429_with_its_code() {
 }
 
 #[tokio::test]
-async fn repeated_failures_from_one_client_address_are_rate_limited() {
+async fn a_servers_failures_are_charged_to_it_whatever_client_ip_it_names() {
     let app = TestApp::spawn().await;
     let tenant = Tenant::new();
     let admin = app.token(tenant.id, tenant.admin, "admin");
     let (_, server_token) = server_with_token(&app, &admin, "billing").await;
     let created = app.new_key(&admin, &granted("billing", &json!({}))).await;
     let wrong = same_prefix_wrong_secret(created["key"].as_str().unwrap());
-    let attempt = json!({ "key": wrong, "client_ip": "198.51.100.9" });
     let mut statuses = Vec::new();
-    for _ in 0..100 {
+    // A new end client's address on every attempt does not escape the limit.
+    for n in 0..100 {
+        let attempt = json!({ "key": wrong, "client_ip": format!("198.51.100.{n}") });
         let response = verify(&app, &server_token, &attempt).await;
         statuses.push(response.status().as_u16());
         if response.status() == 429 {
@@ -470,9 +471,49 @@ async fn repeated_failures_from_one_client_address_are_rate_limited() {
     }
     assert!(statuses[..20].iter().all(|s| *s == 200), "{statuses:?}");
     assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
-    // Another client of the same server is not blocked for it.
-    let other = json!({ "key": created["key"], "client_ip": "198.51.100.10" });
-    assert_eq!(code(&app, &server_token, &other).await, "VALID");
+    // The server stays limited for its good keys too, from any address.
+    let good = json!({ "key": created["key"], "client_ip": "198.51.100.250" });
+    assert_eq!(verify(&app, &server_token, &good).await.status(), 429);
+}
+
+#[tokio::test]
+async fn an_address_a_server_names_is_never_locked_out_of_mcp() {
+    // The test client plays a trusted proxy: its `X-Forwarded-For` is the
+    // victim's own address at /mcp.
+    let app =
+        TestApp::spawn_with(Options::default().with("COLA_TRUSTED_PROXIES", "127.0.0.0/8")).await;
+    let tenant = Tenant::new();
+    let admin = app.token(tenant.id, tenant.admin, "admin");
+    let (_, server_token) = server_with_token(&app, &admin, "billing").await;
+    let created = app.new_key(&admin, &granted("billing", &json!({}))).await;
+    let wrong = same_prefix_wrong_secret(created["key"].as_str().unwrap());
+    // Another tenant's user, whose address the server names again and again.
+    let stranger = Tenant::new();
+    let stranger_token = app.token(stranger.id, stranger.alice, "member");
+    let victim = app
+        .new_key(&stranger_token, &json!({ "name": "victim" }))
+        .await;
+    let victim = victim["key"].as_str().unwrap();
+    let victim_address = "203.0.113.50";
+    for _ in 0..30 {
+        let attempt = json!({ "key": wrong, "client_ip": victim_address });
+        verify(&app, &server_token, &attempt).await;
+    }
+    let status = app
+        .client
+        .post(format!("{}/mcp", app.base))
+        .bearer_auth(victim)
+        .header("x-forwarded-for", victim_address)
+        .header("mcp-protocol-version", "2025-11-25")
+        .json(&json!({
+            "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": { "name": "whoami", "arguments": {} }
+        }))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
 }
 
 #[tokio::test]

@@ -5,16 +5,19 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use cola_application::{
-    KeyChanges, ListKind, McpPrincipal, ToolCatalogue, filter_list, may_see_notification,
+    Expected, KeyAdmission, KeyChanges, McpPrincipal, RawMessage, Unrelayable, relayed_answer,
 };
-use cola_domain::{ServerId, Surface};
+use cola_domain::{ServerId, Surface, SurfaceScope};
 use eventsource_stream::{Event, Eventsource};
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
+
+use super::session::{Binding, Sessions};
 
 /// A quiet stream gets a comment this often, so that proxies and clients
 /// with read timeouts keep it open.
@@ -147,79 +150,200 @@ impl LineFramer {
     }
 }
 
-/// How one answer is seen through a key: the list it answers, if any.
+/// How one exchange's upstream messages are seen through its key.
 #[derive(Debug, Clone)]
 pub struct Lens {
     pub principal: McpPrincipal,
     pub server: ServerId,
-    /// The list request this answer is for, and its id.
-    pub list: Option<(ListKind, Value)>,
-    pub catalogue: Arc<ToolCatalogue>,
+    /// The server's slug, for the error that stands in for an answer
+    /// Cola cannot relay.
+    pub slug: String,
+    /// The client's request this exchange carried upstream: its answer is
+    /// the one answer relayed. `None` on a session's GET stream and for a
+    /// notification, where no answer is expected and none passes.
+    pub expected: Option<Expected>,
+    /// Whether the answer may name ids the upstream minted for Cola (a task
+    /// of a `tools/call` or a task method, the subscription a listen stream
+    /// closes): they are put as the client must see them.
+    pub answer_names_ids: bool,
+    /// Seals task ids for this key and server.
+    pub sessions: Sessions,
+    pub binding: Binding,
 }
 
+/// What becomes of one upstream message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Shown {
+    /// Relayed as the upstream wrote it.
+    Unchanged,
+    /// Relayed as this text.
+    Rewritten(String),
+    /// Not relayed.
+    Dropped,
+    /// The answer is a list too large to filter: an error stands in for it.
+    TooLarge,
+}
+
+/// Where a request's `_meta` names the subscription a listen stream's
+/// messages belong to: the id of the client's `subscriptions/listen`.
+const SUBSCRIPTION_ID: &str = "io.modelcontextprotocol/subscriptionId";
+/// Where a message names the task it belongs to.
+const RELATED_TASK: &str = "io.modelcontextprotocol/related-task";
+
 impl Lens {
-    /// One JSON-RPC message from the upstream as the key may see it, or
-    /// `None` when it is to be dropped. Without a scope on the server (the
-    /// key lost its grant) nothing is shown.
-    pub fn message(&self, mut message: Value) -> Option<Value> {
-        let scope = self
+    /// One JSON-RPC message from the upstream (its raw text) as the key may
+    /// see it. Without a scope on the server (the key lost its grant)
+    /// nothing is shown.
+    pub fn message(&self, text: &str) -> Shown {
+        let Some(scope) = self
             .principal
             .key()
             .permissions
-            .scope_on(Surface::Server(self.server))?;
-        if let Some(method) = message.get("method").and_then(Value::as_str) {
-            if message.get("id").is_none() {
-                let params = message.get("params").unwrap_or(&Value::Null);
-                return may_see_notification(&scope, method, params).then_some(message);
-            }
-            // A request of the server's own (sampling, elicitation, roots):
-            // it names nothing of the server's that a grant hides.
-            return Some(message);
+            .scope_on(Surface::Server(self.server))
+        else {
+            return Shown::Dropped;
+        };
+        let Some(message) = RawMessage::parse(text) else {
+            return Shown::Dropped;
+        };
+        if let Some(method) = message.get("method") {
+            return self.servers_own(text, method.get(), &scope);
         }
-        if let Some((kind, id)) = &self.list
-            && message.get("id") == Some(id)
-            && let Some(result) = message.get_mut("result")
-        {
-            if *kind == ListKind::Tools {
-                self.catalogue.record_page(self.server.as_uuid(), result);
-            }
-            filter_list(&scope, *kind, result);
+        let Some(expected) = &self.expected else {
+            return Shown::Dropped;
+        };
+        match relayed_answer(&message, text.len(), expected, &scope) {
+            Ok(answer) if self.answer_names_ids => match self.rewrite_ids(&answer, "result") {
+                Shown::Unchanged => Shown::Rewritten(answer),
+                rewritten => rewritten,
+            },
+            Ok(answer) => Shown::Rewritten(answer),
+            Err(Unrelayable::TooLarge) => Shown::TooLarge,
+            Err(Unrelayable::NotAResponse | Unrelayable::Unmatched) => Shown::Dropped,
         }
-        Some(message)
     }
 
-    /// A whole JSON answer as the key may see it; `None` when it cannot be
-    /// shown (not JSON, or dropped). An answer that is not the list this
-    /// lens filters passes as the upstream wrote it (a tool's result may be
-    /// large, and nothing in it is Cola's to change), once it is known to
-    /// be one JSON object and not a message of the server's own, which
-    /// [`Lens::message`] decides on.
-    pub fn json_body(&self, body: Vec<u8>) -> Option<Vec<u8>> {
-        // The key's scope on this server was checked when the exchange
-        // opened, and an admitted principal does not change under it.
-        if self.list.is_none() && is_plain_answer(&body) {
-            return Some(body);
+    /// A notification or request of the server's own: one about a resource
+    /// the key may not read is dropped, as the resource is hidden; task and
+    /// subscription ids in it are the client's to see.
+    fn servers_own(&self, text: &str, method: &str, scope: &SurfaceScope<'_>) -> Shown {
+        if method == "\"notifications/resources/updated\"" {
+            let uri = serde_json::from_str::<Value>(text)
+                .ok()
+                .and_then(|message| message["params"]["uri"].as_str().map(str::to_owned));
+            if !uri.is_some_and(|uri| scope.may_read_resource(&uri)) {
+                return Shown::Dropped;
+            }
         }
-        let message: Value = serde_json::from_slice(&body).ok()?;
-        serde_json::to_vec(&self.message(message)?).ok()
+        self.rewrite_ids(text, "params")
+    }
+
+    /// `text` with the ids in its `part` (`result` or `params`) that the
+    /// upstream minted for Cola put as the client must see them: a task id
+    /// sealed for this key and server, a listen stream's subscription id
+    /// back to the client's request id. A message naming a subscription
+    /// Cola did not open is dropped. Messages that name neither are not
+    /// parsed, and are `Unchanged`.
+    fn rewrite_ids(&self, text: &str, part: &str) -> Shown {
+        let names_ids = text.contains("taskId")
+            || text.contains(SUBSCRIPTION_ID)
+            || text.contains(RELATED_TASK);
+        if !names_ids {
+            return Shown::Unchanged;
+        }
+        let Ok(mut message) = serde_json::from_str::<Value>(text) else {
+            return Shown::Dropped;
+        };
+        let Some(object) = message.get_mut(part) else {
+            return Shown::Unchanged;
+        };
+        if self.seal_tasks(object).is_none() || self.own_subscription(object).is_none() {
+            return Shown::Dropped;
+        }
+        serde_json::to_string(&message).map_or(Shown::Dropped, Shown::Rewritten)
+    }
+
+    /// Seals every task id `object` carries: its own (`taskId`, a task's
+    /// fields), a created task's (`task.taskId`) and the related task of
+    /// its `_meta`. `None` when one cannot be sealed.
+    fn seal_tasks(&self, object: &mut Value) -> Option<()> {
+        let places = [
+            vec!["taskId"],
+            vec!["task", "taskId"],
+            vec!["_meta", RELATED_TASK, "taskId"],
+        ];
+        for place in places {
+            let Some(Value::String(id)) = place
+                .iter()
+                .try_fold(&mut *object, |value, name| value.get_mut(*name))
+            else {
+                continue;
+            };
+            *id = self.sessions.seal_task(&self.binding, id)?;
+        }
+        Some(())
+    }
+
+    /// Puts a listen stream's subscription id back to the client's request
+    /// id; `None` when it names a subscription Cola did not open here.
+    fn own_subscription(&self, object: &mut Value) -> Option<()> {
+        let Some(named) = object
+            .get_mut("_meta")
+            .and_then(|meta| meta.get_mut(SUBSCRIPTION_ID))
+        else {
+            return Some(());
+        };
+        let expected = self.expected.as_ref()?;
+        if named.as_str() != Some(expected.upstream_id.as_str()) {
+            return None;
+        }
+        *named = expected.client_id.clone();
+        Some(())
+    }
+
+    /// A whole JSON answer as the key may see it; `Err` with what became of
+    /// it when it is not relayed.
+    pub fn json_body(&self, body: Vec<u8>) -> Result<Vec<u8>, Shown> {
+        let Ok(text) = std::str::from_utf8(&body) else {
+            return Err(Shown::Dropped);
+        };
+        match self.message(text) {
+            Shown::Unchanged => Ok(body),
+            Shown::Rewritten(text) => Ok(text.into_bytes()),
+            refused => Err(refused),
+        }
+    }
+
+    /// The error the client gets instead of a list too large to filter.
+    fn too_large(&self) -> Option<String> {
+        let expected = self.expected.as_ref()?;
+        let error = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": expected.client_id,
+            "error": {
+                "code": UPSTREAM_FAILED,
+                "message": format!("the MCP server `{}` answered with a list larger than Cola relays", self.slug),
+                "data": { "server": self.slug },
+            },
+        });
+        serde_json::to_string(&error).ok()
     }
 }
 
-/// Whether `body` is one JSON object, in UTF-8, with no `method`: an answer,
-/// not a request or notification. The whole body is read, syntax and all,
-/// without being built.
-fn is_plain_answer(body: &[u8]) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Envelope<'a> {
-        #[serde(borrow)]
-        method: Option<&'a serde_json::value::RawValue>,
-    }
-    let Ok(text) = std::str::from_utf8(body) else {
-        return false;
-    };
-    text.trim_start().starts_with('{')
-        && serde_json::from_str::<Envelope<'_>>(text)
-            .is_ok_and(|envelope| envelope.method.is_none())
+/// Application code of an upstream's failure (outside the ranges the
+/// JSON-RPC and MCP specifications reserve).
+pub const UPSTREAM_FAILED: i64 = -31502;
+
+/// What a stream that listens (a session's GET stream, or a 2026-07-28
+/// `subscriptions/listen`) is told before it ends on a change of its key.
+#[derive(Debug, Clone)]
+pub enum Listening {
+    /// An answer's stream: ends without a word.
+    No,
+    /// A handshake-era session's GET stream.
+    Session,
+    /// A `subscriptions/listen` of the client's request `id`.
+    Subscription(Value),
 }
 
 /// How long a stream may live: while its key stays as it was admitted, and
@@ -227,67 +351,137 @@ fn is_plain_answer(body: &[u8]) -> bool {
 #[derive(Debug)]
 pub struct Lifetime {
     pub changes: KeyChanges,
+    /// Asked whether the key is still as admitted when it is announced
+    /// changed.
+    pub admission: Arc<KeyAdmission>,
     pub expires_at: tokio::time::Instant,
-    /// A session's GET listen stream, where the client is told that the
-    /// lists changed before the stream ends.
-    pub listen: bool,
+    pub listening: Listening,
 }
 
 impl Lifetime {
     /// The lifetime of a stream admitted for `lens`'s key now.
-    pub fn of(lens: &Lens, changes: KeyChanges, listen: bool) -> Self {
+    pub fn of(
+        lens: &Lens,
+        changes: KeyChanges,
+        admission: Arc<KeyAdmission>,
+        listening: Listening,
+    ) -> Self {
         let left = (lens.principal.key().expires_at - chrono::Utc::now())
             .to_std()
             .unwrap_or(Duration::ZERO);
         Self {
             changes,
+            admission,
             expires_at: tokio::time::Instant::now() + left,
-            listen,
+            listening,
         }
+    }
+
+    /// What a listen stream says before it ends: every list may now show
+    /// something else, and the client's next request (which is decided
+    /// afresh) lists it; a subscription is then closed gracefully, as the
+    /// server it stands for would, so that the client listens again.
+    fn farewell(&self) -> Option<Bytes> {
+        const KINDS: [&str; 3] = ["tools", "resources", "prompts"];
+        let id = match &self.listening {
+            Listening::No => return None,
+            Listening::Session => {
+                let text: String = KINDS
+                    .iter()
+                    .map(|kind| {
+                        format!(
+                            "data: {{\"jsonrpc\":\"2.0\",\"method\":\"notifications/{kind}/list_changed\"}}\n\n"
+                        )
+                    })
+                    .collect();
+                return Some(Bytes::from(text));
+            }
+            Listening::Subscription(id) => id,
+        };
+        let meta = serde_json::json!({ SUBSCRIPTION_ID: id });
+        let mut text = String::new();
+        for kind in KINDS {
+            let message = serde_json::json!({
+                "jsonrpc": "2.0",
+                "method": format!("notifications/{kind}/list_changed"),
+                "params": { "_meta": meta },
+            });
+            text.push_str(&format!("data: {message}\n\n"));
+        }
+        let closed = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": id,
+            "result": { "resultType": "complete", "_meta": meta },
+        });
+        text.push_str(&format!("data: {closed}\n\n"));
+        Some(Bytes::from(text))
     }
 }
 
-/// What a listen stream says before it ends on a change of its key: every
-/// list may now show something else, and the client's next request (which
-/// is decided afresh) lists it.
-const LISTS_CHANGED: &[u8] =
-    b"data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/tools/list_changed\"}\n\n\
-data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/resources/list_changed\"}\n\n\
-data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/prompts/list_changed\"}\n\n";
+/// How long an answer's stream may stay silent (no byte from the upstream,
+/// its comments included) before Cola ends it. Listen streams are silent by
+/// nature and are not ended for it.
+pub const MAX_SILENCE: Duration = Duration::from_secs(300);
 
 /// The upstream's SSE `body` relayed event by event through `lens`, for as
 /// long as `lifetime` allows: a stream outlives no revocation, permission
 /// change or expiry of the key that opened it, so what it shows is never
-/// decided on a key as it no longer is.
-pub fn sse<S, E>(
+/// decided on a key as it no longer is. `slot` (the tenant's place in
+/// flight, if the stream holds one) is given back when the stream ends.
+pub fn sse<S, E, T>(
     body: S,
     lens: Lens,
     lifetime: Lifetime,
+    slot: T,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + 'static
 where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: std::error::Error + Send + Sync + 'static,
+    T: 'static,
 {
+    let heard = Arc::new(AtomicU64::new(0));
+    let started = tokio::time::Instant::now();
+    let body = {
+        let heard = Arc::clone(&heard);
+        body.inspect(move |_| {
+            let at = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+            heard.store(at, Ordering::Relaxed);
+        })
+    };
     let events = Box::pin(sse_lines(body).eventsource());
-    futures_util::stream::unfold(Some((events, lens, lifetime)), |state| async move {
-        let (mut events, lens, mut lifetime) = state?;
-        let prefix = lens.principal.key().prefix.clone();
+    let state = Relaying {
+        events,
+        lens,
+        lifetime,
+        heard,
+        started,
+        _slot: slot,
+    };
+    futures_util::stream::unfold(Some(state), |state| async move {
+        let mut state = state?;
+        let prefix = state.lens.principal.key().prefix.clone();
         loop {
             tokio::select! {
-                () = lifetime.changes.changed(&prefix) => {
+                () = state.lifetime.changes.changed(&prefix) => {
+                    // The announcement may be of a change this admission
+                    // already reflects; a stream ends only on one it does not.
+                    if state.lifetime.admission.still_as_admitted(&state.lens.principal).await {
+                        continue;
+                    }
                     tracing::info!(key_prefix = %prefix, "a gateway stream ends: its key changed");
-                    return lifetime.listen.then(|| (Ok(Bytes::from_static(LISTS_CHANGED)), None));
+                    return state.lifetime.farewell().map(|bytes| (Ok(bytes), None));
                 }
-                () = tokio::time::sleep_until(lifetime.expires_at) => {
+                () = tokio::time::sleep_until(state.lifetime.expires_at) => {
                     tracing::info!(key_prefix = %prefix, "a gateway stream ends: its key expired");
-                    return None;
+                    return state.lifetime.farewell().map(|bytes| (Ok(bytes), None));
                 }
-                next = tokio::time::timeout(KEEP_ALIVE, events.next()) => match next {
+                next = tokio::time::timeout(KEEP_ALIVE, state.events.next()) => match next {
                     Err(_quiet) => {
-                        return Some((
-                            Ok(Bytes::from_static(b": keep-alive\n\n")),
-                            Some((events, lens, lifetime)),
-                        ));
+                        if state.silent_too_long() {
+                            tracing::info!(slug = %state.lens.slug, "a gateway stream ends: its upstream was silent too long");
+                            return None;
+                        }
+                        return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), Some(state)));
                     }
                     Ok(None) => return None,
                     Ok(Some(Err(error))) => {
@@ -297,8 +491,8 @@ where
                         return None;
                     }
                     Ok(Some(Ok(event))) => {
-                        if let Some(bytes) = relayed(&lens, &event) {
-                            return Some((Ok(bytes), Some((events, lens, lifetime))));
+                        if let Some(bytes) = relayed(&state.lens, &event) {
+                            return Some((Ok(bytes), Some(state)));
                         }
                     }
                 },
@@ -307,17 +501,40 @@ where
     })
 }
 
+/// A stream being relayed.
+struct Relaying<Ev, T> {
+    events: std::pin::Pin<Box<Ev>>,
+    lens: Lens,
+    lifetime: Lifetime,
+    /// When the upstream last sent a byte, in ms since `started`.
+    heard: Arc<AtomicU64>,
+    started: tokio::time::Instant,
+    _slot: T,
+}
+
+impl<Ev, T> Relaying<Ev, T> {
+    fn silent_too_long(&self) -> bool {
+        if !matches!(self.lifetime.listening, Listening::No) {
+            return false;
+        }
+        let heard = Duration::from_millis(self.heard.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(heard) > MAX_SILENCE
+    }
+}
+
 /// One event as the client gets it, or `None` to drop it. An event without
 /// data (a resumption point) passes as it is; data that is not one JSON
-/// value is dropped, as nothing could read it.
+/// message is dropped, as nothing could read it.
 fn relayed(lens: &Lens, event: &Event) -> Option<Bytes> {
     if event.data.is_empty() {
         return Some(encode(event, ""));
     }
-    let message: Value = serde_json::from_str(&event.data).ok()?;
-    let shown = lens.message(message)?;
-    let data = serde_json::to_string(&shown).ok()?;
-    Some(encode(event, &data))
+    match lens.message(&event.data) {
+        Shown::Unchanged => Some(encode(event, &event.data)),
+        Shown::Rewritten(data) => Some(encode(event, &data)),
+        Shown::Dropped => None,
+        Shown::TooLarge => lens.too_large().map(|data| encode(event, &data)),
+    }
 }
 
 fn encode(event: &Event, data: &str) -> Bytes {
@@ -351,17 +568,13 @@ fn single_line(field: &str) -> String {
     field.chars().filter(|c| *c != '\n' && *c != '\r').collect()
 }
 
-/// Every JSON-RPC message of a complete SSE body, in order (for answers Cola
-/// reads itself, such as a catalogue fetch).
-pub async fn messages_of(body: Bytes) -> Vec<Value> {
+/// The data of every event of a complete SSE body, in order (for answers
+/// Cola reads itself, such as a catalogue fetch).
+pub async fn event_data_of(body: Bytes) -> Vec<String> {
     let events =
         sse_lines(futures_util::stream::iter([Ok::<_, std::io::Error>(body)])).eventsource();
     events
-        .filter_map(|event| async move {
-            event
-                .ok()
-                .and_then(|event| serde_json::from_str(&event.data).ok())
-        })
+        .filter_map(|event| async move { event.ok().map(|event| event.data) })
         .collect()
         .await
 }
@@ -369,26 +582,6 @@ pub async fn messages_of(body: Bytes) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn an_answer_is_plain_and_a_message_of_the_servers_own_is_not() {
-        assert!(is_plain_answer(
-            br#"{"jsonrpc":"2.0","id":1,"result":{"b":1,"a":[2]}}"#
-        ));
-        assert!(is_plain_answer(
-            b"  \n{\"id\":1,\"error\":{\"code\":-1,\"message\":\"x\"}}"
-        ));
-        // A notification or a request of the server's goes through the lens.
-        assert!(!is_plain_answer(
-            br#"{"jsonrpc":"2.0","method":"notifications/resources/updated","params":{"uri":"x"}}"#
-        ));
-        assert!(!is_plain_answer(
-            br#"{"jsonrpc":"2.0","id":7,"method":"sampling/createMessage"}"#
-        ));
-        assert!(!is_plain_answer(
-            br#"{"id":1,"result":{},"method":"a","method":"b"}"#
-        ));
-    }
 
     /// Whether the event under way still fits once `framer` has `chunk`.
     fn fits(framer: &mut LineFramer, chunk: &[u8]) -> bool {
@@ -534,22 +727,6 @@ mod tests {
             }
             let framed = events_of(sse_lines(futures_util::stream::iter(chunks)).eventsource());
             proptest::prop_assert_eq!(framed, events_whole(&text));
-        }
-    }
-
-    #[test]
-    fn anything_but_one_object_of_valid_json_in_utf8_is_not_plain() {
-        for body in [
-            &b""[..],
-            b"[]",
-            br#"[{"id":1,"result":{}}]"#,
-            br#""text""#,
-            br#"{"id":1,"result":{}"#,
-            br#"{"id":1,"result":{}} {"id":2}"#,
-            b"{\"id\":1,\"result\":\"\xff\"}",
-            br#"{"id":1,"result":"\q"}"#,
-        ] {
-            assert!(!is_plain_answer(body), "{}", String::from_utf8_lossy(body));
         }
     }
 }

@@ -13,22 +13,18 @@ use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::http::{ConnectionType, Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse, web};
-use cola_application::{AuthFailure, AuthPath, KeyAuthenticator, McpPrincipal};
-use cola_domain::KeyPrefix;
+use cola_application::{Admission, AuthFailure, AuthPath, Denied, KeyAdmission};
+use cola_domain::{KeyPrefix, TenantId};
 
 use crate::client_ip::ClientIpResolver;
-use crate::key_rate_limit::KeyRateLimiter;
 use crate::mcp::protocol;
 use crate::metrics::Metrics;
-use crate::rate_limit::FailureLimiter;
 
 #[derive(Debug)]
 pub struct McpGate {
-    pub authenticator: Arc<KeyAuthenticator>,
+    /// The one admission step of every surface that takes a key.
+    pub admission: Arc<KeyAdmission>,
     pub metrics: Arc<Metrics>,
-    pub limiter: Arc<FailureLimiter>,
-    /// Each key's own rate limit, taken on every admitted request.
-    pub key_limiter: Arc<KeyRateLimiter>,
     pub client_ip: ClientIpResolver,
     /// Normalised `scheme://host[:port]` origins allowed to call `/mcp`.
     pub allowed_origins: Vec<String>,
@@ -167,97 +163,39 @@ async fn admit<B: MessageBody + 'static>(
     let Some(client) = gate.client_ip.of_service_request(&request) else {
         return refuse(request, invalid_credential());
     };
-    if let Err(wait) = gate.limiter.check(client) {
-        tracing::info!(
-            %client,
-            key_prefix = logged_prefix(credential(request.headers())).as_deref().unwrap_or("-"),
-            tenant = "-",
-            outcome = "rate_limited",
-            "mcp authentication"
-        );
-        gate.metrics.auth_outcome("rate_limited");
-        return refuse(request, too_many_failures(wait));
-    }
-
     let presented = credential(request.headers()).map(str::to_owned);
-    let decision = to_completion(decide(gate.clone(), presented, client)).await;
-    match decision {
-        Some(Decision::Admitted(principal)) => {
-            let key = principal.key();
-            if let Some(limit) = key.rate_limit
-                && let Err(wait) = gate.key_limiter.check(key.key_id, limit)
-            {
-                tracing::info!(
-                    key_prefix = %key.prefix,
-                    tenant = %key.tenant_id,
-                    %client,
-                    outcome = "key_rate_limited",
-                    "mcp request refused"
-                );
-                gate.metrics.auth_outcome("key_rate_limited");
-                return refuse(
-                    request,
-                    retry_later(
-                        StatusCode::TOO_MANY_REQUESTS,
-                        protocol::RATE_LIMITED,
-                        "this key's rate limit is reached; try again later",
-                        wait,
-                    ),
-                );
-            }
-            request.extensions_mut().insert(principal);
+    let Some(outcome) = to_completion(decide(gate.clone(), presented, client)).await else {
+        return refuse(request, refused_response(AuthFailure::Unavailable));
+    };
+    match outcome {
+        Ok(admission) => {
+            request.extensions_mut().insert(admission.principal);
             next.call(request)
                 .await
                 .map(ServiceResponse::map_into_left_body)
         }
-        Some(Decision::BadCredential) => refuse(request, invalid_credential()),
-        Some(Decision::TooMany(wait)) => refuse(request, too_many_failures(wait)),
-        Some(Decision::IpDenied) => refuse(
-            request,
-            refusal(
-                StatusCode::FORBIDDEN,
-                protocol::FORBIDDEN,
-                "this key may not be used from this address",
-            ),
-        ),
-        Some(Decision::Saturated) => refuse(
+        Err(Denied::RateLimited {
+            retry_after_secs, ..
+        }) => refuse(
             request,
             retry_later(
-                StatusCode::SERVICE_UNAVAILABLE,
-                protocol::UNAVAILABLE,
-                "key verification is at capacity; try again shortly",
-                1,
+                StatusCode::TOO_MANY_REQUESTS,
+                protocol::RATE_LIMITED,
+                "this key's rate limit is reached; try again later",
+                retry_after_secs,
             ),
         ),
-        Some(Decision::Unavailable) | None => refuse(
-            request,
-            retry_later(
-                StatusCode::SERVICE_UNAVAILABLE,
-                protocol::UNAVAILABLE,
-                "the key cannot be verified right now; try again shortly",
-                1,
-            ),
-        ),
+        Err(Denied::Refused(refused)) => refuse(request, refused_response(refused.reason)),
     }
-}
-
-/// How an authentication attempt ended.
-enum Decision {
-    Admitted(McpPrincipal),
-    BadCredential,
-    /// A failure past the address's limit: answered 429 after `.0` seconds.
-    TooMany(u64),
-    IpDenied,
-    Saturated,
-    Unavailable,
 }
 
 /// Runs `attempt` to its end even if the request is abandoned. It is polled
 /// once here, so a cached key is decided at once without a task of its own;
 /// a verification that has to wait (database, argon2) is handed to a local
 /// task, so a client that resets its connection mid-way still has its
-/// attempt counted against its address, logged and measured. `None` only if
-/// that task died, which the caller refuses.
+/// attempt decided, logged and measured (it was charged to its address
+/// before any work began). `None` only if that task died, which the caller
+/// refuses.
 async fn to_completion<T: 'static>(attempt: impl Future<Output = T> + 'static) -> Option<T> {
     let mut attempt = Box::pin(attempt);
     match std::future::poll_fn(|cx| Poll::Ready(attempt.as_mut().poll(cx))).await {
@@ -266,68 +204,128 @@ async fn to_completion<T: 'static>(attempt: impl Future<Output = T> + 'static) -
     }
 }
 
-/// Verifies the presented key and records the decision: one log line, the
-/// metrics, and a failure against the client's address for a bad credential.
-async fn decide(gate: web::Data<McpGate>, presented: Option<String>, client: IpAddr) -> Decision {
+/// Admits the presented key and records the decision: one log line and the
+/// metrics.
+async fn decide(
+    gate: web::Data<McpGate>,
+    presented: Option<String>,
+    client: IpAddr,
+) -> Result<Admission, Denied> {
     let started = std::time::Instant::now();
-    let outcome = gate
-        .authenticator
-        .authenticate_with_path(presented.as_deref(), client)
-        .await;
-    match outcome {
-        Ok((principal, path)) => {
-            let path_label = if path == AuthPath::Hot { "hot" } else { "cold" };
-            gate.metrics.verification(path_label, started);
-            gate.metrics.auth_outcome("admitted");
-            let key = principal.key();
-            // The decision is made when the key is verified; a cache hit
-            // repeats it, so it is logged at debug to keep the hot path
-            // quiet (every use is still counted, in metrics and usage).
-            // A level must be a constant, hence the macro.
-            macro_rules! log_admitted {
-                ($level:ident) => {
-                    tracing::$level!(
-                        key_prefix = %key.prefix,
-                        tenant = %key.tenant_id,
-                        %client,
-                        outcome = "admitted",
-                        cached = path == AuthPath::Hot,
-                        "mcp authentication"
-                    )
-                };
-            }
-            if path == AuthPath::Hot {
-                log_admitted!(debug);
-            } else {
-                log_admitted!(info);
-            }
-            Decision::Admitted(principal)
+    let outcome = gate.admission.admit(presented.as_deref(), client).await;
+    Outcome::of(&outcome).record(&gate, client, presented.as_deref(), started);
+    outcome
+}
+
+/// The answer to a key the admission refused.
+fn refused_response(reason: AuthFailure) -> HttpResponse {
+    match reason {
+        AuthFailure::TooManyAttempts(wait) => too_many_failures(wait.retry_after_secs),
+        AuthFailure::IpDenied => refusal(
+            StatusCode::FORBIDDEN,
+            protocol::FORBIDDEN,
+            "this key may not be used from this address",
+        ),
+        AuthFailure::Saturated => retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            protocol::UNAVAILABLE,
+            "key verification is at capacity; try again shortly",
+            1,
+        ),
+        AuthFailure::Unavailable => retry_later(
+            StatusCode::SERVICE_UNAVAILABLE,
+            protocol::UNAVAILABLE,
+            "the key cannot be verified right now; try again shortly",
+            1,
+        ),
+        AuthFailure::Missing
+        | AuthFailure::Malformed
+        | AuthFailure::Unknown
+        | AuthFailure::WrongSecret
+        | AuthFailure::Revoked
+        | AuthFailure::Expired => invalid_credential(),
+    }
+}
+
+/// What the log line and the metrics of one admission say.
+struct Outcome<'a> {
+    label: &'static str,
+    prefix: Option<&'a KeyPrefix>,
+    tenant: Option<TenantId>,
+    /// How the key was decided, when it was.
+    path: Option<AuthPath>,
+}
+
+impl<'a> Outcome<'a> {
+    fn of(outcome: &'a Result<Admission, Denied>) -> Self {
+        match outcome {
+            Ok(admission) => Self {
+                label: "admitted",
+                prefix: Some(&admission.principal.key().prefix),
+                tenant: Some(admission.principal.key().tenant_id),
+                path: Some(admission.path),
+            },
+            Err(Denied::RateLimited { admission, .. }) => Self {
+                label: "key_rate_limited",
+                prefix: Some(&admission.principal.key().prefix),
+                tenant: Some(admission.principal.key().tenant_id),
+                path: Some(admission.path),
+            },
+            Err(Denied::Refused(refused)) => Self {
+                label: refused.reason.as_str(),
+                prefix: refused.prefix.as_ref(),
+                tenant: refused.tenant,
+                path: None,
+            },
         }
-        Err(refused) => {
-            let failure = refused.reason;
-            let decision = match failure {
-                AuthFailure::IpDenied => Decision::IpDenied,
-                AuthFailure::Saturated => Decision::Saturated,
-                AuthFailure::Unavailable => Decision::Unavailable,
-                _ => match gate.limiter.record_failure(client) {
-                    Ok(()) => Decision::BadCredential,
-                    Err(wait) => Decision::TooMany(wait),
-                },
+    }
+
+    /// One log line and the metrics. An admission the cache repeated is
+    /// logged at debug, to keep the hot path quiet (every use is still
+    /// counted, in metrics and usage); every other decision at info. A
+    /// refusal before the key was read names the prefix of a well-formed
+    /// credential only, so junk (which might be some other secret pasted
+    /// by mistake) never reaches the log.
+    fn record(
+        &self,
+        gate: &McpGate,
+        client: IpAddr,
+        presented: Option<&str>,
+        started: std::time::Instant,
+    ) {
+        if let Some(path) = self.path {
+            let label = if path == AuthPath::Hot { "hot" } else { "cold" };
+            gate.metrics.verification(label, started);
+        }
+        gate.metrics.auth_outcome(self.label);
+        let logged;
+        let prefix = match self.prefix {
+            Some(prefix) => prefix.as_str(),
+            None => {
+                logged = logged_prefix(presented);
+                logged.as_deref().unwrap_or("-")
+            }
+        };
+        let tenant = self.tenant.map(|tenant| tenant.to_string());
+        let tenant = tenant.as_deref().unwrap_or("-");
+        let cached = self.path == Some(AuthPath::Hot);
+        // A level must be a constant, hence the macro.
+        macro_rules! log {
+            ($level:ident) => {
+                tracing::$level!(
+                    %client,
+                    key_prefix = prefix,
+                    tenant,
+                    outcome = self.label,
+                    cached,
+                    "mcp authentication"
+                )
             };
-            let outcome = match decision {
-                Decision::TooMany(_) => "rate_limited",
-                _ => failure.as_str(),
-            };
-            let tenant = refused.tenant.map(|tenant| tenant.to_string());
-            tracing::info!(
-                %client,
-                key_prefix = refused.prefix.as_ref().map_or("-", KeyPrefix::as_str),
-                tenant = tenant.as_deref().unwrap_or("-"),
-                outcome,
-                "mcp authentication"
-            );
-            gate.metrics.auth_outcome(outcome);
-            decision
+        }
+        if cached && self.label == "admitted" {
+            log!(debug);
+        } else {
+            log!(info);
         }
     }
 }

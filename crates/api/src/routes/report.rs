@@ -8,17 +8,18 @@
 //! client's address, as a bad key at `/mcp` does.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::CACHE_CONTROL;
 use actix_web::{HttpRequest, HttpResponse, web};
-use cola_application::{ApiKeyService, FieldErrors, ReportKeyRequest, ReportOutcome};
+use cola_application::{
+    Charge, FieldErrors, KeyReports, ReportError, ReportKeyRequest, ReportOutcome, Reporter,
+};
 use cola_domain::LeakReport;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::json::{JsonBody, is_json, parse_json, read_body, unsupported_media_type};
+use crate::json::{is_json, parse_json, read_body, unsupported_media_type};
 use crate::jwt::ManagementAuth;
 use crate::problem::{ApiError, Problem};
 use crate::routes::method_not_allowed;
@@ -56,25 +57,13 @@ const RECEIVED: ReportReceived = ReportReceived {
     detail: "if this is an active Cola key, it has been revoked",
 };
 
-/// The client's address, unless it is blocked for failing too often.
-fn admitted_client(
-    request: &HttpRequest,
-    auth: &ManagementAuth,
-) -> Result<Option<IpAddr>, Problem> {
-    let client = auth.client_ip.of_request(request);
-    if let Some(client) = client
-        && let Err(wait) = auth.limiter.check(client)
-    {
-        return Err(Problem::too_many_requests(wait));
-    }
-    Ok(client)
-}
-
-/// Counts a report of something that is not a real key against `client`.
-fn count_failure(auth: &ManagementAuth, client: Option<IpAddr>) -> Result<(), Problem> {
-    match client.map(|client| auth.limiter.record_failure(client)) {
-        Some(Err(wait)) => Err(Problem::too_many_requests(wait)),
-        _ => Ok(()),
+/// A report's refusal before it was looked at.
+fn too_many(error: ReportError) -> actix_web::Error {
+    match error {
+        ReportError::TooManyAttempts(wait) => {
+            Problem::too_many_requests(wait.retry_after_secs).into()
+        }
+        ReportError::App(error) => ApiError(error).into(),
     }
 }
 
@@ -84,37 +73,43 @@ fn count_failure(auth: &ManagementAuth, client: Option<IpAddr>) -> Result<(), Pr
     operation_id = "report_key",
     summary = "Report a leaked key (public)",
     description = "Whoever holds a key can have it revoked. The answer is the same 202 whatever \
-                   `key` holds; a real, active key is revoked at once (on every instance within \
-                   2 s). Reports that are not a real key count as failed attempts of the client's \
-                   address.",
+                   was sent (any JSON, or none); a real, active key is revoked at once (on every \
+                   instance within 2 s). Each well-formed key costs the client's address one \
+                   attempt of its failure limit, counted before the key is looked at; so does \
+                   anything that is not a key.",
     request_body(content = ReportKeyRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Received", body = ReportReceived),
-        (status = 400, description = "`url` or `source` is invalid, or the body is not a report", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::BodyFailures,
+        (status = 400, description = "`url` or `source` is given and invalid", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 64 KiB", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
         crate::openapi::PublicFailures,
     ),
     tag = "reports",
 )]
 pub(crate) async fn report(
     request: HttpRequest,
+    payload: web::Payload,
     auth: web::Data<ManagementAuth>,
-    keys: web::Data<ApiKeyService>,
-    body: JsonBody<ReportKeyRequest>,
+    reports: web::Data<KeyReports>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let client = admitted_client(&request, &auth)?;
-    let (presented, report) = body
-        .0
-        .into_command()
-        .map_err(|errors| Problem::invalid(&errors))?;
-    let outcome = keys.report(&presented, &report).await.map_err(ApiError)?;
+    // Without a peer (never on a TCP listener) nobody could be charged.
+    let Some(client) = auth.client_ip.of_request(&request) else {
+        return Err(Problem::internal().into());
+    };
+    let charge = Charge::Client(client);
+    let body = read_body(&request, &mut payload.into_inner())
+        .await
+        .map_err(Problem::from)?;
+    let read = ReportKeyRequest::read(&body).map_err(|errors| Problem::invalid(&errors))?;
+    let (presented, report) = read.unwrap_or_default();
+    let outcome = reports
+        .report(&presented, &report, Reporter::Public(charge))
+        .await
+        .map_err(too_many)?;
     if outcome == ReportOutcome::NotAKey {
         // The service logs reports of stored keys; junk is logged without
         // its text, which may be some other secret.
         tracing::info!(outcome = outcome.as_str(), "key reported");
-    }
-    if !outcome.is_genuine() {
-        count_failure(&auth, client)?;
     }
     Ok(HttpResponse::Accepted()
         .insert_header((CACHE_CONTROL, "no-store"))
@@ -176,13 +171,20 @@ pub struct GithubLabel {
 pub(crate) async fn github(
     request: HttpRequest,
     auth: web::Data<ManagementAuth>,
-    keys: web::Data<ApiKeyService>,
+    reports: web::Data<KeyReports>,
     payload: web::Payload,
 ) -> Result<HttpResponse, actix_web::Error> {
     let Some(signers) = request.app_data::<web::Data<SecretScanningKeys>>().cloned() else {
         return Err(Problem::not_found().into());
     };
-    let client = admitted_client(&request, &auth)?;
+    // The signature is checked first; only a failed one counts against
+    // the sender's address.
+    let Some(client) = auth.client_ip.of_request(&request) else {
+        return Err(Problem::internal().into());
+    };
+    if let Err(wait) = auth.limiter.check(Charge::Client(client)) {
+        return Err(Problem::too_many_requests(wait.retry_after_secs).into());
+    }
     if !is_json(&request) {
         return Err(unsupported_media_type().into());
     }
@@ -201,13 +203,21 @@ pub(crate) async fn github(
         &body,
     ) {
         tracing::info!(reason = %refusal, "secret-scanning alert refused");
-        count_failure(&auth, client)?;
+        if let Err(wait) = auth.limiter.record_failure(Charge::Client(client)) {
+            return Err(Problem::too_many_requests(wait.retry_after_secs).into());
+        }
         return Err(Problem::new(
             StatusCode::UNAUTHORIZED,
             "invalid-signature",
             "the alert is not signed by a configured secret-scanning key",
         )
         .into());
+    }
+    // A replay of an alert already answered (GitHub's retry, or someone
+    // who captured it) gets the same answer and costs no work again.
+    if let Some(answer) = signers.answered(&body) {
+        tracing::info!("secret-scanning alert replayed; answered as before");
+        return Ok(labels_response(answer));
     }
     let matches: Vec<GithubMatch> = parse_json(&body)?;
     if matches.len() > MAX_GITHUB_MATCHES {
@@ -228,7 +238,10 @@ pub(crate) async fn github(
                 // overlong is dropped rather than refusing the alert.
                 let report = LeakReport::new(found.url.as_deref(), found.source.as_deref())
                     .unwrap_or_default();
-                let outcome = keys.report(&found.token, &report).await.map_err(ApiError)?;
+                let outcome = reports
+                    .report(&found.token, &report, Reporter::Signed)
+                    .await
+                    .map_err(too_many)?;
                 decided.insert(found.token.clone(), outcome);
                 outcome
             }
@@ -244,7 +257,17 @@ pub(crate) async fn github(
         });
     }
     tracing::info!(matches = labels.len(), "secret-scanning alert handled");
-    Ok(HttpResponse::Ok()
+    let answer = bytes::Bytes::from(serde_json::to_vec(&labels).map_err(|error| {
+        tracing::error!(error = %error, "secret-scanning answer not serialised");
+        Problem::internal()
+    })?);
+    signers.remember(&body, answer.clone());
+    Ok(labels_response(answer))
+}
+
+fn labels_response(answer: bytes::Bytes) -> HttpResponse {
+    HttpResponse::Ok()
         .insert_header((CACHE_CONTROL, "no-store"))
-        .json(labels))
+        .content_type("application/json")
+        .body(answer)
 }

@@ -4,8 +4,9 @@
 //!
 //! The order is fixed so that nothing is decided for a caller that has not
 //! shown a server token: the calling address's failure limit, the token,
-//! the body, the end client's failure limit, the key, the key's rate limit,
-//! and only then one counted use.
+//! the body, then the key's admission (the server's failure limit, charged
+//! to its token and its address, the key, its grant, the key's rate limit,
+//! and only then one counted use).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,9 +15,10 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use cola_application::{
-    CallingServer, KeyVerifier, ServerTokens, TokenRefusal, Verification, VerifyCode, VerifyError,
-    VerifyRequest, VerifyView,
+    CallingServer, Charge, KeyVerifier, Refusal, ServerTokens, TokenRefusal, Verification,
+    VerifyCode, VerifyError, VerifyRequest, VerifyView,
 };
+use cola_domain::KeyPrefix;
 use cola_infrastructure::IdentityKeys;
 use serde::Serialize;
 
@@ -88,7 +90,8 @@ fn answer(view: &VerifyView) -> HttpResponse {
         outcome: `valid` and `code` (`VALID`, `NOT_FOUND`, `REVOKED`, `EXPIRED`, `IP_DENIED`, \
         `NOT_GRANTED`); `VALID` adds the key, its permissions on this server, `expires_at` and \
         `cache_ttl_ms`, and counts one use of the key. Over the key's rate limit, or after too \
-        many failures from the end client's address: 429 with `Retry-After` and \
+        many failures of the calling server (its token or its address; never the `client_ip` it \
+        names): 429 with `Retry-After` and \
         `code: RATE_LIMITED`.",
     request_body(content = VerifyRequest, content_type = "application/json"),
     responses(
@@ -111,17 +114,19 @@ pub(crate) async fn verify(
     let Some(caller) = gate.client_ip.of_request(&request) else {
         return Problem::unauthorized("a valid server verification token is required").response();
     };
-    if let Err(wait) = gate.limiter.check(caller) {
+    // Before a token is shown, the caller is only its address.
+    let attempts = gate.admission.attempts();
+    if let Err(wait) = attempts.check(Charge::Client(caller)) {
         gate.metrics.verify_answer("RATE_LIMITED");
-        return rate_limited("too many failed attempts from this address", wait);
+        return rate_limited(TOO_MANY_FAILURES, wait.retry_after_secs);
     }
     let server = match api.tokens.authenticate(bearer(request.headers())).await {
         Ok(server) => server,
         Err(TokenRefusal::Invalid) => {
             gate.metrics.verify_answer("BAD_TOKEN");
             tracing::info!(client = %caller, outcome = "bad_server_token", "verify request");
-            if let Err(wait) = gate.limiter.record_failure(caller) {
-                return rate_limited("too many failed attempts from this address", wait);
+            if let Err(wait) = attempts.record_failure(Charge::Client(caller)) {
+                return rate_limited(TOO_MANY_FAILURES, wait.retry_after_secs);
             }
             return Problem::unauthorized("a valid server verification token is required")
                 .response();
@@ -136,53 +141,38 @@ pub(crate) async fn verify(
         Ok(command) => command,
         Err(problem) => return problem.response(),
     };
-    // Failures are counted against the end client, who presented the key;
-    // the server that relays them is not blocked for its clients' mistakes.
-    let subject = command.client_ip.unwrap_or(caller);
-    if subject != caller
-        && let Err(wait) = gate.limiter.check(subject)
-    {
-        gate.metrics.verify_answer("RATE_LIMITED");
-        return rate_limited("too many failed attempts from this address", wait);
-    }
-    match api.verifier.verify(&server, &command).await {
+    match api.verifier.verify(&server, caller, &command).await {
         Ok(Verification::Valid(valid)) => {
             let key = valid.admission.principal.key();
-            if let Some(limit) = key.rate_limit
-                && let Err(wait) = gate.key_limiter.check(key.key_id, limit)
-            {
-                gate.metrics.verify_answer("RATE_LIMITED");
-                log_answer(&server, subject, Some(key.prefix.as_str()), "RATE_LIMITED");
-                return rate_limited("this key's rate limit is reached; try again later", wait);
-            }
-            api.verifier.count_use(&valid);
             gate.metrics.verify_answer("VALID");
             tracing::debug!(
                 slug = %server.slug,
                 tenant = %server.tenant_id,
                 key_prefix = %key.prefix,
-                client = %subject,
+                %caller,
                 code = "VALID",
                 "verify request"
             );
             answer(&valid.view)
         }
-        Ok(Verification::Refused {
-            code,
-            failure,
-            refusal,
-        }) => {
-            let prefix = refusal
-                .as_ref()
-                .and_then(|refusal| refusal.prefix.as_ref())
-                .map(|prefix| prefix.as_str().to_owned());
-            log_answer(&server, subject, prefix.as_deref(), code.as_str());
-            if failure && let Err(wait) = gate.limiter.record_failure(subject) {
-                gate.metrics.verify_answer("RATE_LIMITED");
-                return rate_limited("too many failed attempts from this address", wait);
-            }
+        Ok(Verification::Refused { code, refusal }) => {
+            log_answer(&server, caller, refusal.as_ref(), code.as_str());
             gate.metrics.verify_answer(code.as_str());
             answer(&VerifyView::refused(code))
+        }
+        Ok(Verification::RateLimited {
+            by_key,
+            retry_after_secs,
+            refusal,
+        }) => {
+            log_answer(&server, caller, refusal.as_ref(), "RATE_LIMITED");
+            gate.metrics.verify_answer("RATE_LIMITED");
+            let detail = if by_key {
+                "this key's rate limit is reached; try again later"
+            } else {
+                TOO_MANY_FAILURES
+            };
+            rate_limited(detail, retry_after_secs)
         }
         Err(error @ (VerifyError::Saturated | VerifyError::Unavailable)) => {
             gate.metrics.verify_answer("UNAVAILABLE");
@@ -192,12 +182,17 @@ pub(crate) async fn verify(
     }
 }
 
-fn log_answer(server: &CallingServer, client: IpAddr, prefix: Option<&str>, code: &str) {
+/// A server that has failed too often: it is charged for the keys it asks
+/// about, never the addresses it names.
+const TOO_MANY_FAILURES: &str = "too many failed attempts from this server";
+
+fn log_answer(server: &CallingServer, caller: IpAddr, refusal: Option<&Refusal>, code: &str) {
+    let prefix = refusal.and_then(|refusal| refusal.prefix.as_ref());
     tracing::info!(
         slug = %server.slug,
         tenant = %server.tenant_id,
-        key_prefix = prefix.unwrap_or("-"),
-        %client,
+        key_prefix = prefix.map_or("-", KeyPrefix::as_str),
+        %caller,
         code,
         "verify request"
     );

@@ -38,15 +38,18 @@ class ColaIdentity:
     """Checks one `X-Cola-Identity` JWT: signature by a key in Cola's JWKS
     (looked up by `kid`, refetched when an unknown `kid` appears, which is
     how a key rotation arrives), `alg` one of ALGORITHMS and the key's own,
-    `iss`, `aud`, `exp`, a lifetime of at most 60 s, `tenant_id` (the
-    audience names a slug, and another tenant may use the same slug), and a
-    `jti` not seen before (a copied header cannot be replayed to this
-    process)."""
+    `iss`, `aud`, `exp`, a lifetime of at most 60 s, `tenant_id` and, once
+    known, `server_id` (the audience names a slug, and another tenant may
+    use the same slug), and a `jti` not seen before (a copied header cannot
+    be replayed to this process)."""
 
-    def __init__(self, cola_url: str, audience: str, tenant_id: str, *, leeway_s: int = 5) -> None:
+    def __init__(
+        self, cola_url: str, audience: str, tenant_id: str, server_id: str | None = None, *, leeway_s: int = 5
+    ) -> None:
         self.issuer = cola_url.rstrip("/")
         self.audience = audience
         self.tenant_id = tenant_id
+        self.server_id = server_id
         self.leeway_s = leeway_s
         self.jwks = jwt.PyJWKClient(self.issuer + "/.well-known/jwks.json", lifespan=300, timeout=5)
         self._seen: dict[str, float] = {}  # jti -> exp
@@ -75,6 +78,8 @@ class ColaIdentity:
             raise jwt.InvalidTokenError("lifetime over 60 s")
         if claims.get("tenant_id") != self.tenant_id:
             raise jwt.InvalidTokenError("another tenant's caller")
+        if self.server_id is not None and claims.get("server_id") != self.server_id:
+            raise jwt.InvalidTokenError("an assertion for another server")
         with self._lock:
             now = time.time()
             for jti, exp in list(self._seen.items()):
@@ -143,7 +148,10 @@ def main() -> None:
     mcp_app = server.streamable_http_app(
         transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False)
     )
-    app = RequireColaIdentity(mcp_app, ColaIdentity(cola_url, audience, os.environ["COLA_TENANT_ID"]))
+    # COLA_SERVER_ID: the id Cola gave this server when it was registered
+    # (`POST /api/mcp/servers` answers it); set it once known.
+    identity = ColaIdentity(cola_url, audience, os.environ["COLA_TENANT_ID"], os.environ.get("COLA_SERVER_ID"))
+    app = RequireColaIdentity(mcp_app, identity)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 
 

@@ -555,3 +555,64 @@ async def test_a_listen_stream_tells_the_lists_changed_and_ends_when_its_key_cha
     else:
         with gateway.http.stream("GET", f"/mcp/{slug}", headers=listen_headers(key, session.id)) as again:
             assert again.status_code == 401
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("change", ["narrowed", "revoked"])
+async def test_a_2026_listen_stream_hears_the_lists_changed_and_closes_gracefully_when_its_key_changes(
+    gateway: ColaServer, admin: Owner, upstream: Upstream, change: str
+) -> None:
+    from mcp.shared.subscriptions import ToolsListChanged
+
+    from test_gateway import sdk
+
+    slug = register(admin, upstream.url)["slug"]
+    created = admin.create_key(permissions={"read": True, "write": False, "servers": grant(slug)})
+    events: list[Any] = []
+    async with sdk(gateway, slug, created["key"], "2026-07-28") as client:
+        async with client.listen(tools_list_changed=True) as subscription:
+            if change == "narrowed":
+                narrowed = {"read": True, "write": False, "servers": grant(slug, allowed_tools=["search"])}
+                await anyio.to_thread.run_sync(lambda: admin.patch_permissions(created["id"], permissions=narrowed))
+            else:
+                await anyio.to_thread.run_sync(admin.revoke, created["id"])
+            # The loop ends with the server's graceful close: a lost
+            # subscription would raise SubscriptionLost instead.
+            with anyio.fail_after(DEADLINE_S):
+                async for event in subscription:
+                    events.append(event)
+        if change == "narrowed":
+            # The client lists again, and sees the key as it is now.
+            tools = sorted(t.name for t in (await client.list_tools()).tools)
+            assert tools == ["search"], tools
+    assert any(isinstance(event, ToolsListChanged) for event in events), events
+
+
+@pytest.mark.anyio
+async def test_a_listen_stream_tells_the_lists_changed_before_it_ends_with_its_keys_expiry(
+    gateway: ColaServer, admin: Owner, upstream: Upstream
+) -> None:
+    import datetime
+
+    slug = register(admin, upstream.url)["slug"]
+    expires_at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=6)
+    created = admin.create_key(
+        permissions={"read": True, "write": False, "servers": grant(slug)},
+        expires_at=expires_at.isoformat().replace("+00:00", "Z"),
+    )
+    key = created["key"]
+    session = Session(gateway, slug, key)
+    heard: list[dict[str, Any]] = []
+    async with httpx2.AsyncClient(timeout=httpx2.Timeout(30.0, read=None)) as http:
+        url = f"{gateway.base_url}/mcp/{slug}"
+        async with http.stream("GET", url, headers=listen_headers(key, session.id)) as listen:
+            assert listen.status_code == 200
+            with anyio.fail_after(DEADLINE_S + 6):
+                async with aclosing(sse_messages(listen)) as messages:
+                    async for message in messages:
+                        heard.append(message)
+    methods = [m.get("method") for m in heard]
+    assert "notifications/tools/list_changed" in methods, heard
+    # And the expired key is refused from then on.
+    with gateway.http.stream("GET", f"/mcp/{slug}", headers=listen_headers(key, session.id)) as again:
+        assert again.status_code == 401

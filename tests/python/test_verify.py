@@ -752,7 +752,8 @@ def test_every_upstream_request_carries_a_fresh_verifiable_identity(
 ) -> None:
     cola = identity_cola.cola
     owner = cola.owner(role="admin")
-    slug = register(owner, recorder.url, forward_identity=True)["slug"]
+    registered = register(owner, recorder.url, forward_identity=True)
+    slug = registered["slug"]
     created = granted_key(owner, slug)
     clear(recorder)
     before = int(time.time())
@@ -775,6 +776,8 @@ def test_every_upstream_request_carries_a_fresh_verifiable_identity(
         assert claims["aud"] == f"{cola.base_url}/mcp/{slug}"
         assert claims["sub"] == owner.user_id
         assert claims["tenant_id"] == owner.tenant_id
+        # Slugs repeat across tenants: the server's own id says which one.
+        assert claims["server_id"] == registered["id"]
         assert claims["key_id"] == created["id"]
         assert claims["key_prefix"] == created["key_prefix"]
         assert before - 5 <= claims["iat"] <= after + 5
@@ -836,7 +839,7 @@ async def test_the_identity_upstream_example_knows_the_caller(
         "identity-upstream", tmp, COLA_URL=cola.base_url, COLA_TENANT_ID=owner.tenant_id, COLA_SLUG=slug
     )
     try:
-        register(owner, upstream.url, slug=slug, forward_identity=True)
+        registered = register(owner, upstream.url, slug=slug, forward_identity=True)
         created = granted_key(owner, slug)
         async with sdk(f"{cola.base_url}/mcp/{slug}", created["key"], mode) as client:
             assert [t.name for t in (await client.list_tools()).tools] == ["whoami"]
@@ -845,6 +848,7 @@ async def test_the_identity_upstream_example_knows_the_caller(
         assert who["tenant_id"] == owner.tenant_id
         assert who["key_id"] == created["id"]
         assert who["key_prefix"] == created["key_prefix"]
+        assert who["server_id"] == registered["id"]
         assert who["aud"] == f"{cola.base_url}/mcp/{slug}"
     finally:
         upstream.stop()

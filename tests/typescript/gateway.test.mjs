@@ -126,3 +126,64 @@ test("a revoked key is refused by the gateway on its next request", async () => 
     await client.close().catch(() => {});
   }
 });
+
+/** One raw JSON-RPC POST through the gateway; the body is text, so an id
+ * beyond 2^53 goes out digit for digit. Answers the raw response text. */
+async function rawPost(slug, key, body, sessionId) {
+  const headers = {
+    Authorization: `Bearer ${key}`,
+    "Content-Type": "application/json",
+    Accept: "application/json, text/event-stream",
+    "MCP-Protocol-Version": "2025-11-25",
+  };
+  if (sessionId) headers["Mcp-Session-Id"] = sessionId;
+  const response = await fetch(new URL(`/mcp/${slug}`, cola.base), { method: "POST", headers, body });
+  return { status: response.status, session: response.headers.get("mcp-session-id"), text: await response.text() };
+}
+
+test("a JavaScript upstream that rewrites a big request id still has its list filtered", async () => {
+  // JSON.parse turns 9007199254740993 into 9007199254740992: an upstream in
+  // JavaScript answers a request under another id than the client sent.
+  const admin = cola.owner("admin");
+  const registered = await cola.api("POST", "/api/mcp/servers", admin.token, {
+    slug: "everything-js",
+    name: "The reference server (JavaScript)",
+    url: everything.url,
+  });
+  assert.equal(registered.status, 201);
+  const key = await cola.createKey(admin.token, {
+    name: "echo only",
+    permissions: {
+      read: true,
+      write: true,
+      servers: { "everything-js": { allowed_tools: ["echo"], allowed_resources: null, allowed_prompts: null } },
+    },
+  });
+  const init = await rawPost(
+    "everything-js",
+    key.key,
+    '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"raw","version":"0"}}}',
+  );
+  assert.equal(init.status, 200, init.text);
+  const initialized = await rawPost(
+    "everything-js",
+    key.key,
+    '{"jsonrpc":"2.0","method":"notifications/initialized"}',
+    init.session,
+  );
+  assert.equal(initialized.status, 202, initialized.text);
+  const listed = await rawPost(
+    "everything-js",
+    key.key,
+    '{"jsonrpc":"2.0","id":9007199254740993,"method":"tools/list","params":{}}',
+    init.session,
+  );
+  assert.equal(listed.status, 200, listed.text);
+  // Only the granted tool, and the client's own id back, digit for digit.
+  assert.match(listed.text, /"id":9007199254740993[,}]/);
+  const names = [...listed.text.matchAll(/"name":"([^"]+)"/g)].map((match) => match[1]);
+  assert.ok(names.includes("echo"), listed.text);
+  for (const hidden of ["get-env", "get-sum", "trigger-long-running-operation"]) {
+    assert.ok(!names.includes(hidden), `${hidden} reached the client: ${listed.text.slice(0, 400)}`);
+  }
+});

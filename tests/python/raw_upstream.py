@@ -11,6 +11,8 @@ path of its own, so one process serves every test:
 - `/mcp/wrong-id/{json|sse}`: answers every request under an id it never got.
 - `/mcp/array`: answers with a JSON array holding the answer.
 - `/mcp/big`: answers `tools/list` with more than 4 MiB of tools.
+- `/mcp/large`: answers `tools/list` with just under 4 MiB of small tools
+  (the benchmark of what filtering a large list costs).
 - `/mcp/hang`: starts a JSON answer and never finishes it.
 - `/mcp/paged`: lists its tools one per page, with cursors.
 - `/mcp/params`: a tool whose `region` argument is marked `x-mcp-header`.
@@ -38,6 +40,12 @@ TOOLS = [
     {"name": "search", "description": "read-only", "annotations": {"readOnlyHint": True}, "inputSchema": {"type": "object"}},
     {"name": "create_issue", "description": "writes", "inputSchema": {"type": "object"}},
     {"name": "delete_repo", "description": "writes", "annotations": {"readOnlyHint": False}, "inputSchema": {"type": "object"}},
+]
+
+# About 4.0 MB (just under 4 MiB): 41 000 small tools, every other one read-only.
+LARGE_LIST = [
+    {"name": f"tool_{n:05}", "annotations": {"readOnlyHint": n % 2 == 0}, "inputSchema": {"type": "object"}}
+    for n in range(41_000)
 ]
 
 REGION_TOOL = {
@@ -93,6 +101,8 @@ def result_for(behaviour: str, request: dict[str, Any]) -> dict[str, Any] | None
             return result
         if behaviour == "params":
             return {"tools": [REGION_TOOL]}
+        if behaviour == "large":
+            return {"tools": LARGE_LIST}
         if behaviour == "big":
             filler = "x" * 1000
             return {"tools": [{"name": f"tool_{n}", "description": filler, "inputSchema": {"type": "object"}} for n in range(5000)]}

@@ -294,6 +294,10 @@ impl Application {
         // at once (in 2026-07-28 closing the stream is how a client
         // cancels), not at the next byte written to it.
         .h1_allow_half_closed(false)
+        // Streamed answers are written as they come, in small pieces: with
+        // Nagle's algorithm each one after the first waits for the client's
+        // (delayed) acknowledgement, up to 40 ms per SSE event.
+        .tcp_nodelay(true)
         // actix stops at once, without grace, on SIGINT; signals are handled
         // in `run_until_stopped` instead, where every stop is graceful.
         .disable_signals()

@@ -32,31 +32,31 @@ const MAX_TRACKED: u64 = 100_000;
 pub enum Party {
     /// A client address, IPv6 by its /64.
     Address(IpAddr),
-    /// A tenant's server, by the verification token it presented.
-    Server(ServerId),
+    /// A tenant's server, by the verification token it presented and the
+    /// address it calls from (IPv6 by its /64).
+    Server(ServerId, IpAddr),
 }
 
-/// The parties one attempt is charged to: each must have room for it, and
-/// each counts it.
+/// Who one attempt is charged to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Charge {
     /// A client presenting its own credential (`/mcp`, the gateway, the
     /// management API, a leak report).
     Client(IpAddr),
     /// A server asking about its client's key (the verify API): charged to
-    /// the server's token and to the address it calls from.
+    /// the server as the token it presented from the address it calls from.
+    /// Not to that address alone, which would lock the server's host out of
+    /// `/mcp` for its clients' mistakes, nor to the token alone, which one
+    /// host's mistakes would then lock out on every other host.
     Server { server: ServerId, address: IpAddr },
 }
 
 impl Charge {
-    fn parties(self) -> impl Iterator<Item = Party> {
-        let (first, second) = match self {
-            Self::Client(address) => (Party::Address(bucket(address)), None),
-            Self::Server { server, address } => {
-                (Party::Server(server), Some(Party::Address(bucket(address))))
-            }
-        };
-        std::iter::once(first).chain(second)
+    fn party(self) -> Party {
+        match self {
+            Self::Client(address) => Party::Address(bucket(address)),
+            Self::Server { server, address } => Party::Server(server, bucket(address)),
+        }
     }
 }
 
@@ -173,15 +173,17 @@ impl AttemptLimiter {
     /// failed `limit` times in its window. Attempts in flight do not block
     /// here (a key that needs no work, being remembered, costs nothing).
     pub fn check(&self, charge: Charge) -> Result<(), TooManyAttempts> {
-        for party in charge.parties() {
-            if let Some(window) = self.windows.get(&party) {
+        match self.windows.get(&charge.party()) {
+            Some(window) => {
                 let counts = window.counts.load(Ordering::Acquire);
                 if failures(counts) >= self.limit {
-                    return Err(window.wait(counts, self.limit));
+                    Err(window.wait(counts, self.limit))
+                } else {
+                    Ok(())
                 }
             }
+            None => Ok(()),
         }
-        Ok(())
     }
 
     /// Counts one failure that cost no work (a malformed key, a key already
@@ -190,15 +192,13 @@ impl AttemptLimiter {
     /// as failures however many arrive at once: `Err` for one past it,
     /// which is answered "too many" instead.
     pub fn record_failure(&self, charge: Charge) -> Result<(), TooManyAttempts> {
-        let mut outcome = Ok(());
-        for party in charge.parties() {
-            let window = self.window(party);
-            let earlier = window.counts.fetch_add(ONE_FAILURE, Ordering::AcqRel);
-            if failures(earlier) + in_flight(earlier) >= self.limit && outcome.is_ok() {
-                outcome = Err(window.wait(earlier + ONE_FAILURE, self.limit));
-            }
+        let window = self.window(charge.party());
+        let earlier = window.counts.fetch_add(ONE_FAILURE, Ordering::AcqRel);
+        if failures(earlier) + in_flight(earlier) >= self.limit {
+            Err(window.wait(earlier + ONE_FAILURE, self.limit))
+        } else {
+            Ok(())
         }
-        outcome
     }
 
     /// Takes an attempt for `charge` before work is done on its behalf:
@@ -206,45 +206,34 @@ impl AttemptLimiter {
     /// limit. The attempt counts as a failure unless it is settled as a
     /// success (see [`Attempt`]).
     pub fn begin(self: &Arc<Self>, charge: Charge) -> Result<Attempt, TooManyAttempts> {
-        let mut held = Vec::with_capacity(2);
-        for party in charge.parties() {
-            let window = self.window(party);
-            let taken = window
-                .counts
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |counts| {
-                    (failures(counts) + in_flight(counts) < self.limit)
-                        .then_some(counts + ONE_IN_FLIGHT)
-                });
-            match taken {
-                Ok(_) => held.push(window),
-                Err(counts) => {
-                    // What the parties before this one took is given back.
-                    for window in held {
-                        window.counts.fetch_sub(ONE_IN_FLIGHT, Ordering::AcqRel);
-                    }
-                    return Err(window.wait(counts, self.limit));
-                }
-            }
-        }
+        let window = self.window(charge.party());
+        window
+            .counts
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |counts| {
+                (failures(counts) + in_flight(counts) < self.limit)
+                    .then_some(counts + ONE_IN_FLIGHT)
+            })
+            .map_err(|counts| window.wait(counts, self.limit))?;
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         Ok(Attempt {
-            held,
+            window: Some(window),
             counted: Some(Arc::clone(&self.in_flight)),
             settled: false,
         })
     }
 }
 
-/// An attempt under way, counted against its parties while it runs.
-/// Settled with [`Attempt::succeeded`] it is refunded; settled with
+/// An attempt under way, counted against its party while it runs. Settled
+/// with [`Attempt::succeeded`] it is refunded; settled with
 /// [`Attempt::failed`], or dropped unsettled (the request was abandoned),
-/// it becomes one failure of each party.
+/// it becomes one failure of the party.
 #[derive(Debug)]
 #[must_use = "an attempt dropped unsettled counts as a failure"]
 pub struct Attempt {
-    /// Each charged party's window. A window that expired meanwhile is
-    /// settled all the same: what it counts no longer limits anyone.
-    held: Vec<Arc<Window>>,
+    /// The charged party's window (none for an authenticated caller). A
+    /// window that expired meanwhile is settled all the same: what it counts
+    /// no longer limits anyone.
+    window: Option<Arc<Window>>,
     /// The limiter's count of attempts under way, which this one is in.
     counted: Option<Arc<AtomicU64>>,
     settled: bool,
@@ -255,7 +244,7 @@ impl Attempt {
     /// secret-scanning alert): it charges nobody.
     pub fn of_authenticated_caller() -> Self {
         Self {
-            held: Vec::new(),
+            window: None,
             counted: None,
             settled: false,
         }
@@ -266,7 +255,7 @@ impl Attempt {
         self.settle(0);
     }
 
-    /// The credential was bad: one failure of each party.
+    /// The credential was bad: one failure of the party.
     pub fn failed(mut self) {
         self.settle(ONE_FAILURE);
     }
@@ -279,7 +268,7 @@ impl Attempt {
         if let Some(counted) = &self.counted {
             counted.fetch_sub(1, Ordering::AcqRel);
         }
-        for window in &self.held {
+        if let Some(window) = &self.window {
             // Never underflows: this attempt's own unit is in flight.
             let delta = failure.wrapping_sub(ONE_IN_FLIGHT);
             window.counts.fetch_add(delta, Ordering::AcqRel);
@@ -290,7 +279,7 @@ impl Attempt {
 impl Drop for Attempt {
     fn drop(&mut self) {
         if !self.settled {
-            if !self.held.is_empty() {
+            if self.window.is_some() {
                 tracing::info!(
                     "an attempt was abandoned before it was decided; it counts as a failure"
                 );
@@ -391,64 +380,29 @@ mod tests {
     }
 
     #[test]
-    fn a_server_is_charged_by_its_token_and_its_address_never_by_a_named_one() {
+    fn a_server_is_charged_as_its_token_from_its_address_never_as_a_client() {
         let limiter = Arc::new(AttemptLimiter::new(2));
         let server = ServerId::from_uuid(Uuid::from_u128(7));
-        let from_a = Charge::Server {
+        let at = address("198.51.100.1");
+        let charge = Charge::Server {
             server,
-            address: address("198.51.100.1"),
+            address: at,
         };
-        let from_b = Charge::Server {
-            server,
-            address: address("198.51.100.2"),
-        };
-        limiter.begin(from_a).expect("room").failed();
-        limiter.begin(from_b).expect("room").failed();
-        // The token is over its limit from any address …
-        assert!(limiter.check(from_a).is_err());
-        assert!(
-            limiter
-                .check(Charge::Server {
-                    server,
-                    address: address("198.51.100.3")
-                })
-                .is_err()
-        );
-        // … each address has one failure, under the limit as a client …
-        assert!(limiter.check(client("198.51.100.1")).is_ok());
-        // … and another server from the same address is not blocked.
+        limiter.begin(charge).expect("room").failed();
+        limiter.begin(charge).expect("room").failed();
+        assert!(limiter.check(charge).is_err());
+        // The host's own requests as a client are not blocked by it …
+        assert!(limiter.check(Charge::Client(at)).is_ok());
+        // … nor another server of the same host.
         let other = ServerId::from_uuid(Uuid::from_u128(8));
         assert!(
             limiter
                 .check(Charge::Server {
                     server: other,
-                    address: address("198.51.100.9")
+                    address: at
                 })
                 .is_ok()
         );
-    }
-
-    #[test]
-    fn a_refused_attempt_gives_back_what_it_took_from_the_other_party() {
-        let limiter = Arc::new(AttemptLimiter::new(1));
-        let server = ServerId::from_uuid(Uuid::from_u128(9));
-        let at = address("198.51.100.20");
-        // The address is full; the server's token is not.
-        limiter.begin(Charge::Client(at)).expect("room").failed();
-        assert!(
-            limiter
-                .begin(Charge::Server {
-                    server,
-                    address: at
-                })
-                .is_err()
-        );
-        // The token's slot was given back.
-        let elsewhere = Charge::Server {
-            server,
-            address: address("198.51.100.21"),
-        };
-        limiter.begin(elsewhere).expect("room").succeeded();
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! nothing of HTTP or SQL.
 
 mod auth;
+mod console;
 mod dto;
 mod error;
 #[cfg(test)]
@@ -21,6 +22,10 @@ pub use auth::{
     VerifiedKeyCache, follow_access_changes,
 };
 pub use cola_domain::UpstreamSecret;
+pub use console::{
+    CONSOLE_SESSION_TTL, ConsoleSession, ConsoleSessionId, ConsoleSessionRefusal,
+    ConsoleSessionRepository, ConsoleSessionService, SessionDigest,
+};
 pub use dto::{
     CreateKeyRequest, CreatedKeyView, EventList, EventView, GrantInput, KeyPage, KeyView,
     ListKeysQuery, MAX_GRACE_PERIOD_SECS, OffboardView, Patch, PermissionsInput, RateLimitInput,
@@ -38,9 +43,9 @@ pub use mcp::{
 };
 pub use ports::{
     ACCESS_CHANGE_WINDOW, AccessChange, ApiKeyRepository, Clock, CredentialSealer, Cursor,
-    HashError, HeadersWrite, HostResolver, KeyListFilter, RecordedEvent, RepositoryError,
-    ResolveError, SealError, SecretHash, SecretHasher, ServerRepository, StoredCredential,
-    StoredServer, SystemClock, TokenDigest, UsageDelta,
+    HashError, HeadersWrite, HostResolver, KeyListFilter, Offboarded, RecordedEvent,
+    RepositoryError, ResolveError, SealError, SecretHash, SecretHasher, ServerRepository,
+    StoredCredential, StoredServer, SystemClock, TokenDigest, UsageDelta,
 };
 pub use principal::{AdmittedKey, McpPrincipal, Principal, Role};
 pub use servers::{

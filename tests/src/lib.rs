@@ -218,8 +218,14 @@ impl TestApp {
 
     /// Starts another process on the same database (and JWT secret).
     pub fn spawn_sibling(&self, env: HashMap<String, String>) -> Self {
+        self.spawn_sibling_with(&[], env)
+    }
+
+    /// As [`Self::spawn_sibling`], with command-line arguments (`--dev`).
+    pub fn spawn_sibling_with(&self, args: &[&str], env: HashMap<String, String>) -> Self {
+        let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
         Self::start(
-            &[],
+            &args,
             env,
             self.database_url.clone(),
             self.jwt_secret.clone(),

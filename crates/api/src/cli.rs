@@ -184,6 +184,11 @@ async fn serve(args: ServeArgs) -> ExitCode {
     crate::telemetry::init(&settings.log_filter, settings.log_format);
     let mut dev_banner_secret = None;
     settings.dev = args.dev;
+    // Before anything is written or bound.
+    if let Some(refusal) = settings.dev_listen_refusal() {
+        eprintln!("{refusal}");
+        return ExitCode::from(2);
+    }
     if args.dev {
         let secret = match &settings.jwt {
             Some(JwtSettings {

@@ -236,6 +236,21 @@ fn as_u32(value: u64) -> u32 {
 }
 
 impl Settings {
+    /// With `--dev`, why `COLA_LISTEN` is refused: dev mode signs anyone
+    /// who reaches it in as the demo admin, so it listens on a loopback
+    /// address only. `None` when the address is fine (or not in `--dev`).
+    #[must_use]
+    pub fn dev_listen_refusal(&self) -> Option<String> {
+        (self.dev && !self.listen.ip().to_canonical().is_loopback()).then(|| {
+            format!(
+                "invalid configuration: COLA_LISTEN: --dev listens on a loopback address only \
+                 (127.0.0.1 or [::1]), not {}; its console signs anyone who reaches it in as \
+                 the demo admin. Serve without --dev to listen elsewhere.",
+                self.listen
+            )
+        })
+    }
+
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigErrors> {
         Self::from_lookup(&|name| std::env::var(name).ok())
@@ -799,6 +814,30 @@ mod tests {
 
     fn names(errors: &ConfigErrors) -> Vec<&'static str> {
         errors.0.iter().map(|(name, _)| *name).collect()
+    }
+
+    #[test]
+    fn dev_mode_refuses_any_address_but_loopback_by_name() {
+        for (listen, refused) in [
+            ("127.0.0.1:8080", false),
+            ("[::1]:8080", false),
+            ("[::ffff:127.0.0.1]:8080", false),
+            ("0.0.0.0:8080", true),
+            ("[::]:8080", true),
+            ("192.0.2.7:8080", true),
+        ] {
+            let mut s = settings(&[("COLA_LISTEN", listen)]).expect("valid");
+            assert_eq!(s.dev_listen_refusal(), None, "not in --dev: {listen}");
+            s.dev = true;
+            let refusal = s.dev_listen_refusal();
+            assert_eq!(refusal.is_some(), refused, "{listen}");
+            if let Some(refusal) = refusal {
+                assert!(
+                    refusal.starts_with("invalid configuration: COLA_LISTEN: "),
+                    "{refusal}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -422,7 +422,7 @@ pub enum TokenRefusal {
     Algorithm(Algorithm),
     #[error("no key of the identity provider has the kid {0:?}")]
     UnknownKey(Option<String>),
-    #[error("the console session is invalid or expired")]
+    #[error("the console session is invalid, expired or ended")]
     Session,
 }
 
@@ -461,8 +461,11 @@ impl Caller {
                 Some(verifier) => verifier.verify(token).await,
             },
             (None, Some(sessions)) if sessions.has_cookie(&request) => {
-                match sessions.principal(&request) {
+                match sessions.principal(&request).await {
                     Ok(principal) => Ok(principal),
+                    // The session's record could not be read: no one is
+                    // admitted, and the caller is not to blame.
+                    Err(SessionRefusal::Unavailable) => return Err(Problem::unavailable()),
                     // A forged cross-site write is not a failed sign-in:
                     // it is refused without counting against the address.
                     Err(SessionRefusal::Forged(reason)) => {

@@ -9,16 +9,17 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use cola_application::{
-    ApiKeyRepository, ApiKeyService, AttemptLimiter, Clock, CredentialSealer, KeyAdmission,
-    KeyAuthenticator, KeyPolicy, KeyReports, KeyVerifier, McpService, PresentedKeys, SecretHasher,
-    ServerDirectory, ServerRepository, ServerService, ServerServiceParts, ServerTokens,
-    SystemClock, TenantInflight, ToolCatalogue, UsageRecorder, VerifiedKeyCache,
-    follow_access_changes,
+    ApiKeyRepository, ApiKeyService, AttemptLimiter, Clock, ConsoleSessionService,
+    CredentialSealer, KeyAdmission, KeyAuthenticator, KeyPolicy, KeyReports, KeyVerifier,
+    McpService, PresentedKeys, SecretHasher, ServerDirectory, ServerRepository, ServerService,
+    ServerServiceParts, ServerTokens, SystemClock, TenantInflight, ToolCatalogue, UsageRecorder,
+    VerifiedKeyCache, follow_access_changes,
 };
 use cola_domain::ExpiryPolicy;
 use cola_infrastructure::{
     Argon2Hasher, Database, HasherSettings, IdentityKey, IdentityKeys, SeaOrmApiKeyRepository,
-    SeaOrmServerRepository, Sealer, SecretsKey, SystemHostResolver, UpstreamClient,
+    SeaOrmConsoleSessionRepository, SeaOrmServerRepository, Sealer, SecretsKey, SystemHostResolver,
+    UpstreamClient,
 };
 use thiserror::Error;
 use tokio::sync::watch;
@@ -80,6 +81,11 @@ impl std::fmt::Debug for Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        // Checked again here, for whoever builds the application without
+        // the command line.
+        if let Some(refusal) = settings.dev_listen_refusal() {
+            return Err(StartupError::Config(refusal));
+        }
         let database = Database::connect(settings.database_url.expose()).await?;
         database.migrate().await?;
 
@@ -236,8 +242,14 @@ impl Application {
             Arc::clone(&admission),
         )?;
         let identity = web::Data::from(identity);
-        let console = crate::console::build(&settings, verifier.clone(), &public_url)
-            .map_err(StartupError::Config)?;
+        let console_sessions = Arc::new(ConsoleSessionService::new(
+            Arc::new(SeaOrmConsoleSessionRepository::new(database.clone())),
+            Arc::clone(&clock),
+            settings.dev,
+        ));
+        let console =
+            crate::console::build(&settings, verifier.clone(), &public_url, console_sessions)
+                .map_err(StartupError::Config)?;
         let management = web::Data::new(ManagementAuth {
             verifier: verifier.clone(),
             sessions: console.sessions.clone(),

@@ -5,14 +5,11 @@
 //! otherwise cost every instance's cache and the database for everyone.
 //! Reads are not limited.
 //!
-//! The limit is a token bucket (GCRA, from `governor`) per (tenant, user):
-//! [`WRITE_BURST`] writes at once, refilled at [`WRITES_PER_SECOND`]. Memory
-//! is bounded: at most [`MAX_TRACKED_WRITERS`] buckets are kept, and a
-//! bucket idle long enough to have refilled is dropped, which forgets
-//! nothing.
+//! The limit is a token bucket per (tenant, user) ([`TokenBuckets`]):
+//! [`WRITE_BURST`] writes at once, refilled at [`WRITES_PER_SECOND`], at
+//! most [`MAX_TRACKED_WRITERS`] buckets kept.
 
 use std::num::NonZeroU32;
-use std::time::Duration;
 
 use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
@@ -20,13 +17,12 @@ use actix_web::{FromRequest, HttpRequest, web};
 use cola_application::Principal;
 use cola_domain::{TenantId, UserId};
 use futures_util::future::LocalBoxFuture;
+use governor::Quota;
 use governor::clock::{Clock, DefaultClock};
-use governor::middleware::NoOpMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
 
 use crate::jwt::Caller;
 use crate::problem::Problem;
+use crate::token_buckets::TokenBuckets;
 
 /// Writes a user may make at once.
 pub const WRITE_BURST: u32 = 20;
@@ -38,28 +34,11 @@ pub const MAX_TRACKED_WRITERS: u64 = 100_000;
 const BURST: NonZeroU32 = NonZeroU32::new(WRITE_BURST).expect("WRITE_BURST is not zero");
 const RATE: NonZeroU32 = NonZeroU32::new(WRITES_PER_SECOND).expect("WRITES_PER_SECOND is not zero");
 
-/// How long an idle bucket takes to fill up again: after that, a fresh one is
-/// the same.
-fn refill_time() -> Duration {
-    Duration::from_secs(u64::from(WRITE_BURST.div_ceil(WRITES_PER_SECOND)))
-}
-
-type Bucket<C> = RateLimiter<NotKeyed, InMemoryState, C, NoOpMiddleware<<C as Clock>::Instant>>;
-
 /// The write buckets of one instance, on the real clock (or, in tests, on one
 /// the test moves).
+#[derive(Debug)]
 pub struct WriteLimiter<C: Clock = DefaultClock> {
-    quota: Quota,
-    clock: C,
-    buckets: moka::sync::Cache<(TenantId, UserId), std::sync::Arc<Bucket<C>>>,
-}
-
-impl<C: Clock> std::fmt::Debug for WriteLimiter<C> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WriteLimiter")
-            .field("quota", &self.quota)
-            .finish_non_exhaustive()
-    }
+    buckets: TokenBuckets<(TenantId, UserId), C>,
 }
 
 impl Default for WriteLimiter {
@@ -83,39 +62,24 @@ where
     #[must_use]
     pub fn with_clock(capacity: u64, clock: C) -> Self {
         Self {
-            quota: Quota::per_second(RATE).allow_burst(BURST),
-            clock,
-            buckets: moka::sync::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_idle(refill_time())
-                .build(),
+            buckets: TokenBuckets::with_clock(
+                Quota::per_second(RATE).allow_burst(BURST),
+                capacity,
+                clock,
+            ),
         }
     }
 
     /// Takes one write from `principal`'s bucket; `Err(seconds)` to wait
     /// when it is empty.
     pub fn check(&self, principal: &Principal) -> Result<(), u64> {
-        let bucket = self
-            .buckets
-            .get_with((principal.tenant_id, principal.user_id), || {
-                std::sync::Arc::new(RateLimiter::direct_with_clock(
-                    self.quota,
-                    self.clock.clone(),
-                ))
-            });
-        bucket.check().map_err(|not_until| {
-            let wait = not_until.wait_time_from(self.clock.now());
-            // Whole seconds, rounded up: `Retry-After` has no fractions, and
-            // a client retrying early would only be refused again.
-            wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
-        })
+        self.buckets.check((principal.tenant_id, principal.user_id))
     }
 
     /// Buckets currently kept.
     #[must_use]
     pub fn tracked(&self) -> u64 {
-        self.buckets.run_pending_tasks();
-        self.buckets.entry_count()
+        self.buckets.tracked()
     }
 }
 
@@ -161,6 +125,7 @@ mod tests {
     use super::*;
     use cola_application::Role;
     use governor::clock::FakeRelativeClock;
+    use std::time::Duration;
     use uuid::Uuid;
 
     fn principal(tenant: u128, user: u128) -> Principal {

@@ -17,9 +17,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_application::{
     AccessChange, ApiKeyRepository, AttemptLimiter, AuthPath, Clock, HashError, KeyAdmission,
-    KeyAuthenticator, KeyListFilter, PresentedKeys, RecordedEvent, RepositoryError, SecretHash,
-    SecretHasher, StoredCredential, SystemClock, UsageDelta, UsageRecorder, VerifiedKeyCache,
-    follow_access_changes,
+    KeyAuthenticator, KeyListFilter, Offboarded, PresentedKeys, RecordedEvent, RepositoryError,
+    SecretHash, SecretHasher, StoredCredential, SystemClock, UsageDelta, UsageRecorder,
+    VerifiedKeyCache, follow_access_changes,
 };
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, ApiKeySecret, DomainEvent, IpWhitelist, KeyName, KeyPrefix,
@@ -83,14 +83,17 @@ impl ApiKeyRepository for FakeRepository {
         Ok(())
     }
 
-    async fn revoke_all_active(
+    async fn offboard(
         &self,
         _: TenantId,
         _: UserId,
         _: UserId,
         _: DateTime<Utc>,
-    ) -> Result<Vec<McpApiKey>, RepositoryError> {
-        Ok(Vec::new())
+    ) -> Result<Offboarded, RepositoryError> {
+        Ok(Offboarded {
+            revoked: Vec::new(),
+            console_sessions_ended: 0,
+        })
     }
 
     async fn events(

@@ -15,8 +15,9 @@ use cola_domain::{
 use uuid::Uuid;
 
 use crate::ports::{
-    AccessChange, ApiKeyRepository, HeadersWrite, KeyListFilter, RecordedEvent, RepositoryError,
-    SecretHash, ServerRepository, StoredCredential, StoredServer, TokenDigest, UsageDelta,
+    AccessChange, ApiKeyRepository, HeadersWrite, KeyListFilter, Offboarded, RecordedEvent,
+    RepositoryError, SecretHash, ServerRepository, StoredCredential, StoredServer, TokenDigest,
+    UsageDelta,
 };
 
 /// Keys by prefix; revocation edits the stored copy, as a write would.
@@ -121,14 +122,17 @@ impl ApiKeyRepository for MemoryRepository {
         self.add(rotation.successor.clone());
         Ok(())
     }
-    async fn revoke_all_active(
+    async fn offboard(
         &self,
         _: TenantId,
         _: UserId,
         _: UserId,
         _: DateTime<Utc>,
-    ) -> Result<Vec<McpApiKey>, RepositoryError> {
-        Ok(Vec::new())
+    ) -> Result<Offboarded, RepositoryError> {
+        Ok(Offboarded {
+            revoked: Vec::new(),
+            console_sessions_ended: 0,
+        })
     }
     async fn events(
         &self,

@@ -4,6 +4,7 @@
 
 mod admission;
 mod auth;
+mod console;
 mod dto;
 mod error;
 #[cfg(test)]
@@ -27,6 +28,10 @@ pub use auth::{
     Refusal, VerifiedKeyCache, follow_access_changes,
 };
 pub use cola_domain::UpstreamSecret;
+pub use console::{
+    CONSOLE_SESSION_TTL, ConsoleSession, ConsoleSessionId, ConsoleSessionRefusal,
+    ConsoleSessionRepository, ConsoleSessionService, SessionDigest,
+};
 pub use dto::{
     CreateKeyRequest, CreatedKeyView, EventList, EventView, GrantInput, KeyPage, KeyView,
     ListKeysQuery, MAX_GRACE_PERIOD_SECS, OffboardView, Patch, PermissionsInput, RateLimitInput,
@@ -46,9 +51,9 @@ pub use mcp::{
 };
 pub use ports::{
     ACCESS_CHANGE_WINDOW, AccessChange, ApiKeyRepository, Clock, CredentialSealer, Cursor,
-    HashError, HeadersWrite, HostResolver, KeyListFilter, RecordedEvent, RepositoryError,
-    ResolveError, SealError, SecretHash, SecretHasher, ServerRepository, StoredCredential,
-    StoredServer, SystemClock, TokenDigest, UsageDelta,
+    HashError, HeadersWrite, HostResolver, KeyListFilter, Offboarded, RecordedEvent,
+    RepositoryError, ResolveError, SealError, SecretHash, SecretHasher, ServerRepository,
+    StoredCredential, StoredServer, SystemClock, TokenDigest, UsageDelta,
 };
 pub use principal::{AdmittedKey, McpPrincipal, Principal, Role};
 pub use report::{KeyReports, ReportError, ReportOutcome, Reporter};

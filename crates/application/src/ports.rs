@@ -106,6 +106,15 @@ pub struct AccessChange {
     pub key_prefix: KeyPrefix,
 }
 
+/// What an offboarding ended.
+#[derive(Debug, Clone)]
+pub struct Offboarded {
+    /// The keys it revoked (those active until then).
+    pub revoked: Vec<McpApiKey>,
+    /// How many console sessions it ended.
+    pub console_sessions_ended: u64,
+}
+
 /// Uses of one key since the last flush.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UsageDelta {
@@ -173,15 +182,17 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
         max_active: u32,
     ) -> Result<(), RepositoryError>;
 
-    /// Revokes every active key of `owner` in one transaction, one
-    /// `api_key.revoked` event each (by `actor`); returns the keys revoked.
-    async fn revoke_all_active(
+    /// Offboards `owner` in one transaction: revokes every active key of
+    /// theirs, one `api_key.revoked` event each (by `actor`), and ends every
+    /// open console session of theirs. (Their OAuth grants, CONTRACT §12,
+    /// are to end here too, in the same transaction, once they exist.)
+    async fn offboard(
         &self,
         tenant: TenantId,
         owner: UserId,
         actor: UserId,
         now: DateTime<Utc>,
-    ) -> Result<Vec<McpApiKey>, RepositoryError>;
+    ) -> Result<Offboarded, RepositoryError>;
 
     /// The key's audit trail, oldest first.
     async fn events(

@@ -298,22 +298,29 @@ impl ApiKeyService {
     }
 
     /// Revokes every active key of `user` (an admin: any user of the tenant;
-    /// a member: only themself), in one transaction with one event per key.
+    /// a member: only themself), with one event per key, and ends their
+    /// console sessions, all in one transaction. Their OAuth grants (CONTRACT
+    /// §12, not built yet) are to end in that transaction too: see
+    /// [`ApiKeyRepository::offboard`].
     #[instrument(name = "offboard user", skip_all, fields(tenant = %actor.tenant_id, user = %user))]
     pub async fn offboard(&self, actor: Principal, user: UserId) -> Result<OffboardView, AppError> {
         if !actor.can_manage(user) {
             return Err(AppError::Forbidden);
         }
-        let revoked = self
+        let offboarded = self
             .repository
-            .revoke_all_active(actor.tenant_id, user, actor.user_id, self.clock.now())
+            .offboard(actor.tenant_id, user, actor.user_id, self.clock.now())
             .await?;
-        for key in &revoked {
+        for key in &offboarded.revoked {
             self.cache.forget_key(key.prefix());
         }
-        tracing::info!(revoked = revoked.len(), "user offboarded");
+        tracing::info!(
+            revoked = offboarded.revoked.len(),
+            console_sessions_ended = offboarded.console_sessions_ended,
+            "user offboarded"
+        );
         Ok(OffboardView {
-            revoked: u64::try_from(revoked.len()).unwrap_or(u64::MAX),
+            revoked: u64::try_from(offboarded.revoked.len()).unwrap_or(u64::MAX),
         })
     }
 

@@ -1,8 +1,10 @@
-//! Cola's adapters: the sea-orm repositories (SQLite and PostgreSQL), argon2id
+//! Cola's adapters: the sea-orm repositories (SQLite and PostgreSQL; keys,
+//! servers and console sessions), argon2id
 //! hashing, sealing of secrets at rest, identity assertions, host resolution, database set-up, and
 //! the HTTP client to tenants' MCP servers. sea-orm entities are private to
 //! this crate; the rest of the workspace sees only the application's ports.
 
+mod console_session_repository;
 mod database;
 mod entity;
 mod hasher;
@@ -13,6 +15,7 @@ mod sealing;
 mod server_repository;
 mod upstream;
 
+pub use console_session_repository::SeaOrmConsoleSessionRepository;
 pub use database::{Database, DatabaseError, DatabaseKind, MigrationState};
 pub use hasher::{Argon2Hasher, HasherSettings};
 pub use identity::{

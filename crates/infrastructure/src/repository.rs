@@ -5,7 +5,7 @@
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_application::{
-    ACCESS_CHANGE_WINDOW, AccessChange, ApiKeyRepository, KeyListFilter, RecordedEvent,
+    ACCESS_CHANGE_WINDOW, AccessChange, ApiKeyRepository, KeyListFilter, Offboarded, RecordedEvent,
     RepositoryError, SecretHash, StoredCredential, UsageDelta,
 };
 use cola_domain::{
@@ -22,6 +22,7 @@ use sea_orm::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::console_session_repository::end_sessions_of_user;
 use crate::database::Database;
 use crate::entity::{api_key, api_key_event};
 
@@ -709,13 +710,13 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
         txn.commit().await.map_err(db_error)
     }
 
-    async fn revoke_all_active(
+    async fn offboard(
         &self,
         tenant: TenantId,
         owner: UserId,
         actor: UserId,
         now: DateTime<Utc>,
-    ) -> Result<Vec<McpApiKey>, RepositoryError> {
+    ) -> Result<Offboarded, RepositoryError> {
         let txn = self.database.connection().begin().await.map_err(db_error)?;
         lock_owner(&txn, tenant, owner).await?;
         if txn.get_database_backend() == DbBackend::Sqlite {
@@ -744,8 +745,17 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
                 revoked.push(key);
             }
         }
+        // The user's console sessions end with their keys: a sign-out on
+        // their behalf, on every instance, since every instance reads the
+        // session's row on each request.
+        let console_sessions_ended = end_sessions_of_user(&txn, tenant, owner, now).await?;
+        // CONTRACT §12: the user's OAuth grants are to end here as well, in
+        // this transaction, once they exist.
         txn.commit().await.map_err(db_error)?;
-        Ok(revoked)
+        Ok(Offboarded {
+            revoked,
+            console_sessions_ended,
+        })
     }
 
     async fn events(

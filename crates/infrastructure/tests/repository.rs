@@ -1,5 +1,6 @@
-//! The repositories (keys and servers) against real databases: every
-//! scenario runs on a fresh SQLite file and on a fresh PostgreSQL database.
+//! The repositories (keys, servers and console sessions) against real
+//! databases: every scenario runs on a fresh SQLite file and on a fresh
+//! PostgreSQL database.
 
 #![allow(clippy::unwrap_used)]
 
@@ -7,8 +8,9 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use cola_application::{
-    AccessChange, ApiKeyRepository, Clock, Cursor, KeyListFilter, RepositoryError, SecretHasher,
-    SystemClock, UsageDelta,
+    AccessChange, ApiKeyRepository, Clock, ConsoleSession, ConsoleSessionId,
+    ConsoleSessionRepository, Cursor, KeyListFilter, RepositoryError, SecretHasher, SystemClock,
+    UsageDelta,
 };
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, ApiKeySecret, EffectiveStatus, EventKind, IpWhitelist, KeyName,
@@ -17,7 +19,7 @@ use cola_domain::{
 use cola_e2e::PostgresDatabase;
 use cola_infrastructure::{
     Argon2Hasher, Database, DatabaseKind, HasherSettings, SeaOrmApiKeyRepository,
-    SeaOrmServerRepository, Sealer, SecretsKey,
+    SeaOrmConsoleSessionRepository, SeaOrmServerRepository, Sealer, SecretsKey,
 };
 use sea_orm::{ConnectionTrait, DbBackend, Statement};
 use uuid::Uuid;
@@ -25,6 +27,7 @@ use uuid::Uuid;
 struct Fixture {
     repository: Arc<SeaOrmApiKeyRepository>,
     servers: SeaOrmServerRepository,
+    sessions: SeaOrmConsoleSessionRepository,
     /// The same database, for its kind.
     database: Database,
     /// A connection of the test's own to the same database, for rows a test
@@ -71,6 +74,7 @@ async fn fixture(
     Fixture {
         repository: Arc::new(SeaOrmApiKeyRepository::new(database.clone())),
         servers: SeaOrmServerRepository::new(database.clone()),
+        sessions: SeaOrmConsoleSessionRepository::new(database.clone()),
         database,
         raw: sea_orm::Database::connect(url).await.unwrap(),
         hasher: Argon2Hasher::new(HasherSettings {
@@ -182,6 +186,9 @@ on_both_databases!(
     a_server_update_writes_what_changed_with_its_event,
     deleting_a_server_removes_it_and_every_grant_on_it_in_one_go,
     a_minted_token_finds_its_server_until_replaced,
+    a_console_session_reads_back_and_ends_only_in_its_tenant,
+    offboarding_ends_the_users_console_sessions_and_no_one_elses,
+    a_sign_in_forgets_the_expired_sessions_of_its_tenant_alone,
 );
 
 /// Stores a new key of `owner`; returns it.
@@ -343,9 +350,10 @@ async fn offboarding_revokes_every_active_key_of_the_owner_alone(f: Fixture) {
 
     let revoked = f
         .repository
-        .revoke_all_active(tenant, owner, admin, now())
+        .offboard(tenant, owner, admin, now())
         .await
-        .unwrap();
+        .unwrap()
+        .revoked;
     let mut ids: Vec<ApiKeyId> = revoked.iter().map(McpApiKey::id).collect();
     ids.sort();
     let mut expected: Vec<ApiKeyId> = keys.iter().map(McpApiKey::id).collect();
@@ -385,9 +393,10 @@ async fn offboarding_revokes_every_active_key_of_the_owner_alone(f: Fixture) {
     assert_eq!(elsewhere.status_at(now()), EffectiveStatus::Active);
     assert!(
         f.repository
-            .revoke_all_active(tenant, owner, admin, now())
+            .offboard(tenant, owner, admin, now())
             .await
             .unwrap()
+            .revoked
             .is_empty()
     );
 }
@@ -1410,4 +1419,190 @@ async fn a_minted_token_finds_its_server_until_replaced(f: Fixture) {
             assert_eq!(digest.len(), 64);
         }
     }
+}
+
+/// A new session of `user` in `tenant`, begun at `at`, lasting 8 hours, as
+/// stored; and its id.
+fn console_session(
+    tenant: TenantId,
+    user: UserId,
+    at: DateTime<Utc>,
+    dev: bool,
+) -> (ConsoleSessionId, ConsoleSession) {
+    let id = ConsoleSessionId::generate().unwrap();
+    let session = ConsoleSession {
+        digest: id.digest(),
+        tenant_id: tenant,
+        user_id: user,
+        created_at: at,
+        expires_at: at + Duration::hours(8),
+        ended_at: None,
+        dev,
+    };
+    (id, session)
+}
+
+async fn a_console_session_reads_back_and_ends_only_in_its_tenant(f: Fixture) {
+    let (tenant, user) = tenant();
+    let (id, session) = console_session(tenant, user, now(), true);
+    f.sessions.insert(&session).await.unwrap();
+    assert_eq!(
+        f.sessions.find(tenant, &id.digest()).await.unwrap(),
+        Some(session.clone())
+    );
+    let elsewhere = TenantId::from_uuid(Uuid::new_v4());
+    assert_eq!(
+        f.sessions.find(elsewhere, &id.digest()).await.unwrap(),
+        None
+    );
+    assert!(
+        !f.sessions
+            .end(elsewhere, &id.digest(), now())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        f.sessions
+            .find(tenant, &id.digest())
+            .await
+            .unwrap()
+            .unwrap()
+            .ended_at,
+        None,
+        "another tenant cannot end it"
+    );
+
+    let at = now();
+    assert!(f.sessions.end(tenant, &id.digest(), at).await.unwrap());
+    assert!(!f.sessions.end(tenant, &id.digest(), now()).await.unwrap());
+    let ended = f
+        .sessions
+        .find(tenant, &id.digest())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ended.ended_at, Some(at), "the first end is the one kept");
+
+    // The id itself is nowhere in the table.
+    let rows = f
+        .raw
+        .query_all_raw(Statement::from_string(
+            f.raw.get_database_backend(),
+            "SELECT id_digest FROM console_sessions",
+        ))
+        .await
+        .unwrap();
+    let stored: String = rows[0].try_get("", "id_digest").unwrap();
+    assert_eq!(stored, id.digest().to_hex());
+    assert_ne!(stored, id.expose());
+}
+
+async fn offboarding_ends_the_users_console_sessions_and_no_one_elses(f: Fixture) {
+    let (tenant, owner) = tenant();
+    let admin = UserId::from_uuid(Uuid::new_v4());
+    let colleague = UserId::from_uuid(Uuid::new_v4());
+    let elsewhere = TenantId::from_uuid(Uuid::new_v4());
+    let theirs = [
+        console_session(tenant, owner, now(), false),
+        console_session(tenant, owner, now(), false),
+    ];
+    let (signed_out, signed_out_session) = console_session(tenant, owner, now(), false);
+    let others = [
+        (tenant, console_session(tenant, colleague, now(), false)),
+        // The same user id in another tenant is another user.
+        (elsewhere, console_session(elsewhere, owner, now(), false)),
+    ];
+    for (_, session) in theirs.iter().chain(others.iter().map(|(_, pair)| pair)) {
+        f.sessions.insert(session).await.unwrap();
+    }
+    f.sessions.insert(&signed_out_session).await.unwrap();
+    let signed_out_at = now();
+    assert!(
+        f.sessions
+            .end(tenant, &signed_out.digest(), signed_out_at)
+            .await
+            .unwrap()
+    );
+    let key = insert(&f, tenant, owner, "theirs").await;
+
+    let at = now();
+    let offboarded = f
+        .repository
+        .offboard(tenant, owner, admin, at)
+        .await
+        .unwrap();
+    assert_eq!(offboarded.revoked.len(), 1);
+    assert_eq!(offboarded.revoked[0].id(), key.id());
+    assert_eq!(offboarded.console_sessions_ended, 2);
+    for (id, _) in &theirs {
+        let ended = f
+            .sessions
+            .find(tenant, &id.digest())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ended.ended_at, Some(at));
+    }
+    let kept = f
+        .sessions
+        .find(tenant, &signed_out.digest())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        kept.ended_at,
+        Some(signed_out_at),
+        "ended once, when signed out"
+    );
+    for (other_tenant, (id, _)) in &others {
+        let untouched = f
+            .sessions
+            .find(*other_tenant, &id.digest())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(untouched.ended_at, None);
+    }
+}
+
+async fn a_sign_in_forgets_the_expired_sessions_of_its_tenant_alone(f: Fixture) {
+    let (tenant, user) = tenant();
+    let elsewhere = TenantId::from_uuid(Uuid::new_v4());
+    let yesterday = now() - Duration::days(1);
+    let (expired, expired_session) = console_session(tenant, user, yesterday, false);
+    let (live, live_session) = console_session(tenant, user, now() - Duration::hours(1), false);
+    let (foreign, foreign_session) = console_session(elsewhere, user, yesterday, false);
+    // Oldest last: a sign-in clears what expired before it began.
+    for session in [&live_session, &expired_session, &foreign_session] {
+        f.sessions.insert(session).await.unwrap();
+    }
+    assert!(
+        f.sessions
+            .find(tenant, &expired.digest())
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let (_, signing_in) = console_session(tenant, user, now(), false);
+    f.sessions.insert(&signing_in).await.unwrap();
+    assert_eq!(
+        f.sessions.find(tenant, &expired.digest()).await.unwrap(),
+        None
+    );
+    assert!(
+        f.sessions
+            .find(tenant, &live.digest())
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        f.sessions
+            .find(elsewhere, &foreign.digest())
+            .await
+            .unwrap()
+            .is_some(),
+        "another tenant's rows are its own sign-ins' to clear"
+    );
 }

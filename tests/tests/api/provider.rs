@@ -5,8 +5,9 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use cola_e2e::{Options, TestApp};
+use cola_e2e::{Options, TestApp, eventually};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -21,11 +22,12 @@ const ED_1: &str = include_str!("fixtures/ed-1.pem");
 const PUBLIC_JWKS: &str = include_str!("fixtures/public-jwks.json");
 
 /// A provider that serves `/.well-known/openid-configuration` and `/jwks`,
-/// counting the JWKS fetches; its published keys can be swapped.
+/// counting the fetches of each; its published keys can be swapped.
 struct Provider {
     issuer: String,
     published: Arc<Mutex<Vec<&'static str>>>,
     fetches: Arc<AtomicUsize>,
+    discoveries: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -46,9 +48,14 @@ impl Provider {
         let issuer = format!("http://{}", listener.local_addr().unwrap());
         let published = Arc::new(Mutex::new(published.to_vec()));
         let fetches = Arc::new(AtomicUsize::new(0));
+        let discoveries = Arc::new(AtomicUsize::new(0));
         let task = {
-            let (issuer, published, fetches) =
-                (issuer.clone(), Arc::clone(&published), Arc::clone(&fetches));
+            let (issuer, published, fetches, discoveries) = (
+                issuer.clone(),
+                Arc::clone(&published),
+                Arc::clone(&fetches),
+                Arc::clone(&discoveries),
+            );
             tokio::spawn(async move {
                 while let Ok((mut stream, _)) = listener.accept().await {
                     let mut request = vec![0u8; 4096];
@@ -56,7 +63,9 @@ impl Provider {
                     let request = String::from_utf8_lossy(&request[..read]).to_string();
                     let path = request.split_whitespace().nth(1).unwrap_or("").to_owned();
                     let body = match path.as_str() {
-                        "/.well-known/openid-configuration" => json!({
+                        "/.well-known/openid-configuration" => {
+                            discoveries.fetch_add(1, Ordering::SeqCst);
+                            json!({
                             "issuer": issuer,
                             "jwks_uri": format!("{issuer}/jwks"),
                             "authorization_endpoint": format!("{issuer}/authorize"),
@@ -64,7 +73,8 @@ impl Provider {
                             "response_types_supported": ["code"],
                             "subject_types_supported": ["public"],
                             "id_token_signing_alg_values_supported": ["ES256", "RS256", "EdDSA"],
-                        }),
+                            })
+                        }
                         "/jwks" => {
                             fetches.fetch_add(1, Ordering::SeqCst);
                             let keys: Vec<Value> = published
@@ -95,6 +105,7 @@ impl Provider {
             issuer,
             published,
             fetches,
+            discoveries,
             task,
         }
     }
@@ -105,6 +116,10 @@ impl Provider {
 
     fn fetches(&self) -> usize {
         self.fetches.load(Ordering::SeqCst)
+    }
+
+    fn discoveries(&self) -> usize {
+        self.discoveries.load(Ordering::SeqCst)
     }
 }
 
@@ -357,4 +372,51 @@ async fn check_config_reports_the_provider_s_keys_and_fails_when_it_is_unreachab
         stderr.starts_with("invalid configuration: COLA_OIDC_ISSUER: "),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn sign_in_pages_do_not_fetch_the_provider_s_documents_each_time() {
+    let provider = Provider::start(&["ec-1"]).await;
+    let app = TestApp::spawn_with(
+        Options::default()
+            .with("COLA_JWT_SECRET", "")
+            .with("COLA_OIDC_ISSUER", &provider.issuer)
+            .with("COLA_OIDC_CLIENT_ID", "cola-console")
+            .with(
+                "COLA_OIDC_CLIENT_SECRET",
+                "a-client-secret-of-at-least-32-bytes",
+            ),
+    )
+    .await;
+    // The REST API's keys are fetched in the background at start: one
+    // discovery and one JWKS, counted apart from the sign-ins.
+    let fetched_at_start = eventually(Duration::from_secs(30), || async {
+        (provider.fetches() >= 1).then_some(())
+    })
+    .await;
+    assert!(fetched_at_start.is_some(), "the keys were never fetched");
+    let (discoveries, fetches) = (provider.discoveries(), provider.fetches());
+    assert_eq!((discoveries, fetches), (1, 1));
+
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for _ in 0..5 {
+        let started = client
+            .get(format!("{}/console/login", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(started.status(), 303);
+        let location = started.headers()["location"].to_str().unwrap().to_owned();
+        assert!(
+            location.starts_with(&format!("{}/authorize?", provider.issuer)),
+            "{location}"
+        );
+    }
+    // The first sign-in fetched the metadata and its keys; the others used
+    // them.
+    assert_eq!(provider.discoveries(), discoveries + 1);
+    assert_eq!(provider.fetches(), fetches + 1);
 }

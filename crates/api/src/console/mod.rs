@@ -3,28 +3,36 @@
 //! else) that manages keys through the REST API, authenticated by the
 //! console's session cookie. Sign-in is OpenID Connect with the provider of
 //! `COLA_OIDC_ISSUER`, or, with `--dev`, the demo admin without a provider.
+//! Starting a sign-in (`GET /console/login`) is rate limited per client
+//! address.
 
 pub mod oidc;
 pub mod session;
 
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::http::StatusCode;
-use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, SET_COOKIE};
+use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER, SET_COOKIE};
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
-use cola_application::{Principal, Role};
+use cola_application::{ConsoleSessionService, Principal, Role};
 use cola_domain::{TenantId, UserId};
+use governor::Quota;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use crate::client_ip::ClientIpResolver;
 use crate::config::{JwtKey, JwtSettings, Settings};
 use crate::jwt::JwtVerifier;
 use crate::problem::Problem;
 use crate::routes::method_not_allowed;
+use crate::token_buckets::TokenBuckets;
 use oidc::{OidcSignIn, PendingSignIn};
-use session::{ConsoleSessions, Purpose, SessionRefusal};
+use session::{ConsoleSessions, IssueError, Purpose, SessionRefusal};
 
 /// The sign-in flow's cookie: `SameSite=Lax`, since the provider's redirect
 /// back is a cross-site navigation that a `Strict` cookie would miss; scoped
@@ -38,6 +46,13 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'
      style-src 'self'; img-src 'self'; connect-src 'self'; object-src 'none'; \
      base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
 
+/// Sign-ins an address may start at once.
+pub const SIGN_IN_BURST: u32 = 20;
+/// Then one more per this long: 20 a minute.
+pub const SIGN_IN_PERIOD: Duration = Duration::from_secs(3);
+/// Addresses whose sign-in buckets are kept at most.
+const MAX_TRACKED_SIGN_IN_ADDRESSES: u64 = 100_000;
+
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
@@ -47,7 +62,9 @@ const APP_CSS: &str = include_str!("assets/app.css");
 pub enum SignIn {
     /// `--dev`: as this principal (the demo admin), with no provider.
     Dev(Principal),
-    Oidc(OidcSignIn),
+    /// Boxed: it holds the provider's metadata, and the other variants are
+    /// small.
+    Oidc(Box<OidcSignIn>),
     /// Neither: the console explains how to configure one.
     Unavailable,
 }
@@ -62,15 +79,26 @@ pub struct Console {
     pub verifier: Option<Arc<JwtVerifier>>,
     /// `COLA_PUBLIC_URL`, without a trailing slash.
     pub public_url: String,
+    /// Sign-in starts per client address.
+    pub sign_in_limit: TokenBuckets<IpAddr>,
+}
+
+fn sign_in_quota() -> Quota {
+    let burst = NonZeroU32::new(SIGN_IN_BURST).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(SIGN_IN_PERIOD)
+        .unwrap_or_else(|| Quota::per_minute(burst))
+        .allow_burst(burst)
 }
 
 /// The console as `settings` configure it: sessions keyed by the JWT secret
-/// (static mode) or the OIDC client secret; sign-in as the demo admin with
-/// `--dev`, through the provider with an OIDC client, or not at all.
+/// (static mode) or the OIDC client secret and stored through `store`;
+/// sign-in as the demo admin with `--dev`, through the provider with an OIDC
+/// client, or not at all.
 pub fn build(
     settings: &Settings,
     verifier: Option<Arc<JwtVerifier>>,
     public_url: &str,
+    store: Arc<ConsoleSessionService>,
 ) -> Result<Console, String> {
     let session_secret = match (&settings.oidc_client, &settings.jwt) {
         (Some(client), _) => Some(client.client_secret.expose().as_bytes().to_vec()),
@@ -83,7 +111,8 @@ pub fn build(
         ) => Some(secret.expose().as_bytes().to_vec()),
         _ => None,
     };
-    let sessions = session_secret.map(|secret| Arc::new(ConsoleSessions::new(&secret, public_url)));
+    let sessions =
+        session_secret.map(|secret| Arc::new(ConsoleSessions::new(&secret, public_url, store)));
     let sign_in = if settings.dev {
         SignIn::Dev(Principal {
             tenant_id: TenantId::from_uuid(crate::cli::DEMO_TENANT),
@@ -91,10 +120,10 @@ pub fn build(
             role: Role::Admin,
         })
     } else if let Some(client) = &settings.oidc_client {
-        SignIn::Oidc(
+        SignIn::Oidc(Box::new(
             OidcSignIn::new(client.clone(), public_url)
                 .map_err(|e| format!("COLA_OIDC_ISSUER: cannot build the HTTP client: {e}"))?,
-        )
+        ))
     } else {
         SignIn::Unavailable
     };
@@ -103,6 +132,7 @@ pub fn build(
         sign_in,
         verifier,
         public_url: public_url.to_owned(),
+        sign_in_limit: TokenBuckets::new(sign_in_quota(), MAX_TRACKED_SIGN_IN_ADDRESSES),
     })
 }
 
@@ -198,10 +228,14 @@ struct SessionView<'a> {
 }
 
 async fn current_session(console: web::Data<Console>, request: HttpRequest) -> HttpResponse {
-    let session = console
-        .sessions
-        .as_ref()
-        .and_then(|sessions| sessions.session(&request, Utc::now()));
+    let session = match &console.sessions {
+        Some(sessions) if sessions.has_cookie(&request) => match sessions.session(&request).await {
+            Ok(session) => Some(session),
+            Err(SessionRefusal::Unavailable) => return Problem::unavailable().response(),
+            Err(SessionRefusal::Invalid | SessionRefusal::Forged(_)) => None,
+        },
+        _ => None,
+    };
     let sign_in = match console.sign_in {
         SignIn::Dev(_) => "dev",
         SignIn::Oidc(_) => "oidc",
@@ -244,21 +278,62 @@ fn see_other(location: &str) -> actix_web::HttpResponseBuilder {
     response
 }
 
-async fn login(console: web::Data<Console>) -> HttpResponse {
+/// The page for a session that could not be started.
+fn not_issued(error: &IssueError) -> HttpResponse {
+    tracing::warn!(error = %cola_application::error_chain(error), "console session could not be started");
+    if error.is_unavailable() {
+        page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Sign-in is unavailable",
+            "Cola cannot reach its database to start your session. Try again shortly.",
+        )
+    } else {
+        page(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Sign-in failed",
+            "Your session could not be started. Try again.",
+        )
+    }
+}
+
+async fn login(
+    console: web::Data<Console>,
+    resolver: web::Data<ClientIpResolver>,
+    request: HttpRequest,
+) -> HttpResponse {
     let Some(sessions) = &console.sessions else {
         return not_configured();
     };
+    if matches!(console.sign_in, SignIn::Unavailable) {
+        return not_configured();
+    }
+    // Counted before any work: a sign-in writes a session (dev) or sends
+    // the browser to the provider, and neither is for a loop.
+    if let Some(client) = resolver.of_request(&request)
+        && let Err(wait) = console.sign_in_limit.check(client)
+    {
+        tracing::info!(client = %client, "console sign-in start rate limited");
+        let wait = wait.max(1);
+        let mut response = page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many sign-ins",
+            &format!(
+                "Too many sign-ins were started from your address. Try again in {wait} second{}.",
+                if wait == 1 { "" } else { "s" }
+            ),
+        );
+        if let Ok(value) = wait.to_string().parse() {
+            response.headers_mut().insert(RETRY_AFTER, value);
+        }
+        return response;
+    }
     match &console.sign_in {
         SignIn::Dev(principal) => {
-            match sessions.issue(*principal, Some("demo admin".into()), Utc::now()) {
-                Some((_, cookie)) => see_other("/console")
+            match sessions.issue(*principal, Some("demo admin".into())).await {
+                Ok((_, cookie)) => see_other("/console")
                     .insert_header((SET_COOKIE, cookie))
                     .finish(),
-                None => page(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Sign-in failed",
-                    "No randomness was available for the session. Try again.",
-                ),
+                Err(error) => not_issued(&error),
             }
         }
         SignIn::Oidc(provider) => match provider.begin(Utc::now()).await {
@@ -360,37 +435,49 @@ async fn callback(console: web::Data<Console>, request: HttpRequest) -> HttpResp
             );
         }
     };
-    match sessions.issue(principal, signed_in.display_name, Utc::now()) {
-        Some((_, cookie)) => {
+    match sessions.issue(principal, signed_in.display_name).await {
+        Ok((_, cookie)) => {
             tracing::info!(tenant = %principal.tenant_id, "console sign-in");
             see_other("/console")
                 .append_header((SET_COOKIE, cookie))
                 .append_header((SET_COOKIE, clear_flow))
                 .finish()
         }
-        None => failed("No randomness was available for the session. Try again."),
+        Err(error) => {
+            let mut response = not_issued(&error);
+            if let Ok(value) = clear_flow.parse() {
+                response.headers_mut().insert(SET_COOKIE, value);
+            }
+            response
+        }
     }
 }
 
-/// Signs out: the session cookie is removed. A write like any other, so it
-/// carries the CSRF token (no other site can sign a person out).
+/// Signs out: the stored session is ended, so its cookie is refused by every
+/// instance from now on, and the cookie is removed. A write like any other,
+/// so it carries the CSRF token (no other site can sign a person out). A
+/// database that cannot be reached is a 503 and the cookie is kept, so the
+/// person can try again rather than believe they signed out.
 async fn logout(console: web::Data<Console>, request: HttpRequest) -> HttpResponse {
     let Some(sessions) = &console.sessions else {
         return HttpResponse::NoContent().finish();
     };
-    if sessions.has_cookie(&request) {
-        match sessions.principal(&request) {
-            Ok(_) | Err(SessionRefusal::Invalid) => {}
-            Err(SessionRefusal::Forged(reason)) => {
-                tracing::info!(reason, "console sign-out refused: CSRF check failed");
-                return Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "csrf",
-                    "sign out from the console page: its CSRF token or Origin is missing or wrong",
-                )
-                .response();
-            }
+    // The signature and the CSRF token are checked on the cookie itself:
+    // an ended session may still be signed out of (the page may not know).
+    if let Some(session) = sessions.signed(&request, Utc::now()) {
+        if let Err(reason) = sessions.check_write(&request, &session) {
+            tracing::info!(reason, "console sign-out refused: CSRF check failed");
+            return Problem::new(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "sign out from the console page: its CSRF token or Origin is missing or wrong",
+            )
+            .response();
         }
+        if sessions.end(&session).await.is_err() {
+            return Problem::unavailable().response();
+        }
+        tracing::info!(tenant = %session.tenant_id, "console sign-out");
     }
     HttpResponse::NoContent()
         .insert_header((SET_COOKIE, sessions.clear_session()))

@@ -3,4 +3,5 @@
 
 pub mod api_key;
 pub mod api_key_event;
+pub mod console_session;
 pub mod mcp_server;

@@ -91,16 +91,24 @@ async function api(method, path, body) {
   return data;
 }
 
-function copyButton(getText, label) {
-  const button = h("button", { type: "button", "aria-label": label }, "Copy");
+// A copy button for `what` ("the key"): its accessible name starts with
+// its visible text, whatever that says now ("Copy the key", "Copied the
+// key"), so a person who says what they see reaches it (WCAG 2.5.3).
+function copyButton(getText, what) {
+  const button = h("button", { type: "button" });
+  const label = (visible) => {
+    button.textContent = visible;
+    button.setAttribute("aria-label", `${visible} ${what}`);
+  };
+  label("Copy");
   button.addEventListener("click", async () => {
     const text = getText();
     try {
       await navigator.clipboard.writeText(text);
-      button.textContent = "Copied";
-      say(`${label}: copied to the clipboard.`);
+      label("Copied");
+      say(`Copied ${what} to the clipboard.`);
     } catch {
-      button.textContent = "Select and copy";
+      label("Select and copy");
       say("The clipboard is not available here: select the text and copy it.");
     }
   });
@@ -140,10 +148,10 @@ function showSecret(created, afterClose) {
     h("p", {}, "Key ", h("strong", {}, created.name), " (", h("code", {}, created.key_prefix), "):"),
     h("div", { class: "secret-value" },
       h("output", { id: "secret-key", "aria-label": "The new key" }, key),
-      copyButton(() => key, "The key")),
+      copyButton(() => key, "the key")),
     h("h3", {}, "Connect a client"),
     ...snippets(key).map(([title, text]) => h("div", { class: "snippet" },
-      h("div", { class: "snippet-head" }, h("strong", {}, title), copyButton(() => text, `${title} snippet`)),
+      h("div", { class: "snippet-head" }, h("strong", {}, title), copyButton(() => text, `the ${title} snippet`)),
       h("pre", { tabindex: "0", "aria-label": `${title} snippet` }, text))),
   );
   const close = document.getElementById("secret-close");

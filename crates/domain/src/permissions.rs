@@ -83,9 +83,67 @@ fn is_tool_name(candidate: &str) -> bool {
 }
 
 /// A resource URI, or a URI prefix when it ends with `*`.
+///
+/// An exact pattern matches only the byte-equal URI. A prefix pattern
+/// matches a URI that starts with its stem (the text before `*`) byte for
+/// byte *and* is plain ([`is_plain_uri`]): a URI that a reader could
+/// resolve to somewhere outside the stem — through dot segments, encoded
+/// dots or slashes, backslashes — never matches a prefix, whatever it
+/// starts with (CONTRACT §8, "Match URIs loosely").
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct ResourcePattern(String);
+
+/// Whether `uri` holds nothing that lets a reader resolve it outside a
+/// prefix it starts with. Not plain, and so never matched by a prefix:
+/// - a backslash (`\`), which some readers take for a slash;
+/// - a percent-encoded dot, slash, backslash or percent sign (`%2e`,
+///   `%2f`, `%5c`, `%25`, any letter case): decoded once — or, for `%25`,
+///   twice — they become dot segments or new separators;
+/// - a dot segment, `.` or `..`, anywhere: the pieces between `/`, `?` and
+///   `#` are segments, so what follows a `?` or `#` counts as well (a
+///   reader that takes it as path, or resolves a fragment, cannot climb
+///   out either); a segment's `;` parameters are ignored (`..;x` is `..`),
+///   and the full-width, small and leader dots (U+FF0E, U+FE52, U+2024,
+///   U+2025) count as dots, since Unicode normalisation turns them into
+///   dots.
+///
+/// A `?` or `#` needs no rule of its own beyond that: a URI that starts
+/// with the stem byte for byte has its first `?` or `#` either after the
+/// stem or at the same place in the stem, so its path is never shorter
+/// than the stem's.
+#[must_use]
+pub fn is_plain_uri(uri: &str) -> bool {
+    !uri.contains('\\') && !has_encoded_separator(uri) && !has_dot_segment(uri)
+}
+
+fn has_encoded_separator(uri: &str) -> bool {
+    uri.as_bytes().windows(3).any(|window| {
+        window[0] == b'%'
+            && matches!(
+                [
+                    window[1].to_ascii_lowercase(),
+                    window[2].to_ascii_lowercase()
+                ],
+                [b'2', b'e' | b'f' | b'5'] | [b'5', b'c']
+            )
+    })
+}
+
+fn has_dot_segment(uri: &str) -> bool {
+    uri.split(['/', '?', '#']).any(|segment| {
+        let name = segment.split(';').next().unwrap_or_default();
+        let mut dots = 0;
+        for c in name.chars() {
+            dots += match c {
+                '.' | '\u{FF0E}' | '\u{FE52}' | '\u{2024}' => 1,
+                '\u{2025}' => 2,
+                _ => return false,
+            };
+        }
+        matches!(dots, 1 | 2)
+    })
+}
 
 impl ResourcePattern {
     #[must_use]
@@ -100,10 +158,12 @@ impl ResourcePattern {
         valid.then(|| Self(candidate.to_owned()))
     }
 
+    /// Whether `uri` is this exact URI, or a plain URI ([`is_plain_uri`])
+    /// that starts with this prefix.
     #[must_use]
     pub fn matches(&self, uri: &str) -> bool {
         match self.0.strip_suffix('*') {
-            Some(prefix) => uri.starts_with(prefix),
+            Some(prefix) => uri.starts_with(prefix) && is_plain_uri(uri),
             None => self.0 == uri,
         }
     }
@@ -418,6 +478,78 @@ mod tests {
     }
 
     #[test]
+    fn a_uri_with_a_dot_segment_never_matches_a_prefix() {
+        let pattern = ResourcePattern::parse("repo://cola/public/*").expect("valid");
+        assert!(pattern.matches("repo://cola/public/readme"));
+        for uri in [
+            "repo://cola/public/../private/key",
+            "repo://cola/public/./readme",
+            "repo://cola/public/..",
+            "repo://cola/public/a/../../private",
+            "repo://cola/public/..;x/private",
+            "repo://cola/public/\u{FF0E}\u{FF0E}/private",
+            "repo://cola/public/\u{2025}/private",
+        ] {
+            assert!(!pattern.matches(uri), "{uri}");
+        }
+        // Dots that are not a whole segment are plain.
+        for uri in [
+            "repo://cola/public/v1.2/notes.md",
+            "repo://cola/public/...",
+            "repo://cola/public/.hidden",
+        ] {
+            assert!(pattern.matches(uri), "{uri}");
+        }
+    }
+
+    #[test]
+    fn a_uri_with_encoded_dots_slashes_or_backslashes_never_matches_a_prefix() {
+        let pattern = ResourcePattern::parse("repo://cola/public/*").expect("valid");
+        for uri in [
+            "repo://cola/public/%2e%2e/private",
+            "repo://cola/public/%2E%2E/private",
+            "repo://cola/public/.%2e/private",
+            "repo://cola/public/..%2fprivate",
+            "repo://cola/public/..%2Fprivate",
+            "repo://cola/public/..%5cprivate",
+            "repo://cola/public/..%5Cprivate",
+            "repo://cola/public/%252e%252e/private",
+            "repo://cola/public/..\\private",
+            "repo://cola/public\\..\\private",
+        ] {
+            assert!(!pattern.matches(uri), "{uri}");
+        }
+        // Other escapes are plain.
+        assert!(pattern.matches("repo://cola/public/a%20b"));
+    }
+
+    #[test]
+    fn what_follows_a_question_mark_or_hash_cannot_climb_out_either() {
+        let pattern = ResourcePattern::parse("repo://cola/public/*").expect("valid");
+        for uri in [
+            "repo://cola/public/x?/../../private",
+            "repo://cola/public/x#/../private",
+            "repo://cola/public/x?..",
+            "repo://cola/public/x#..",
+        ] {
+            assert!(!pattern.matches(uri), "{uri}");
+        }
+        assert!(pattern.matches("repo://cola/public/x?page=2#top"));
+        // A `?` or `#` before the stem's end: the URI does not start with it.
+        assert!(!pattern.matches("repo://cola/public?/x"));
+        assert!(!pattern.matches("repo://cola/public#/x"));
+    }
+
+    #[test]
+    fn an_exact_pattern_matches_only_the_byte_equal_uri() {
+        let exact = ResourcePattern::parse("repo://cola/a/../b").expect("valid");
+        assert!(exact.matches("repo://cola/a/../b"));
+        assert!(!exact.matches("repo://cola/b"));
+        assert!(!exact.matches("repo://cola/a/%2e%2e/b"));
+        assert!(!exact.matches("REPO://cola/a/../b"));
+    }
+
+    #[test]
     fn a_star_anywhere_but_the_end_is_rejected() {
         assert!(ResourcePattern::parse("cola://*/x").is_none());
         assert!(ResourcePattern::parse("cola://x**").is_none());
@@ -483,6 +615,43 @@ mod tests {
         fn an_exact_pattern_matches_only_itself(a in "[a-z:/]{1,12}", b in "[a-z:/]{1,12}") {
             let pattern = ResourcePattern::parse(&a).expect("valid");
             prop_assert_eq!(pattern.matches(&b), a == b);
+        }
+
+        #[test]
+        fn a_prefix_never_matches_a_uri_that_could_climb_out_of_it(
+            stem in "[a-z]{1,6}://[a-z/]{0,12}",
+            before in "[a-z/]{0,6}",
+            trick in prop::sample::select(vec![
+                "/../", "/./", "/..?q", "/.#f", "/..;p/", "%2e%2e/", "%2E./", "..%2f", "%2F",
+                "%5c", "%5C", "\\", "%252e", "?/../", "#/../", "?../", "#./",
+            ]),
+            after in "[a-z/]{0,6}",
+        ) {
+            let pattern = ResourcePattern::parse(&format!("{stem}*")).expect("valid");
+            let uri = format!("{stem}{before}{trick}{after}");
+            prop_assert!(!pattern.matches(&uri), "{}", uri);
+        }
+
+        #[test]
+        fn a_prefix_matches_every_plain_uri_that_starts_with_its_stem(
+            stem in "[a-z]{1,6}://[a-z0-9/]{0,12}",
+            rest in "[a-z0-9/_.-]{0,16}",
+        ) {
+            let pattern = ResourcePattern::parse(&format!("{stem}*")).expect("valid");
+            let uri = format!("{stem}{rest}");
+            prop_assert_eq!(pattern.matches(&uri), is_plain_uri(&uri));
+            let dot_segment = uri.split('/').any(|segment| segment == "." || segment == "..");
+            prop_assert_eq!(pattern.matches(&uri), !dot_segment);
+        }
+
+        #[test]
+        fn an_exact_pattern_matches_only_the_byte_equal_uri_whatever_it_holds(
+            a in "[a-z:/.%25\\\\?#]{1,16}", b in "[a-z:/.%25\\\\?#]{1,16}",
+        ) {
+            if let Some(pattern) = ResourcePattern::parse(&a) {
+                prop_assert_eq!(pattern.matches(&b), a == b);
+                prop_assert!(pattern.matches(&a));
+            }
         }
 
         #[test]

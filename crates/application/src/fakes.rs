@@ -9,8 +9,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, DomainEvent, EffectiveStatus, IpWhitelist, KeyName, KeyPrefix,
-    KeyUsage, McpApiKey, NewKey, RegisteredServer, Rotation, ServerEvent, ServerId, ServerSlug,
-    TenantId, UserId,
+    KeyUsage, McpApiKey, NewKey, NewServer, RegisteredServer, Rotation, ServerEvent, ServerId,
+    ServerSlug, ServerTimeout, TenantId, UserId,
 };
 use uuid::Uuid;
 
@@ -53,6 +53,25 @@ pub(crate) fn active_key(tenant: TenantId, owner: UserId, prefix: KeyPrefix) -> 
     )
 }
 
+/// A verify-only server of `tenant` with this slug.
+pub(crate) fn registered_server(tenant: TenantId, slug: &str) -> RegisteredServer {
+    RegisteredServer::register(
+        NewServer {
+            id: ServerId::from_uuid(Uuid::now_v7()),
+            tenant_id: tenant,
+            slug: ServerSlug::parse(slug).expect("slug"),
+            name: KeyName::parse(slug).expect("name"),
+            url: None,
+            header_names: Vec::new(),
+            forward_identity: false,
+            timeout: ServerTimeout::default(),
+        },
+        UserId::from_uuid(Uuid::now_v7()),
+        Utc::now(),
+    )
+    .0
+}
+
 impl MemoryRepository {
     pub(crate) fn add(&self, key: McpApiKey) {
         self.keys
@@ -81,8 +100,16 @@ impl ApiKeyRepository for MemoryRepository {
         self.add(key.clone());
         Ok(())
     }
-    async fn find(&self, _: TenantId, _: ApiKeyId) -> Result<Option<McpApiKey>, RepositoryError> {
-        Ok(None)
+    async fn find(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+    ) -> Result<Option<McpApiKey>, RepositoryError> {
+        let keys = self.keys.lock().expect("keys");
+        Ok(keys
+            .values()
+            .find(|key| key.tenant_id() == tenant && key.id() == id)
+            .cloned())
     }
     async fn list(
         &self,
@@ -106,8 +133,14 @@ impl ApiKeyRepository for MemoryRepository {
         Ok(u64::try_from(active).unwrap_or(u64::MAX))
     }
 
-    async fn apply_change(&self, _: &McpApiKey, _: &DomainEvent) -> Result<bool, RepositoryError> {
-        Ok(false)
+    /// Stores the changed key, as a write would.
+    async fn apply_change(
+        &self,
+        key: &McpApiKey,
+        _: &DomainEvent,
+    ) -> Result<bool, RepositoryError> {
+        self.add(key.clone());
+        Ok(true)
     }
     async fn rotate(
         &self,
@@ -179,6 +212,15 @@ pub(crate) struct MemoryServers {
     pub(crate) slug_lookups: Mutex<usize>,
     pub(crate) tokens: Mutex<Vec<(TokenDigest, ServerId)>>,
     pub(crate) token_lookups: Mutex<usize>,
+}
+
+impl MemoryServers {
+    pub(crate) fn add(&self, server: RegisteredServer) {
+        self.servers.lock().expect("servers").push(StoredServer {
+            server,
+            sealed_headers: None,
+        });
+    }
 }
 
 #[async_trait]

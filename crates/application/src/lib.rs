@@ -23,8 +23,9 @@ pub use auth::{
 pub use cola_domain::UpstreamSecret;
 pub use dto::{
     CreateKeyRequest, CreatedKeyView, EventList, EventView, GrantInput, KeyPage, KeyView,
-    ListKeysQuery, MAX_GRACE_PERIOD_SECS, OffboardView, Patch, PermissionsInput, RateLimitInput,
-    ReportKeyRequest, RotateKeyRequest, UpdateMetadataRequest, UpdatePermissionsRequest, schema,
+    ListKeysQuery, MAX_GRACE_PERIOD_SECS, OffboardView, Patch, PermissionsInput,
+    PermissionsPatchInput, RateLimitInput, ReportKeyRequest, RotateKeyRequest,
+    UpdateMetadataRequest, UpdatePermissionsRequest, schema,
 };
 pub use error::{AppError, FieldErrors, chain as error_chain};
 pub use gateway::{

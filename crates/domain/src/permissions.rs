@@ -316,40 +316,43 @@ impl ApiKeyPermissions {
         if !read && !write {
             errors.push(("permissions", PermissionsError::NoAccess));
         }
-        let tools = allowed_tools.map(|list| {
-            parse_list(list, NamePattern::parse_exact, |index| {
-                PermissionsError::InvalidToolName { index }
-            })
-        });
-        let resources = allowed_resources.map(|list| {
-            parse_list(list, ResourcePattern::parse, |index| {
-                PermissionsError::InvalidResourcePattern { index }
-            })
-        });
-        let tools = match tools.transpose() {
-            Ok(tools) => tools,
-            Err(error) => {
-                errors.push(("permissions.allowed_tools", error));
-                None
-            }
-        };
-        let resources = match resources.transpose() {
-            Ok(resources) => resources,
-            Err(error) => {
-                errors.push(("permissions.allowed_resources", error));
-                None
-            }
-        };
-        if !errors.is_empty() {
-            return Err(errors);
+        let tools = own_tools(allowed_tools)
+            .map_err(|error| errors.push(("permissions.allowed_tools", error)));
+        let resources = own_resources(allowed_resources)
+            .map_err(|error| errors.push(("permissions.allowed_resources", error)));
+        match (tools, resources) {
+            (Ok(allowed_tools), Ok(allowed_resources)) if errors.is_empty() => Ok(Self {
+                read,
+                write,
+                allowed_tools,
+                allowed_resources,
+                servers: Vec::new(),
+            }),
+            _ => Err(errors),
         }
-        Ok(Self {
+    }
+
+    /// These permissions with `change` applied: each part the change names
+    /// replaces this one's, every other part is kept as it is. A change
+    /// that leaves the key with neither read nor write is refused.
+    pub fn amended(&self, change: PermissionsChange) -> Result<Self, PermissionsError> {
+        let read = change.read.unwrap_or(self.read);
+        let write = change.write.unwrap_or(self.write);
+        if !read && !write {
+            return Err(PermissionsError::NoAccess);
+        }
+        let amended = Self {
             read,
             write,
-            allowed_tools: tools,
-            allowed_resources: resources,
+            allowed_tools: change
+                .allowed_tools
+                .unwrap_or_else(|| self.allowed_tools.clone()),
+            allowed_resources: change
+                .allowed_resources
+                .unwrap_or_else(|| self.allowed_resources.clone()),
             servers: Vec::new(),
-        })
+        };
+        Ok(amended.with_servers(change.servers.unwrap_or_else(|| self.servers.clone())))
     }
 
     /// These permissions with `grants` on the tenant's servers, one per
@@ -408,6 +411,81 @@ impl ApiKeyPermissions {
     pub fn allowed_resources(&self) -> Option<&[ResourcePattern]> {
         self.allowed_resources.as_deref()
     }
+}
+
+/// A partial change of a key's permissions (a PATCH): `None` keeps a part
+/// as it is, so leaving a list out can never widen a key. Inside, a list is
+/// `Some(None)` for "whatever the flags allow" and `Some(Some([]))` for
+/// "nothing"; `servers`, when given, replaces every grant. Built only
+/// through [`PermissionsChange::new`], so its lists are valid; applied with
+/// [`ApiKeyPermissions::amended`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PermissionsChange {
+    read: Option<bool>,
+    write: Option<bool>,
+    allowed_tools: Option<Option<Vec<NamePattern>>>,
+    allowed_resources: Option<Option<Vec<ResourcePattern>>>,
+    servers: Option<Vec<ServerGrant>>,
+}
+
+impl PermissionsChange {
+    /// Validates the lists that are given, naming failures as
+    /// [`ApiKeyPermissions::new`] does. Both flags given as `false` is
+    /// refused here already; one flag turned off is decided against the
+    /// key's other flag by [`ApiKeyPermissions::amended`].
+    pub fn new(
+        read: Option<bool>,
+        write: Option<bool>,
+        allowed_tools: Option<Option<Vec<String>>>,
+        allowed_resources: Option<Option<Vec<String>>>,
+    ) -> Result<Self, Vec<(&'static str, PermissionsError)>> {
+        let mut errors = Vec::new();
+        if read == Some(false) && write == Some(false) {
+            errors.push(("permissions", PermissionsError::NoAccess));
+        }
+        let tools = allowed_tools
+            .map(own_tools)
+            .transpose()
+            .map_err(|error| errors.push(("permissions.allowed_tools", error)));
+        let resources = allowed_resources
+            .map(own_resources)
+            .transpose()
+            .map_err(|error| errors.push(("permissions.allowed_resources", error)));
+        match (tools, resources) {
+            (Ok(allowed_tools), Ok(allowed_resources)) if errors.is_empty() => Ok(Self {
+                read,
+                write,
+                allowed_tools,
+                allowed_resources,
+                servers: None,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// This change, replacing the key's grants by `grants` (an empty list
+    /// removes every grant).
+    #[must_use]
+    pub fn with_servers(mut self, grants: Vec<ServerGrant>) -> Self {
+        self.servers = Some(grants);
+        self
+    }
+}
+
+/// Cola's own tool allow-list: exact names.
+fn own_tools(list: Option<Vec<String>>) -> Result<Option<Vec<NamePattern>>, PermissionsError> {
+    checked_list(list, NamePattern::parse_exact, |index| {
+        PermissionsError::InvalidToolName { index }
+    })
+}
+
+/// Cola's own resource allow-list: URIs or `prefix*` patterns.
+fn own_resources(
+    list: Option<Vec<String>>,
+) -> Result<Option<Vec<ResourcePattern>>, PermissionsError> {
+    checked_list(list, ResourcePattern::parse, |index| {
+        PermissionsError::InvalidResourcePattern { index }
+    })
 }
 
 /// `parse_list` of an optional list: `None` stays "whatever the flags allow".

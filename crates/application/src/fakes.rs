@@ -212,6 +212,8 @@ pub(crate) struct MemoryServers {
     pub(crate) slug_lookups: Mutex<usize>,
     pub(crate) tokens: Mutex<Vec<(TokenDigest, ServerId)>>,
     pub(crate) token_lookups: Mutex<usize>,
+    /// How many servers were inserted through the port (refused ones too).
+    pub(crate) inserts: Mutex<usize>,
 }
 
 impl MemoryServers {
@@ -230,18 +232,36 @@ impl ServerRepository for MemoryServers {
         server: &RegisteredServer,
         sealed_headers: Option<&[u8]>,
         _: &ServerEvent,
+        max_servers: u32,
     ) -> Result<(), RepositoryError> {
+        *self.inserts.lock().expect("inserts") += 1;
         let mut servers = self.servers.lock().expect("servers");
-        if servers.iter().any(|held| {
-            held.server.tenant_id() == server.tenant_id() && held.server.slug() == server.slug()
-        }) {
+        let tenant = servers
+            .iter()
+            .filter(|held| held.server.tenant_id() == server.tenant_id());
+        if tenant
+            .clone()
+            .any(|held| held.server.slug() == server.slug())
+        {
             return Err(RepositoryError::SlugTaken);
+        }
+        if tenant.count() >= usize::try_from(max_servers).unwrap_or(usize::MAX) {
+            return Err(RepositoryError::CapReached);
         }
         servers.push(StoredServer {
             server: server.clone(),
             sealed_headers: sealed_headers.map(<[u8]>::to_vec),
         });
         Ok(())
+    }
+
+    async fn count(&self, tenant: TenantId) -> Result<u64, RepositoryError> {
+        let servers = self.servers.lock().expect("servers");
+        let count = servers
+            .iter()
+            .filter(|held| held.server.tenant_id() == tenant)
+            .count();
+        Ok(u64::try_from(count).unwrap_or(u64::MAX))
     }
 
     async fn find(

@@ -45,9 +45,9 @@ pub use ports::{
 };
 pub use principal::{AdmittedKey, McpPrincipal, Principal, Role};
 pub use servers::{
-    CreateServerRequest, ListServersQuery, MintedTokenView, RESOLUTION_TTL, ResolvedServer,
-    ServerDirectory, ServerLookupError, ServerPage, ServerService, ServerServiceParts, ServerView,
-    UpdateServerRequest,
+    CreateServerRequest, ListServersQuery, MAX_SERVERS_PER_TENANT, MintedTokenView, RESOLUTION_TTL,
+    ResolvedServer, ServerDirectory, ServerLookupError, ServerPage, ServerService,
+    ServerServiceParts, ServerView, UpdateServerRequest,
 };
 pub use service::{ApiKeyService, KeyPolicy, ReportOutcome};
 pub use usage::UsageRecorder;

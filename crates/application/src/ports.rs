@@ -19,9 +19,11 @@ pub enum RepositoryError {
     /// The database cannot be reached (or timed out): retryable, a 503.
     #[error("the database is unavailable")]
     Unavailable(#[source] Source),
-    /// The owner is at the active-key cap; nothing was written.
-    #[error("the active-key cap is reached")]
+    /// The owner is at the active-key cap (or the tenant at the server
+    /// cap); nothing was written.
+    #[error("the cap is reached")]
     CapReached,
+
     /// Another key already has this prefix; nothing was written.
     #[error("the key prefix is taken")]
     PrefixTaken,
@@ -235,13 +237,19 @@ pub enum HeadersWrite<'a> {
 #[async_trait]
 pub trait ServerRepository: Send + Sync + 'static {
     /// Stores a new server and its `created` event; `SlugTaken` when the
-    /// tenant already has a server with its slug.
+    /// tenant already has a server with its slug, `CapReached` (nothing
+    /// written) when the tenant would then have more than `max_servers`,
+    /// counted so that concurrent inserts cannot pass the cap together.
     async fn insert(
         &self,
         server: &RegisteredServer,
         sealed_headers: Option<&[u8]>,
         event: &ServerEvent,
+        max_servers: u32,
     ) -> Result<(), RepositoryError>;
+
+    /// How many servers the tenant has.
+    async fn count(&self, tenant: TenantId) -> Result<u64, RepositoryError>;
 
     async fn find(
         &self,

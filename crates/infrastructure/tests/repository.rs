@@ -178,6 +178,8 @@ on_both_databases!(
     a_rate_limit_reads_back_and_changes_with_the_permissions,
     a_registered_server_reads_back_equal_and_only_in_its_tenant,
     a_slug_is_unique_in_its_tenant_only,
+    the_server_cap_refuses_the_server_beyond_it_and_stores_nothing,
+    concurrent_server_creates_never_exceed_the_cap,
     the_stored_row_holds_no_header_value_in_clear,
     a_server_update_writes_what_changed_with_its_event,
     deleting_a_server_removes_it_and_every_grant_on_it_in_one_go,
@@ -1052,7 +1054,7 @@ async fn a_registered_server_reads_back_equal_and_only_in_its_tenant(f: Fixture)
     use cola_application::ServerRepository;
     let (tenant, _) = tenant();
     let (server, event) = new_server(tenant, "github");
-    f.servers.insert(&server, None, &event).await.unwrap();
+    f.servers.insert(&server, None, &event, 100).await.unwrap();
     let found = f.servers.find(tenant, server.id()).await.unwrap().unwrap();
     assert_eq!(found.server.slug(), server.slug());
     assert_eq!(found.server.url(), server.url());
@@ -1072,7 +1074,7 @@ async fn a_registered_server_reads_back_equal_and_only_in_its_tenant(f: Fixture)
     );
     assert!(f.servers.list(other, None, 10).await.unwrap().is_empty());
     let (second, event) = new_server(tenant, "linear");
-    f.servers.insert(&second, None, &event).await.unwrap();
+    f.servers.insert(&second, None, &event, 100).await.unwrap();
     let listed: Vec<_> = f
         .servers
         .list(tenant, None, 10)
@@ -1101,9 +1103,9 @@ async fn a_slug_is_unique_in_its_tenant_only(f: Fixture) {
     use cola_application::ServerRepository;
     let (tenant, _) = tenant();
     let (server, event) = new_server(tenant, "github");
-    f.servers.insert(&server, None, &event).await.unwrap();
+    f.servers.insert(&server, None, &event, 100).await.unwrap();
     let (again, event) = new_server(tenant, "github");
-    let refused = f.servers.insert(&again, None, &event).await;
+    let refused = f.servers.insert(&again, None, &event, 100).await;
     assert!(
         matches!(refused, Err(RepositoryError::SlugTaken)),
         "{refused:?}"
@@ -1111,7 +1113,50 @@ async fn a_slug_is_unique_in_its_tenant_only(f: Fixture) {
     assert!(event_types(&f, again.id().as_uuid()).await.is_empty());
     let (other, _) = self::tenant();
     let (theirs, event) = new_server(other, "github");
-    f.servers.insert(&theirs, None, &event).await.unwrap();
+    f.servers.insert(&theirs, None, &event, 100).await.unwrap();
+}
+
+async fn the_server_cap_refuses_the_server_beyond_it_and_stores_nothing(f: Fixture) {
+    use cola_application::ServerRepository;
+    let (tenant, _) = tenant();
+    for slug in ["one", "two", "three"] {
+        let (server, event) = new_server(tenant, slug);
+        f.servers.insert(&server, None, &event, 3).await.unwrap();
+    }
+    let (fourth, event) = new_server(tenant, "four");
+    let refused = f.servers.insert(&fourth, None, &event, 3).await;
+    assert!(
+        matches!(refused, Err(RepositoryError::CapReached)),
+        "{refused:?}"
+    );
+    assert_eq!(f.servers.count(tenant).await.unwrap(), 3);
+    assert!(f.servers.find(tenant, fourth.id()).await.unwrap().is_none());
+    assert!(event_types(&f, fourth.id().as_uuid()).await.is_empty());
+    // The cap is per tenant.
+    let (other, _) = self::tenant();
+    let (theirs, event) = new_server(other, "four");
+    f.servers.insert(&theirs, None, &event, 3).await.unwrap();
+    assert_eq!(f.servers.count(other).await.unwrap(), 1);
+}
+
+async fn concurrent_server_creates_never_exceed_the_cap(f: Fixture) {
+    use cola_application::ServerRepository;
+    let (tenant, _) = tenant();
+    let creates = (0..8).map(|n| {
+        let servers = f.servers.clone();
+        let (server, event) = new_server(tenant, &format!("s{n}"));
+        tokio::spawn(async move { servers.insert(&server, None, &event, 3).await })
+    });
+    let mut created = 0;
+    for result in futures_util::future::join_all(creates).await {
+        match result.unwrap() {
+            Ok(()) => created += 1,
+            Err(RepositoryError::CapReached) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(created, 3);
+    assert_eq!(f.servers.count(tenant).await.unwrap(), 3);
 }
 
 async fn the_stored_row_holds_no_header_value_in_clear(f: Fixture) {
@@ -1126,7 +1171,7 @@ async fn the_stored_row_holds_no_header_value_in_clear(f: Fixture) {
     .unwrap();
     let sealed = sealer.seal_headers(tenant, server.id(), &headers).unwrap();
     f.servers
-        .insert(&server, Some(&sealed), &event)
+        .insert(&server, Some(&sealed), &event, 100)
         .await
         .unwrap();
     let backend = f.raw.get_database_backend();
@@ -1173,7 +1218,7 @@ async fn a_server_update_writes_what_changed_with_its_event(f: Fixture) {
     let (tenant, actor) = tenant();
     let (mut server, event) = new_server(tenant, "github");
     f.servers
-        .insert(&server, Some(b"old box"), &event)
+        .insert(&server, Some(b"old box"), &event, 100)
         .await
         .unwrap();
     let change = server
@@ -1227,7 +1272,7 @@ async fn deleting_a_server_removes_it_and_every_grant_on_it_in_one_go(f: Fixture
     use cola_application::ServerRepository;
     let (tenant, owner) = tenant();
     let (server, event) = new_server(tenant, "github");
-    f.servers.insert(&server, None, &event).await.unwrap();
+    f.servers.insert(&server, None, &event, 100).await.unwrap();
     let grant = cola_domain::ServerGrant::new(
         server.id(),
         server.slug().clone(),
@@ -1321,7 +1366,7 @@ async fn a_minted_token_finds_its_server_until_replaced(f: Fixture) {
     let token = || ServerToken::generate(&mut rand::rngs::OsRng).unwrap();
     let (tenant, actor) = tenant();
     let (server, event) = new_server(tenant, "github");
-    f.servers.insert(&server, None, &event).await.unwrap();
+    f.servers.insert(&server, None, &event, 100).await.unwrap();
     let (first, second) = (token(), token());
     let minted = server.mint_token(actor, Utc::now());
     assert!(
@@ -1371,7 +1416,7 @@ async fn a_minted_token_finds_its_server_until_replaced(f: Fixture) {
 
     // A deleted server's token is gone with it; no row stores the token.
     let (gone, event) = new_server(tenant, "linear");
-    f.servers.insert(&gone, None, &event).await.unwrap();
+    f.servers.insert(&gone, None, &event, 100).await.unwrap();
     let lost = token();
     let minted = gone.mint_token(actor, Utc::now());
     f.servers

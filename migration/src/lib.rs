@@ -10,6 +10,7 @@ mod m20261201_000004_create_mcp_servers;
 mod m20261201_000005_key_lifecycle;
 mod m20261201_000006_server_tokens;
 mod m20261207_000003_add_event_recorded_at;
+mod m20261207_000008_usage_batches;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_create_mcp_servers::Migration),
             Box::new(m20261201_000005_key_lifecycle::Migration),
             Box::new(m20261201_000006_server_tokens::Migration),
+            Box::new(m20261207_000008_usage_batches::Migration),
         ]
     }
 }

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use cola_application::{
     AccessChange, ApiKeyRepository, AuthPath, Clock, HashError, KeyAuthenticator, KeyListFilter,
     RecordedEvent, RepositoryError, SecretHash, SecretHasher, StoredCredential, SystemClock,
-    UsageDelta, UsageRecorder, VerifiedKeyCache, follow_access_changes,
+    UsageBatch, UsageRecorder, VerifiedKeyCache, follow_access_changes,
 };
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, ApiKeySecret, DomainEvent, IpWhitelist, KeyName, KeyPrefix,
@@ -115,8 +115,8 @@ impl ApiKeyRepository for FakeRepository {
         Ok(Vec::new())
     }
 
-    async fn add_usage(&self, _: &[UsageDelta]) -> Result<(), RepositoryError> {
-        Ok(())
+    async fn add_usage(&self, _: &UsageBatch) -> Result<bool, RepositoryError> {
+        Ok(true)
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {

@@ -16,17 +16,25 @@ use uuid::Uuid;
 
 use crate::ports::{
     AccessChange, ApiKeyRepository, HeadersWrite, KeyListFilter, RecordedEvent, RepositoryError,
-    SecretHash, ServerRepository, StoredCredential, StoredServer, TokenDigest, UsageDelta,
+    SecretHash, ServerRepository, StoredCredential, StoredServer, TokenDigest, UsageBatch,
 };
 
 /// Keys by prefix; revocation edits the stored copy, as a write would.
 #[derive(Default)]
 pub(crate) struct MemoryRepository {
     keys: Mutex<HashMap<KeyPrefix, McpApiKey>>,
-    /// Every usage batch written, in order.
-    pub(crate) usage_batches: Mutex<Vec<Vec<UsageDelta>>>,
+    /// Every usage batch applied, in order; each id at most once, as the
+    /// port promises.
+    pub(crate) usage_batches: Mutex<Vec<UsageBatch>>,
+    /// The id of every usage write attempted, in order.
+    pub(crate) usage_attempts: Mutex<Vec<Uuid>>,
     /// How many of the next usage writes fail (the database is away).
     pub(crate) failing_usage_writes: Mutex<u32>,
+    /// How many of the next usage writes commit and then fail: the
+    /// acknowledgement is lost, the write is not.
+    pub(crate) lost_acknowledgements: Mutex<u32>,
+    /// While held (by a test), usage writes wait before applying.
+    pub(crate) usage_gate: tokio::sync::Mutex<()>,
     /// How many keys were inserted through the port.
     pub(crate) inserts: Mutex<usize>,
 }
@@ -73,6 +81,18 @@ pub(crate) fn registered_server(tenant: TenantId, slug: &str) -> RegisteredServe
 }
 
 impl MemoryRepository {
+    /// The uses of `key` applied so far, over every batch.
+    pub(crate) fn usage_of(&self, key: ApiKeyId) -> u64 {
+        self.usage_batches
+            .lock()
+            .expect("batches")
+            .iter()
+            .flat_map(|batch| &batch.deltas)
+            .filter(|delta| delta.key_id == key)
+            .map(|delta| delta.count)
+            .sum()
+    }
+
     pub(crate) fn add(&self, key: McpApiKey) {
         self.keys
             .lock()
@@ -187,17 +207,32 @@ impl ApiKeyRepository for MemoryRepository {
     async fn recent_access_changes(&self) -> Result<Vec<AccessChange>, RepositoryError> {
         Ok(Vec::new())
     }
-    async fn add_usage(&self, batch: &[UsageDelta]) -> Result<(), RepositoryError> {
-        let mut failing = self.failing_usage_writes.lock().expect("failing");
-        if *failing > 0 {
-            *failing -= 1;
-            return Err(RepositoryError::Unavailable("the database is away".into()));
+    async fn add_usage(&self, batch: &UsageBatch) -> Result<bool, RepositoryError> {
+        self.usage_attempts.lock().expect("attempts").push(batch.id);
+        drop(self.usage_gate.lock().await);
+        {
+            let mut failing = self.failing_usage_writes.lock().expect("failing");
+            if *failing > 0 {
+                *failing -= 1;
+                return Err(RepositoryError::Unavailable("the database is away".into()));
+            }
         }
-        self.usage_batches
-            .lock()
-            .expect("batches")
-            .push(batch.to_vec());
-        Ok(())
+        let applied = {
+            let mut batches = self.usage_batches.lock().expect("batches");
+            let known = batches.iter().any(|held| held.id == batch.id);
+            if !known {
+                batches.push(batch.clone());
+            }
+            !known
+        };
+        let mut lost = self.lost_acknowledgements.lock().expect("lost");
+        if *lost > 0 {
+            *lost -= 1;
+            return Err(RepositoryError::Unavailable(
+                "committed, then the connection dropped".into(),
+            ));
+        }
+        Ok(applied)
     }
     async fn ping(&self) -> Result<(), RepositoryError> {
         Ok(())

@@ -41,7 +41,7 @@ pub use ports::{
     ACCESS_CHANGE_WINDOW, AccessChange, ApiKeyRepository, Clock, CredentialSealer, Cursor,
     HashError, HeadersWrite, HostResolver, KeyListFilter, RecordedEvent, RepositoryError,
     ResolveError, SealError, SecretHash, SecretHasher, ServerRepository, StoredCredential,
-    StoredServer, SystemClock, TokenDigest, UsageDelta,
+    StoredServer, SystemClock, TokenDigest, USAGE_BATCH_RETENTION, UsageBatch, UsageDelta,
 };
 pub use principal::{AdmittedKey, McpPrincipal, Principal, Role};
 pub use servers::{

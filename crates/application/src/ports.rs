@@ -23,7 +23,6 @@ pub enum RepositoryError {
     /// cap); nothing was written.
     #[error("the cap is reached")]
     CapReached,
-
     /// Another key already has this prefix; nothing was written.
     #[error("the key prefix is taken")]
     PrefixTaken,
@@ -117,6 +116,21 @@ pub struct UsageDelta {
     pub last_used_at: DateTime<Utc>,
 }
 
+/// Uses taken from the recorder in one go, under an id of their own
+/// (UUIDv7) that the repository records with them: the unit that is applied
+/// at most once, and retried as it is until it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageBatch {
+    pub id: Uuid,
+    pub deltas: Vec<UsageDelta>,
+}
+
+/// How long a repository remembers an applied batch's id. Far longer than
+/// any retry of one batch: the recorder retries a batch whenever it
+/// flushes, so only an instance that cannot reach the database for this
+/// long (while others prune) could apply a batch twice.
+pub const USAGE_BATCH_RETENTION: chrono::Duration = chrono::Duration::days(1);
+
 #[async_trait]
 pub trait ApiKeyRepository: Send + Sync + 'static {
     /// Stores a new key and its `created` event in one transaction, unless
@@ -208,9 +222,14 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     /// window.
     async fn recent_access_changes(&self) -> Result<Vec<AccessChange>, RepositoryError>;
 
-    /// Adds a batch of usage, one increment per key (`count = count + n`), so
-    /// concurrent writers never lose an increment.
-    async fn add_usage(&self, batch: &[UsageDelta]) -> Result<(), RepositoryError>;
+    /// Applies a batch of usage at most once: in one transaction, records
+    /// the batch's id and adds one increment per key (`count = count + n`,
+    /// so concurrent writers never lose an increment). A batch whose id is
+    /// recorded already changes nothing and is a success (`Ok(false)`): a
+    /// retry after a write that committed but whose acknowledgement was
+    /// lost counts nothing twice. `Ok(true)`: applied now. Ids are kept for
+    /// at least [`USAGE_BATCH_RETENTION`].
+    async fn add_usage(&self, batch: &UsageBatch) -> Result<bool, RepositoryError>;
 
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), RepositoryError>;

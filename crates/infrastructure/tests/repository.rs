@@ -8,7 +8,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use cola_application::{
     AccessChange, ApiKeyRepository, Clock, Cursor, KeyListFilter, RepositoryError, SecretHasher,
-    SystemClock, UsageDelta,
+    SystemClock, UsageBatch, UsageDelta,
 };
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, ApiKeySecret, EffectiveStatus, EventKind, IpWhitelist, KeyName,
@@ -168,6 +168,9 @@ on_both_databases!(
     the_credential_lookup_finds_the_hash_by_prefix,
     concurrent_usage_batches_add_up_exactly,
     one_usage_batch_updates_each_key_in_its_own_tenant_only,
+    the_same_usage_batch_applied_twice_counts_once,
+    the_same_usage_batch_applied_concurrently_counts_once,
+    old_usage_batch_ids_are_pruned_and_recent_ones_kept,
     active_keys_are_counted_per_owner_in_their_tenant_only,
     changes_made_from_one_stale_read_keep_each_others_fields,
     the_change_feed_keeps_a_change_from_a_writer_whose_clock_lags,
@@ -702,7 +705,7 @@ async fn concurrent_usage_batches_add_up_exactly(f: Fixture) {
             count: n,
             last_used_at: base + Duration::seconds(i64::try_from(n).unwrap()),
         };
-        tokio::spawn(async move { repository.add_usage(&[delta]).await })
+        tokio::spawn(async move { repository.add_usage(&batch(vec![delta])).await })
     });
     for result in futures_util::future::join_all(writers).await {
         result.unwrap().unwrap();
@@ -720,12 +723,107 @@ async fn concurrent_usage_batches_add_up_exactly(f: Fixture) {
         count: 1,
         last_used_at: base,
     };
-    f.repository.add_usage(&[stale]).await.unwrap();
+    f.repository.add_usage(&batch(vec![stale])).await.unwrap();
     let stored = f.repository.find(tenant, key.id()).await.unwrap().unwrap();
     assert_eq!(
         (stored.usage().count, stored.usage().last_used_at),
         (37, Some(base + Duration::seconds(8)))
     );
+}
+
+/// `deltas` as a batch of its own (a new id).
+fn batch(deltas: Vec<UsageDelta>) -> UsageBatch {
+    UsageBatch {
+        id: Uuid::now_v7(),
+        deltas,
+    }
+}
+
+/// A stored key and a batch of `uses` of it.
+async fn key_and_uses(f: &Fixture, uses: u64) -> (McpApiKey, UsageBatch) {
+    let (tenant, owner) = tenant();
+    let key = insert(f, tenant, owner, "used").await;
+    let delta = UsageDelta {
+        tenant_id: tenant,
+        key_id: key.id(),
+        count: uses,
+        last_used_at: now(),
+    };
+    (key, batch(vec![delta]))
+}
+
+async fn usage_count(f: &Fixture, key: &McpApiKey) -> u64 {
+    let stored = f.repository.find(key.tenant_id(), key.id()).await.unwrap();
+    stored.unwrap().usage().count
+}
+
+async fn the_same_usage_batch_applied_twice_counts_once(f: Fixture) {
+    let (key, uses) = key_and_uses(&f, 5).await;
+    assert!(f.repository.add_usage(&uses).await.unwrap(), "applied");
+    // A retry of a write whose acknowledgement was lost.
+    assert!(!f.repository.add_usage(&uses).await.unwrap(), "a no-op");
+    assert_eq!(usage_count(&f, &key).await, 5);
+    // The same uses under a new id are new uses.
+    let again = batch(uses.deltas.clone());
+    assert!(f.repository.add_usage(&again).await.unwrap());
+    assert_eq!(usage_count(&f, &key).await, 10);
+}
+
+async fn the_same_usage_batch_applied_concurrently_counts_once(f: Fixture) {
+    let (key, uses) = key_and_uses(&f, 3).await;
+    let writers = (0..8).map(|_| {
+        let (repository, uses) = (Arc::clone(&f.repository), uses.clone());
+        tokio::spawn(async move { repository.add_usage(&uses).await })
+    });
+    let mut applied = 0;
+    for result in futures_util::future::join_all(writers).await {
+        if result.unwrap().unwrap() {
+            applied += 1;
+        }
+    }
+    assert_eq!(applied, 1, "exactly one writer applies the batch");
+    assert_eq!(usage_count(&f, &key).await, 3);
+}
+
+async fn set_applied_at(f: &Fixture, id: Uuid, at: DateTime<Utc>) {
+    let backend = f.raw.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => "UPDATE usage_batches SET applied_at = $1 WHERE id = $2",
+        _ => "UPDATE usage_batches SET applied_at = ? WHERE id = ?",
+    };
+    let result = f
+        .raw
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [at.into(), id.into()],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(result.rows_affected(), 1);
+}
+
+async fn old_usage_batch_ids_are_pruned_and_recent_ones_kept(f: Fixture) {
+    let (key, old) = key_and_uses(&f, 1).await;
+    let recent = batch(old.deltas.clone());
+    // The first batch a repository applies also prunes: nothing to prune yet.
+    f.repository.add_usage(&old).await.unwrap();
+    f.repository.add_usage(&recent).await.unwrap();
+    set_applied_at(&f, old.id, now() - Duration::days(2)).await;
+    let cutoff = now() - cola_application::USAGE_BATCH_RETENTION;
+    assert_eq!(f.repository.prune_usage_batches(cutoff).await.unwrap(), 1);
+    assert_eq!(f.repository.prune_usage_batches(cutoff).await.unwrap(), 0);
+    // The recent id is still known; the pruned one is forgotten.
+    assert!(!f.repository.add_usage(&recent).await.unwrap());
+    assert!(f.repository.add_usage(&old).await.unwrap());
+    assert_eq!(usage_count(&f, &key).await, 3);
+
+    // A fresh repository (a restarted instance) prunes with its first batch.
+    set_applied_at(&f, old.id, now() - Duration::days(2)).await;
+    let restarted = SeaOrmApiKeyRepository::new(f.database.clone());
+    let (_, other) = key_and_uses(&f, 1).await;
+    assert!(restarted.add_usage(&other).await.unwrap());
+    assert!(restarted.add_usage(&old).await.unwrap(), "pruned meanwhile");
 }
 
 async fn one_usage_batch_updates_each_key_in_its_own_tenant_only(f: Fixture) {
@@ -741,7 +839,7 @@ async fn one_usage_batch_updates_each_key_in_its_own_tenant_only(f: Fixture) {
         keys.push((tenant, key, u64::try_from(i).unwrap() + 1));
     }
     let (stranger, _) = tenant();
-    let mut batch: Vec<UsageDelta> = keys
+    let mut deltas: Vec<UsageDelta> = keys
         .iter()
         .map(|(tenant, key, uses)| UsageDelta {
             tenant_id: *tenant,
@@ -751,13 +849,13 @@ async fn one_usage_batch_updates_each_key_in_its_own_tenant_only(f: Fixture) {
         })
         .collect();
     // A delta naming a key under another tenant touches nothing.
-    batch.push(UsageDelta {
+    deltas.push(UsageDelta {
         tenant_id: stranger,
         key_id: keys[0].1.id(),
         count: 100,
         last_used_at: base + Duration::seconds(60),
     });
-    f.repository.add_usage(&batch).await.unwrap();
+    f.repository.add_usage(&batch(deltas)).await.unwrap();
     for (tenant, key, uses) in &keys {
         let stored = f.repository.find(*tenant, key.id()).await.unwrap().unwrap();
         assert_eq!(

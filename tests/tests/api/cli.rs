@@ -128,11 +128,12 @@ fn migrate_applies_and_lists_the_migrations() {
         .lines()
         .filter(|line| line.starts_with("applied"))
         .count();
-    assert_eq!(applied, 6, "{stdout}");
+    assert_eq!(applied, 7, "{stdout}");
     for migration in [
         "m20261207_000003_add_event_recorded_at",
         "m20261201_000005_key_lifecycle",
         "m20261201_000006_server_tokens",
+        "m20261207_000008_usage_batches",
     ] {
         assert!(stdout.contains(migration), "{stdout}");
     }

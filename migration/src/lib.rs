@@ -11,6 +11,7 @@ mod m20261201_000005_key_lifecycle;
 mod m20261201_000006_server_tokens;
 mod m20261207_000003_add_event_recorded_at;
 mod m20261207_000007_console_sessions;
+mod m20261207_000008_usage_batches;
 
 #[derive(Debug)]
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000005_key_lifecycle::Migration),
             Box::new(m20261201_000006_server_tokens::Migration),
             Box::new(m20261207_000007_console_sessions::Migration),
+            Box::new(m20261207_000008_usage_batches::Migration),
         ]
     }
 }

@@ -177,7 +177,11 @@ def test_permission_change_applies_to_the_next_request(cola: ColaServer, owner: 
     assert cola.tool_names(key["key"]) == ["whoami"]
     r = cola.call_tool(key["key"], "list_api_keys", {})
     assert r.status_code == 200 and r.json()["error"]["code"] == -32602
+    # A field left out keeps its value (CONTRACT §5): the tool list goes
+    # only when given as null.
     owner.patch_permissions(key["id"], permissions={"read": False, "write": True})
+    assert cola.tool_names(key["key"]) == []
+    owner.patch_permissions(key["id"], permissions={"allowed_tools": None})
     assert cola.tool_names(key["key"]) == ["revoke_api_key"]
     assert cola.tool_names(key["key"], era="legacy") == ["revoke_api_key"]
     # whoami reports the permissions in force.

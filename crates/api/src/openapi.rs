@@ -198,6 +198,7 @@ impl Modify for BearerJwt {
         HealthStatus,
         cola_application::CreateKeyRequest,
         cola_application::PermissionsInput,
+        cola_application::PermissionsPatchInput,
         cola_application::UpdateMetadataRequest,
         cola_application::UpdatePermissionsRequest,
         cola_application::RateLimitInput,

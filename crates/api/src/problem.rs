@@ -180,6 +180,11 @@ impl ApiError {
                 "key-limit-reached",
                 format!("the user already has the maximum of {max} active keys; revoke one first"),
             ),
+            AppError::ServerLimitReached { max } => Problem::new(
+                StatusCode::CONFLICT,
+                "server-limit-reached",
+                format!("the tenant already has the maximum of {max} servers; delete one first"),
+            ),
             AppError::KeyRevoked => Problem::new(
                 StatusCode::CONFLICT,
                 "key-revoked",
@@ -218,6 +223,7 @@ impl ResponseError for ApiError {
             AppError::Invalid(_) => StatusCode::BAD_REQUEST,
             AppError::NotFound => StatusCode::NOT_FOUND,
             AppError::LimitReached { .. }
+            | AppError::ServerLimitReached { .. }
             | AppError::KeyRevoked
             | AppError::KeyExpired
             | AppError::KeyAlreadyRotated

@@ -18,7 +18,7 @@ use chrono::{DateTime, Utc};
 use cola_application::{
     AccessChange, ApiKeyRepository, AttemptLimiter, AuthPath, Clock, HashError, KeyAdmission,
     KeyAuthenticator, KeyListFilter, Offboarded, PresentedKeys, RecordedEvent, RepositoryError,
-    SecretHash, SecretHasher, StoredCredential, SystemClock, UsageDelta, UsageRecorder,
+    SecretHash, SecretHasher, StoredCredential, SystemClock, UsageBatch, UsageRecorder,
     VerifiedKeyCache, follow_access_changes,
 };
 use cola_domain::{
@@ -119,8 +119,8 @@ impl ApiKeyRepository for FakeRepository {
         Ok(Vec::new())
     }
 
-    async fn add_usage(&self, _: &[UsageDelta]) -> Result<(), RepositoryError> {
-        Ok(())
+    async fn add_usage(&self, _: &UsageBatch) -> Result<bool, RepositoryError> {
+        Ok(true)
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {

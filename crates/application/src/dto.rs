@@ -13,8 +13,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, ApiKeySecret, EffectiveStatus, ExpiryPolicy, ExpiryRequest,
-    IpWhitelist, KeyDescription, KeyName, LeakReport, McpApiKey, RateLimit, ServerGrant, ServerId,
-    ServerSlug,
+    IpWhitelist, KeyDescription, KeyName, LeakReport, McpApiKey, PermissionsChange, RateLimit,
+    ServerGrant, ServerId, ServerSlug,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -30,6 +30,19 @@ pub enum Patch<T> {
     Keep,
     Null,
     Set(T),
+}
+
+impl<T> Patch<T> {
+    /// `None` when left out, `Some(None)` for `null`, `Some(Some(value))`
+    /// for a value: the shape of a partial change whose `null` means
+    /// something (such as "every tool").
+    pub fn into_option(self) -> Option<Option<T>> {
+        match self {
+            Self::Keep => None,
+            Self::Null => Some(None),
+            Self::Set(value) => Some(Some(value)),
+        }
+    }
 }
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patch<T> {
@@ -86,6 +99,41 @@ pub struct GrantInput {
     pub allowed_prompts: Option<Vec<String>>,
 }
 
+/// The permissions of a key as a PATCH changes them. Inside the object, a
+/// field left out keeps its value — leaving out `allowed_tools` never widens
+/// a key — and a field given replaces it: `null` for a list = whatever the
+/// flags allow, `[]` = nothing; `servers` replaces every grant (`null` or
+/// `{}` = no server).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(as = PermissionsPatch)]
+pub struct PermissionsPatchInput {
+    /// Whether the key may read; left out = unchanged; must not be `null`.
+    #[serde(default)]
+    #[schema(value_type = bool, required = false)]
+    pub read: Patch<bool>,
+    /// Whether the key may call tools that change things; left out =
+    /// unchanged; must not be `null`.
+    #[serde(default)]
+    #[schema(value_type = bool, required = false)]
+    pub write: Patch<bool>,
+    /// Tool names the key may call; left out = unchanged, `null` = every
+    /// tool the flags allow, `[]` = none.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>, required = false)]
+    pub allowed_tools: Patch<Vec<String>>,
+    /// Resource URIs the key may read (a trailing `*` matches a prefix);
+    /// left out = unchanged, `null` = every resource, `[]` = none.
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<String>>, required = false)]
+    pub allowed_resources: Patch<Vec<String>>,
+    /// The key's grants on the tenant's servers, by slug; left out =
+    /// unchanged; given = replaces every grant; `null` or `{}` = no server.
+    #[serde(default)]
+    #[schema(value_type = Option<BTreeMap<String, GrantInput>>, required = false)]
+    pub servers: Patch<BTreeMap<String, GrantInput>>,
+}
+
 /// The tenant's servers a request's grants name, looked up before the
 /// request is converted: slug → the server's id.
 pub(crate) type KnownServers = HashMap<String, (ServerId, ServerSlug)>;
@@ -104,44 +152,106 @@ impl PermissionsInput {
     /// `permissions`, `permissions.allowed_*` and
     /// `permissions.servers.<slug>[.allowed_*]`). A slug must be in `known`.
     fn parse(self, known: &KnownServers, errors: &mut FieldErrors) -> Option<ApiKeyPermissions> {
-        let mut grants = Vec::new();
-        let mut grants_valid = true;
-        for (slug, grant) in self.servers.unwrap_or_default() {
-            let field = format!("permissions.servers.{slug}");
-            let Some((id, server_slug)) = known.get(&slug) else {
-                errors.add(field, "no server of the tenant has this slug");
-                grants_valid = false;
-                continue;
-            };
-            match ServerGrant::new(
-                *id,
-                server_slug.clone(),
-                grant.allowed_tools,
-                grant.allowed_resources,
-                grant.allowed_prompts,
-            ) {
-                Ok(grant) => grants.push(grant),
-                Err(found) => {
-                    grants_valid = false;
-                    for (list, error) in found {
-                        errors.add(format!("{field}.{list}"), error.to_string());
-                    }
-                }
-            }
-        }
+        let grants = parse_grants(self.servers.unwrap_or_default(), known, errors);
         let permissions = ApiKeyPermissions::new(
             self.read,
             self.write,
             self.allowed_tools,
             self.allowed_resources,
         )
-        .map_err(|found| {
-            for (field, error) in found {
-                errors.add(field, error.to_string());
-            }
-        })
+        .map_err(|found| add_permission_errors(found, errors))
         .ok()?;
-        grants_valid.then(|| permissions.with_servers(grants))
+        Some(permissions.with_servers(grants?))
+    }
+}
+
+impl PermissionsPatchInput {
+    /// The slugs the grants name, to look up before [`Self::parse`].
+    fn server_slugs(&self) -> Vec<ServerSlug> {
+        match &self.servers {
+            Patch::Set(servers) => servers
+                .keys()
+                .filter_map(|slug| ServerSlug::parse(slug).ok())
+                .collect(),
+            Patch::Keep | Patch::Null => Vec::new(),
+        }
+    }
+
+    /// The domain's change, or every failure added to `errors` under the
+    /// same paths as a create's. Omitted fields stay out of the change.
+    fn parse(self, known: &KnownServers, errors: &mut FieldErrors) -> Option<PermissionsChange> {
+        let mut flag = |name: &str, given: Patch<bool>| match given {
+            Patch::Keep => None,
+            Patch::Null => {
+                errors.add(format!("permissions.{name}"), "must not be null");
+                None
+            }
+            Patch::Set(value) => Some(value),
+        };
+        let read = flag("read", self.read);
+        let write = flag("write", self.write);
+        let grants = match self.servers {
+            Patch::Keep => Some(None),
+            Patch::Null => Some(Some(Vec::new())),
+            Patch::Set(servers) => parse_grants(servers, known, errors).map(Some),
+        };
+        let change = PermissionsChange::new(
+            read,
+            write,
+            self.allowed_tools.into_option(),
+            self.allowed_resources.into_option(),
+        )
+        .map_err(|found| add_permission_errors(found, errors))
+        .ok()?;
+        match grants? {
+            Some(grants) => Some(change.with_servers(grants)),
+            None => Some(change),
+        }
+    }
+}
+
+/// The grants of a `servers` map, each slug resolved through `known`, or
+/// `None` with every failure in `errors` (under
+/// `permissions.servers.<slug>[.allowed_*]`).
+fn parse_grants(
+    servers: BTreeMap<String, GrantInput>,
+    known: &KnownServers,
+    errors: &mut FieldErrors,
+) -> Option<Vec<ServerGrant>> {
+    let mut grants = Vec::new();
+    let mut valid = true;
+    for (slug, grant) in servers {
+        let field = format!("permissions.servers.{slug}");
+        let Some((id, server_slug)) = known.get(&slug) else {
+            errors.add(field, "no server of the tenant has this slug");
+            valid = false;
+            continue;
+        };
+        match ServerGrant::new(
+            *id,
+            server_slug.clone(),
+            grant.allowed_tools,
+            grant.allowed_resources,
+            grant.allowed_prompts,
+        ) {
+            Ok(grant) => grants.push(grant),
+            Err(found) => {
+                valid = false;
+                for (list, error) in found {
+                    errors.add(format!("{field}.{list}"), error.to_string());
+                }
+            }
+        }
+    }
+    valid.then_some(grants)
+}
+
+fn add_permission_errors(
+    found: Vec<(&'static str, cola_domain::PermissionsError)>,
+    errors: &mut FieldErrors,
+) {
+    for (field, error) in found {
+        errors.add(field, error.to_string());
     }
 }
 
@@ -477,15 +587,17 @@ pub struct OffboardView {
     pub revoked: u64,
 }
 
-/// `PATCH /api/mcp/keys/{id}/permissions`: a `permissions` object that is
-/// given replaces the old one whole (its omitted fields take defaults).
+/// `PATCH /api/mcp/keys/{id}/permissions`: partial at both levels — a
+/// top-level field left out keeps its value, and so does a field left out
+/// of a `permissions` object that is given (CONTRACT §5).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePermissionsRequest {
-    /// Replaces the permissions whole; must not be `null`.
+    /// Changes the fields of the permissions it names and keeps the others;
+    /// must not be `null`.
     #[serde(default)]
-    #[schema(value_type = PermissionsInput, required = false)]
-    pub permissions: Patch<PermissionsInput>,
+    #[schema(value_type = PermissionsPatchInput, required = false)]
+    pub permissions: Patch<PermissionsPatchInput>,
     /// Replaces the IP allow-list (at most 50 entries; `[]` = any address);
     /// must not be `null`.
     #[serde(default)]
@@ -500,7 +612,7 @@ pub struct UpdatePermissionsRequest {
 /// A permissions PATCH as a typed change: `None` keeps a part.
 #[derive(Debug, Default)]
 pub(crate) struct AccessUpdate {
-    pub permissions: Option<ApiKeyPermissions>,
+    pub permissions: Option<PermissionsChange>,
     pub ip_whitelist: Option<IpWhitelist>,
     pub rate_limit: Option<Option<RateLimit>>,
 }

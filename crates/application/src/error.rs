@@ -59,6 +59,8 @@ pub enum AppError {
     SlugTaken,
     #[error("the user already has {max} active keys")]
     LimitReached { max: u32 },
+    #[error("the tenant already has {max} servers")]
+    ServerLimitReached { max: u32 },
     #[error("the key is revoked and can no longer be changed")]
     KeyRevoked,
     #[error("the key has expired")]

@@ -9,25 +9,33 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, DomainEvent, EffectiveStatus, IpWhitelist, KeyName, KeyPrefix,
-    KeyUsage, McpApiKey, NewKey, RegisteredServer, Rotation, ServerEvent, ServerId, ServerSlug,
-    TenantId, UserId,
+    KeyUsage, McpApiKey, NewKey, NewServer, RegisteredServer, Rotation, ServerEvent, ServerId,
+    ServerSlug, ServerTimeout, TenantId, UserId,
 };
 use uuid::Uuid;
 
 use crate::ports::{
     AccessChange, ApiKeyRepository, HeadersWrite, KeyListFilter, Offboarded, RecordedEvent,
     RepositoryError, SecretHash, ServerRepository, StoredCredential, StoredServer, TokenDigest,
-    UsageDelta,
+    UsageBatch,
 };
 
 /// Keys by prefix; revocation edits the stored copy, as a write would.
 #[derive(Default)]
 pub(crate) struct MemoryRepository {
     keys: Mutex<HashMap<KeyPrefix, McpApiKey>>,
-    /// Every usage batch written, in order.
-    pub(crate) usage_batches: Mutex<Vec<Vec<UsageDelta>>>,
+    /// Every usage batch applied, in order; each id at most once, as the
+    /// port promises.
+    pub(crate) usage_batches: Mutex<Vec<UsageBatch>>,
+    /// The id of every usage write attempted, in order.
+    pub(crate) usage_attempts: Mutex<Vec<Uuid>>,
     /// How many of the next usage writes fail (the database is away).
     pub(crate) failing_usage_writes: Mutex<u32>,
+    /// How many of the next usage writes commit and then fail: the
+    /// acknowledgement is lost, the write is not.
+    pub(crate) lost_acknowledgements: Mutex<u32>,
+    /// While held (by a test), usage writes wait before applying.
+    pub(crate) usage_gate: tokio::sync::Mutex<()>,
     /// How many keys were inserted through the port.
     pub(crate) inserts: Mutex<usize>,
 }
@@ -54,7 +62,38 @@ pub(crate) fn active_key(tenant: TenantId, owner: UserId, prefix: KeyPrefix) -> 
     )
 }
 
+/// A verify-only server of `tenant` with this slug.
+pub(crate) fn registered_server(tenant: TenantId, slug: &str) -> RegisteredServer {
+    RegisteredServer::register(
+        NewServer {
+            id: ServerId::from_uuid(Uuid::now_v7()),
+            tenant_id: tenant,
+            slug: ServerSlug::parse(slug).expect("slug"),
+            name: KeyName::parse(slug).expect("name"),
+            url: None,
+            header_names: Vec::new(),
+            forward_identity: false,
+            timeout: ServerTimeout::default(),
+        },
+        UserId::from_uuid(Uuid::now_v7()),
+        Utc::now(),
+    )
+    .0
+}
+
 impl MemoryRepository {
+    /// The uses of `key` applied so far, over every batch.
+    pub(crate) fn usage_of(&self, key: ApiKeyId) -> u64 {
+        self.usage_batches
+            .lock()
+            .expect("batches")
+            .iter()
+            .flat_map(|batch| &batch.deltas)
+            .filter(|delta| delta.key_id == key)
+            .map(|delta| delta.count)
+            .sum()
+    }
+
     pub(crate) fn add(&self, key: McpApiKey) {
         self.keys
             .lock()
@@ -82,8 +121,16 @@ impl ApiKeyRepository for MemoryRepository {
         self.add(key.clone());
         Ok(())
     }
-    async fn find(&self, _: TenantId, _: ApiKeyId) -> Result<Option<McpApiKey>, RepositoryError> {
-        Ok(None)
+    async fn find(
+        &self,
+        tenant: TenantId,
+        id: ApiKeyId,
+    ) -> Result<Option<McpApiKey>, RepositoryError> {
+        let keys = self.keys.lock().expect("keys");
+        Ok(keys
+            .values()
+            .find(|key| key.tenant_id() == tenant && key.id() == id)
+            .cloned())
     }
     async fn list(
         &self,
@@ -107,8 +154,14 @@ impl ApiKeyRepository for MemoryRepository {
         Ok(u64::try_from(active).unwrap_or(u64::MAX))
     }
 
-    async fn apply_change(&self, _: &McpApiKey, _: &DomainEvent) -> Result<bool, RepositoryError> {
-        Ok(false)
+    /// Stores the changed key, as a write would.
+    async fn apply_change(
+        &self,
+        key: &McpApiKey,
+        _: &DomainEvent,
+    ) -> Result<bool, RepositoryError> {
+        self.add(key.clone());
+        Ok(true)
     }
     async fn rotate(
         &self,
@@ -158,17 +211,32 @@ impl ApiKeyRepository for MemoryRepository {
     async fn recent_access_changes(&self) -> Result<Vec<AccessChange>, RepositoryError> {
         Ok(Vec::new())
     }
-    async fn add_usage(&self, batch: &[UsageDelta]) -> Result<(), RepositoryError> {
-        let mut failing = self.failing_usage_writes.lock().expect("failing");
-        if *failing > 0 {
-            *failing -= 1;
-            return Err(RepositoryError::Unavailable("the database is away".into()));
+    async fn add_usage(&self, batch: &UsageBatch) -> Result<bool, RepositoryError> {
+        self.usage_attempts.lock().expect("attempts").push(batch.id);
+        drop(self.usage_gate.lock().await);
+        {
+            let mut failing = self.failing_usage_writes.lock().expect("failing");
+            if *failing > 0 {
+                *failing -= 1;
+                return Err(RepositoryError::Unavailable("the database is away".into()));
+            }
         }
-        self.usage_batches
-            .lock()
-            .expect("batches")
-            .push(batch.to_vec());
-        Ok(())
+        let applied = {
+            let mut batches = self.usage_batches.lock().expect("batches");
+            let known = batches.iter().any(|held| held.id == batch.id);
+            if !known {
+                batches.push(batch.clone());
+            }
+            !known
+        };
+        let mut lost = self.lost_acknowledgements.lock().expect("lost");
+        if *lost > 0 {
+            *lost -= 1;
+            return Err(RepositoryError::Unavailable(
+                "committed, then the connection dropped".into(),
+            ));
+        }
+        Ok(applied)
     }
     async fn ping(&self) -> Result<(), RepositoryError> {
         Ok(())
@@ -183,6 +251,17 @@ pub(crate) struct MemoryServers {
     pub(crate) slug_lookups: Mutex<usize>,
     pub(crate) tokens: Mutex<Vec<(TokenDigest, ServerId)>>,
     pub(crate) token_lookups: Mutex<usize>,
+    /// How many servers were inserted through the port (refused ones too).
+    pub(crate) inserts: Mutex<usize>,
+}
+
+impl MemoryServers {
+    pub(crate) fn add(&self, server: RegisteredServer) {
+        self.servers.lock().expect("servers").push(StoredServer {
+            server,
+            sealed_headers: None,
+        });
+    }
 }
 
 #[async_trait]
@@ -192,18 +271,36 @@ impl ServerRepository for MemoryServers {
         server: &RegisteredServer,
         sealed_headers: Option<&[u8]>,
         _: &ServerEvent,
+        max_servers: u32,
     ) -> Result<(), RepositoryError> {
+        *self.inserts.lock().expect("inserts") += 1;
         let mut servers = self.servers.lock().expect("servers");
-        if servers.iter().any(|held| {
-            held.server.tenant_id() == server.tenant_id() && held.server.slug() == server.slug()
-        }) {
+        let tenant = servers
+            .iter()
+            .filter(|held| held.server.tenant_id() == server.tenant_id());
+        if tenant
+            .clone()
+            .any(|held| held.server.slug() == server.slug())
+        {
             return Err(RepositoryError::SlugTaken);
+        }
+        if tenant.count() >= usize::try_from(max_servers).unwrap_or(usize::MAX) {
+            return Err(RepositoryError::CapReached);
         }
         servers.push(StoredServer {
             server: server.clone(),
             sealed_headers: sealed_headers.map(<[u8]>::to_vec),
         });
         Ok(())
+    }
+
+    async fn count(&self, tenant: TenantId) -> Result<u64, RepositoryError> {
+        let servers = self.servers.lock().expect("servers");
+        let count = servers
+            .iter()
+            .filter(|held| held.server.tenant_id() == tenant)
+            .count();
+        Ok(u64::try_from(count).unwrap_or(u64::MAX))
     }
 
     async fn find(

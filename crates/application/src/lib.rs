@@ -34,8 +34,9 @@ pub use console::{
 };
 pub use dto::{
     CreateKeyRequest, CreatedKeyView, EventList, EventView, GrantInput, KeyPage, KeyView,
-    ListKeysQuery, MAX_GRACE_PERIOD_SECS, OffboardView, Patch, PermissionsInput, RateLimitInput,
-    ReportKeyRequest, RotateKeyRequest, UpdateMetadataRequest, UpdatePermissionsRequest, schema,
+    ListKeysQuery, MAX_GRACE_PERIOD_SECS, OffboardView, Patch, PermissionsInput,
+    PermissionsPatchInput, RateLimitInput, ReportKeyRequest, RotateKeyRequest,
+    UpdateMetadataRequest, UpdatePermissionsRequest, schema,
 };
 pub use error::{AppError, FieldErrors, chain as error_chain};
 pub use gateway::{
@@ -53,14 +54,15 @@ pub use ports::{
     ACCESS_CHANGE_WINDOW, AccessChange, ApiKeyRepository, Clock, CredentialSealer, Cursor,
     HashError, HeadersWrite, HostResolver, KeyListFilter, Offboarded, RecordedEvent,
     RepositoryError, ResolveError, SealError, SecretHash, SecretHasher, ServerRepository,
-    StoredCredential, StoredServer, SystemClock, TokenDigest, UsageDelta,
+    StoredCredential, StoredServer, SystemClock, TokenDigest, USAGE_BATCH_RETENTION, UsageBatch,
+    UsageDelta,
 };
 pub use principal::{AdmittedKey, McpPrincipal, Principal, Role};
 pub use report::{KeyReports, ReportError, ReportOutcome, Reporter};
 pub use servers::{
-    CreateServerRequest, ListServersQuery, MintedTokenView, RESOLUTION_TTL, ResolvedServer,
-    ServerDirectory, ServerLookupError, ServerPage, ServerService, ServerServiceParts, ServerView,
-    UpdateServerRequest,
+    CreateServerRequest, ListServersQuery, MAX_SERVERS_PER_TENANT, MintedTokenView, RESOLUTION_TTL,
+    ResolvedServer, ServerDirectory, ServerLookupError, ServerPage, ServerService,
+    ServerServiceParts, ServerView, UpdateServerRequest,
 };
 pub use service::{ApiKeyService, KeyPolicy};
 pub use usage::UsageRecorder;

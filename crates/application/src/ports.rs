@@ -19,8 +19,9 @@ pub enum RepositoryError {
     /// The database cannot be reached (or timed out): retryable, a 503.
     #[error("the database is unavailable")]
     Unavailable(#[source] Source),
-    /// The owner is at the active-key cap; nothing was written.
-    #[error("the active-key cap is reached")]
+    /// The owner is at the active-key cap (or the tenant at the server
+    /// cap); nothing was written.
+    #[error("the cap is reached")]
     CapReached,
     /// Another key already has this prefix; nothing was written.
     #[error("the key prefix is taken")]
@@ -124,6 +125,21 @@ pub struct UsageDelta {
     pub last_used_at: DateTime<Utc>,
 }
 
+/// Uses taken from the recorder in one go, under an id of their own
+/// (UUIDv7) that the repository records with them: the unit that is applied
+/// at most once, and retried as it is until it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageBatch {
+    pub id: Uuid,
+    pub deltas: Vec<UsageDelta>,
+}
+
+/// How long a repository remembers an applied batch's id. Far longer than
+/// any retry of one batch: the recorder retries a batch whenever it
+/// flushes, so only an instance that cannot reach the database for this
+/// long (while others prune) could apply a batch twice.
+pub const USAGE_BATCH_RETENTION: chrono::Duration = chrono::Duration::days(1);
+
 #[async_trait]
 pub trait ApiKeyRepository: Send + Sync + 'static {
     /// Stores a new key and its `created` event in one transaction, unless
@@ -217,9 +233,14 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
     /// window.
     async fn recent_access_changes(&self) -> Result<Vec<AccessChange>, RepositoryError>;
 
-    /// Adds a batch of usage, one increment per key (`count = count + n`), so
-    /// concurrent writers never lose an increment.
-    async fn add_usage(&self, batch: &[UsageDelta]) -> Result<(), RepositoryError>;
+    /// Applies a batch of usage at most once: in one transaction, records
+    /// the batch's id and adds one increment per key (`count = count + n`,
+    /// so concurrent writers never lose an increment). A batch whose id is
+    /// recorded already changes nothing and is a success (`Ok(false)`): a
+    /// retry after a write that committed but whose acknowledgement was
+    /// lost counts nothing twice. `Ok(true)`: applied now. Ids are kept for
+    /// at least [`USAGE_BATCH_RETENTION`].
+    async fn add_usage(&self, batch: &UsageBatch) -> Result<bool, RepositoryError>;
 
     /// Whether the database answers.
     async fn ping(&self) -> Result<(), RepositoryError>;
@@ -246,13 +267,19 @@ pub enum HeadersWrite<'a> {
 #[async_trait]
 pub trait ServerRepository: Send + Sync + 'static {
     /// Stores a new server and its `created` event; `SlugTaken` when the
-    /// tenant already has a server with its slug.
+    /// tenant already has a server with its slug, `CapReached` (nothing
+    /// written) when the tenant would then have more than `max_servers`,
+    /// counted so that concurrent inserts cannot pass the cap together.
     async fn insert(
         &self,
         server: &RegisteredServer,
         sealed_headers: Option<&[u8]>,
         event: &ServerEvent,
+        max_servers: u32,
     ) -> Result<(), RepositoryError>;
+
+    /// How many servers the tenant has.
+    async fn count(&self, tenant: TenantId) -> Result<u64, RepositoryError>;
 
     async fn find(
         &self,

@@ -15,7 +15,7 @@ use crate::dto::{
     CreateKeyRequest, CreatedKeyView, EventView, KeyPage, KeyView, KnownServers, ListKeysQuery,
     OffboardView, RotateKeyRequest, UpdateMetadataRequest, UpdatePermissionsRequest, encode_cursor,
 };
-use crate::error::AppError;
+use crate::error::{AppError, FieldErrors};
 use crate::ports::{
     ApiKeyRepository, Clock, Cursor, KeyListFilter, RepositoryError, SecretHasher, ServerRepository,
 };
@@ -186,8 +186,9 @@ impl ApiKeyService {
         Ok(KeyView::of(&key, now))
     }
 
-    /// Replaces permissions and/or the allow-list. Takes effect on the next
-    /// MCP request: this instance's verified-key cache forgets the key before
+    /// Changes the permission fields given (the others keep their values),
+    /// the allow-list and/or the rate limit. Takes effect on the next MCP
+    /// request: this instance's verified-key cache forgets the key before
     /// the call returns.
     #[instrument(name = "update key permissions", skip_all, fields(tenant = %actor.tenant_id, key_id = %id))]
     pub async fn update_permissions(
@@ -202,9 +203,17 @@ impl ApiKeyService {
         let change = request.into_valid(&known).map_err(AppError::Invalid)?;
         let mut key = self.visible_key(actor, id).await?;
         let now = self.clock.now();
+        // Applied to the key as stored: what the PATCH leaves out stays.
+        let permissions = change
+            .permissions
+            .map(|given| key.permissions().amended(given))
+            .transpose()
+            .map_err(|error| {
+                AppError::Invalid(FieldErrors::single("permissions", error.to_string()))
+            })?;
         let event = key
             .change_access(
-                change.permissions,
+                permissions,
                 change.ip_whitelist,
                 change.rate_limit,
                 actor.user_id,
@@ -510,5 +519,206 @@ mod tests {
         assert!(created.key.expose().starts_with("cola_"));
         assert_eq!(hasher.hashes.load(Ordering::SeqCst), 1);
         assert_eq!(*repository.inserts.lock().expect("inserts"), 1);
+    }
+
+    /// The key a permissions PATCH starts from: read only, tool `a`,
+    /// resources under `r://x/`, and a grant on `github` (the tenant also
+    /// has `linear`).
+    const STARTING_PERMISSIONS: &str = r#"{ "read": true, "write": false,
+        "allowed_tools": ["a"], "allowed_resources": ["r://x/*"],
+        "servers": { "github": { "allowed_tools": ["search_*"], "allowed_resources": null, "allowed_prompts": null } } }"#;
+
+    /// Applies a `PATCH …/permissions` with `body` to a fresh key holding
+    /// [`STARTING_PERMISSIONS`]; the permissions it then has, as the API
+    /// shows them.
+    async fn patched(body: serde_json::Value) -> Result<serde_json::Value, AppError> {
+        let actor = actor();
+        let servers = Arc::new(crate::fakes::MemoryServers::default());
+        for slug in ["github", "linear"] {
+            servers.add(crate::fakes::registered_server(actor.tenant_id, slug));
+        }
+        let (service, repository, _) = service(actor, 0);
+        let service = ApiKeyService {
+            servers: Arc::clone(&servers) as Arc<dyn ServerRepository>,
+            ..service
+        };
+        let starting: serde_json::Value = serde_json::from_str(STARTING_PERMISSIONS).expect("json");
+        let created = service
+            .create(
+                actor,
+                serde_json::from_value(json!({ "name": "k", "permissions": starting }))
+                    .expect("shape"),
+            )
+            .await
+            .expect("created");
+        assert_eq!(
+            serde_json::to_value(&created.view.permissions).expect("json"),
+            starting
+        );
+        let request = serde_json::from_value(body).expect("shape");
+        let view = service
+            .update_permissions(actor, created.view.id, request)
+            .await?;
+        let stored = repository
+            .find(actor.tenant_id, created.view.id)
+            .await
+            .expect("find")
+            .expect("stored");
+        assert_eq!(
+            stored.permissions(),
+            &view.permissions,
+            "what is shown is stored"
+        );
+        Ok(serde_json::to_value(&view.permissions).expect("json"))
+    }
+
+    /// [`STARTING_PERMISSIONS`] with `field` set to `value`.
+    fn starting_with(field: &str, value: serde_json::Value) -> serde_json::Value {
+        let mut permissions: serde_json::Value =
+            serde_json::from_str(STARTING_PERMISSIONS).expect("json");
+        permissions[field] = value;
+        permissions
+    }
+
+    fn invalid_fields(result: Result<serde_json::Value, AppError>) -> Vec<String> {
+        match result {
+            Err(AppError::Invalid(errors)) => errors.fields().keys().cloned().collect(),
+            other => panic!("expected a 400, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_permissions_patch_that_gives_one_flag_keeps_every_other_field() {
+        let kept = patched(json!({ "permissions": { "write": true } }))
+            .await
+            .expect("patched");
+        assert_eq!(kept, starting_with("write", json!(true)));
+        let nothing = patched(json!({ "permissions": {} }))
+            .await
+            .expect("patched");
+        assert_eq!(nothing, starting_with("read", json!(true)));
+    }
+
+    #[tokio::test]
+    async fn read_left_out_is_kept_given_is_set_and_null_is_refused() {
+        let kept = patched(json!({ "permissions": { "write": true } }))
+            .await
+            .expect("kept");
+        assert_eq!(kept["read"], true);
+        let given = patched(json!({ "permissions": { "read": false, "write": true } }))
+            .await
+            .expect("given");
+        assert_eq!(
+            (given["read"].clone(), given["write"].clone()),
+            (json!(false), json!(true))
+        );
+        assert_eq!(
+            invalid_fields(patched(json!({ "permissions": { "read": null } })).await),
+            ["permissions.read"]
+        );
+        // The key writes nothing: turning reading off would leave it no access.
+        assert_eq!(
+            invalid_fields(patched(json!({ "permissions": { "read": false } })).await),
+            ["permissions"]
+        );
+    }
+
+    #[tokio::test]
+    async fn write_left_out_is_kept_given_is_set_and_null_is_refused() {
+        let kept = patched(json!({ "permissions": { "allowed_tools": ["b"] } }))
+            .await
+            .expect("kept");
+        assert_eq!(kept["write"], false);
+        let given = patched(json!({ "permissions": { "write": true } }))
+            .await
+            .expect("given");
+        assert_eq!(given["write"], true);
+        assert_eq!(
+            invalid_fields(patched(json!({ "permissions": { "write": null } })).await),
+            ["permissions.write"]
+        );
+        assert_eq!(
+            invalid_fields(
+                patched(json!({ "permissions": { "read": false, "write": false } })).await
+            ),
+            ["permissions"]
+        );
+    }
+
+    #[tokio::test]
+    async fn allowed_tools_left_out_is_kept_null_means_every_tool_and_given_replaces() {
+        let kept = patched(json!({ "permissions": { "write": true } }))
+            .await
+            .expect("kept");
+        assert_eq!(kept["allowed_tools"], json!(["a"]));
+        let every = patched(json!({ "permissions": { "allowed_tools": null } }))
+            .await
+            .expect("null");
+        assert_eq!(every, starting_with("allowed_tools", json!(null)));
+        let given = patched(json!({ "permissions": { "allowed_tools": ["b", "c"] } }))
+            .await
+            .expect("given");
+        assert_eq!(given, starting_with("allowed_tools", json!(["b", "c"])));
+        let none = patched(json!({ "permissions": { "allowed_tools": [] } }))
+            .await
+            .expect("empty");
+        assert_eq!(none["allowed_tools"], json!([]));
+        assert_eq!(
+            invalid_fields(patched(json!({ "permissions": { "allowed_tools": ["a b"] } })).await),
+            ["permissions.allowed_tools"]
+        );
+    }
+
+    #[tokio::test]
+    async fn allowed_resources_left_out_is_kept_null_means_every_resource_and_given_replaces() {
+        let kept = patched(json!({ "permissions": { "allowed_tools": ["b"] } }))
+            .await
+            .expect("kept");
+        assert_eq!(kept["allowed_resources"], json!(["r://x/*"]));
+        let every = patched(json!({ "permissions": { "allowed_resources": null } }))
+            .await
+            .expect("null");
+        assert_eq!(every, starting_with("allowed_resources", json!(null)));
+        let given = patched(json!({ "permissions": { "allowed_resources": ["r://y"] } }))
+            .await
+            .expect("given");
+        assert_eq!(given, starting_with("allowed_resources", json!(["r://y"])));
+        assert_eq!(
+            invalid_fields(
+                patched(json!({ "permissions": { "allowed_resources": ["r://*/x"] } })).await
+            ),
+            ["permissions.allowed_resources"]
+        );
+    }
+
+    #[tokio::test]
+    async fn servers_left_out_are_kept_and_given_or_null_replace_every_grant() {
+        let kept = patched(json!({ "permissions": { "write": true } }))
+            .await
+            .expect("kept");
+        assert_eq!(
+            kept["servers"],
+            json!({ "github": { "allowed_tools": ["search_*"], "allowed_resources": null, "allowed_prompts": null } })
+        );
+        let replaced = patched(json!({ "permissions": { "servers": { "linear": {} } } }))
+            .await
+            .expect("given");
+        assert_eq!(
+            replaced,
+            starting_with(
+                "servers",
+                json!({ "linear": { "allowed_tools": null, "allowed_resources": null, "allowed_prompts": null } })
+            )
+        );
+        for none in [json!(null), json!({})] {
+            let removed = patched(json!({ "permissions": { "servers": none } }))
+                .await
+                .expect("removed");
+            assert_eq!(removed, starting_with("servers", json!({})), "{none}");
+        }
+        assert_eq!(
+            invalid_fields(patched(json!({ "permissions": { "servers": { "nope": {} } } })).await),
+            ["permissions.servers.nope"]
+        );
     }
 }

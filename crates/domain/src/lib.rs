@@ -32,8 +32,8 @@ pub use ip_whitelist::{
 pub use key::{KeyError, KeyUsage, McpApiKey, NewKey, Revocation, Rotation, Successor};
 pub use name::{KeyDescription, KeyName, NameError};
 pub use permissions::{
-    ApiKeyPermissions, MAX_ALLOWED_ENTRIES, NamePattern, PermissionsError, ResourcePattern,
-    ServerGrant,
+    ApiKeyPermissions, MAX_ALLOWED_ENTRIES, NamePattern, PermissionsChange, PermissionsError,
+    ResourcePattern, ServerGrant, is_plain_uri,
 };
 pub use rate_limit::{MAX_RATE_LIMIT_PER_SECS, MAX_RATE_LIMIT_REQUESTS, RateLimit, RateLimitError};
 pub use report::{LeakReport, MAX_REPORT_SOURCE_CHARS, MAX_REPORT_URL_CHARS, ReportError};

@@ -83,9 +83,67 @@ fn is_tool_name(candidate: &str) -> bool {
 }
 
 /// A resource URI, or a URI prefix when it ends with `*`.
+///
+/// An exact pattern matches only the byte-equal URI. A prefix pattern
+/// matches a URI that starts with its stem (the text before `*`) byte for
+/// byte *and* is plain ([`is_plain_uri`]): a URI that a reader could
+/// resolve to somewhere outside the stem — through dot segments, encoded
+/// dots or slashes, backslashes — never matches a prefix, whatever it
+/// starts with (CONTRACT §8, "Match URIs loosely").
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct ResourcePattern(String);
+
+/// Whether `uri` holds nothing that lets a reader resolve it outside a
+/// prefix it starts with. Not plain, and so never matched by a prefix:
+/// - a backslash (`\`), which some readers take for a slash;
+/// - a percent-encoded dot, slash, backslash or percent sign (`%2e`,
+///   `%2f`, `%5c`, `%25`, any letter case): decoded once — or, for `%25`,
+///   twice — they become dot segments or new separators;
+/// - a dot segment, `.` or `..`, anywhere: the pieces between `/`, `?` and
+///   `#` are segments, so what follows a `?` or `#` counts as well (a
+///   reader that takes it as path, or resolves a fragment, cannot climb
+///   out either); a segment's `;` parameters are ignored (`..;x` is `..`),
+///   and the full-width, small and leader dots (U+FF0E, U+FE52, U+2024,
+///   U+2025) count as dots, since Unicode normalisation turns them into
+///   dots.
+///
+/// A `?` or `#` needs no rule of its own beyond that: a URI that starts
+/// with the stem byte for byte has its first `?` or `#` either after the
+/// stem or at the same place in the stem, so its path is never shorter
+/// than the stem's.
+#[must_use]
+pub fn is_plain_uri(uri: &str) -> bool {
+    !uri.contains('\\') && !has_encoded_separator(uri) && !has_dot_segment(uri)
+}
+
+fn has_encoded_separator(uri: &str) -> bool {
+    uri.as_bytes().windows(3).any(|window| {
+        window[0] == b'%'
+            && matches!(
+                [
+                    window[1].to_ascii_lowercase(),
+                    window[2].to_ascii_lowercase()
+                ],
+                [b'2', b'e' | b'f' | b'5'] | [b'5', b'c']
+            )
+    })
+}
+
+fn has_dot_segment(uri: &str) -> bool {
+    uri.split(['/', '?', '#']).any(|segment| {
+        let name = segment.split(';').next().unwrap_or_default();
+        let mut dots = 0;
+        for c in name.chars() {
+            dots += match c {
+                '.' | '\u{FF0E}' | '\u{FE52}' | '\u{2024}' => 1,
+                '\u{2025}' => 2,
+                _ => return false,
+            };
+        }
+        matches!(dots, 1 | 2)
+    })
+}
 
 impl ResourcePattern {
     #[must_use]
@@ -100,10 +158,12 @@ impl ResourcePattern {
         valid.then(|| Self(candidate.to_owned()))
     }
 
+    /// Whether `uri` is this exact URI, or a plain URI ([`is_plain_uri`])
+    /// that starts with this prefix.
     #[must_use]
     pub fn matches(&self, uri: &str) -> bool {
         match self.0.strip_suffix('*') {
-            Some(prefix) => uri.starts_with(prefix),
+            Some(prefix) => uri.starts_with(prefix) && is_plain_uri(uri),
             None => self.0 == uri,
         }
     }
@@ -256,40 +316,43 @@ impl ApiKeyPermissions {
         if !read && !write {
             errors.push(("permissions", PermissionsError::NoAccess));
         }
-        let tools = allowed_tools.map(|list| {
-            parse_list(list, NamePattern::parse_exact, |index| {
-                PermissionsError::InvalidToolName { index }
-            })
-        });
-        let resources = allowed_resources.map(|list| {
-            parse_list(list, ResourcePattern::parse, |index| {
-                PermissionsError::InvalidResourcePattern { index }
-            })
-        });
-        let tools = match tools.transpose() {
-            Ok(tools) => tools,
-            Err(error) => {
-                errors.push(("permissions.allowed_tools", error));
-                None
-            }
-        };
-        let resources = match resources.transpose() {
-            Ok(resources) => resources,
-            Err(error) => {
-                errors.push(("permissions.allowed_resources", error));
-                None
-            }
-        };
-        if !errors.is_empty() {
-            return Err(errors);
+        let tools = own_tools(allowed_tools)
+            .map_err(|error| errors.push(("permissions.allowed_tools", error)));
+        let resources = own_resources(allowed_resources)
+            .map_err(|error| errors.push(("permissions.allowed_resources", error)));
+        match (tools, resources) {
+            (Ok(allowed_tools), Ok(allowed_resources)) if errors.is_empty() => Ok(Self {
+                read,
+                write,
+                allowed_tools,
+                allowed_resources,
+                servers: Vec::new(),
+            }),
+            _ => Err(errors),
         }
-        Ok(Self {
+    }
+
+    /// These permissions with `change` applied: each part the change names
+    /// replaces this one's, every other part is kept as it is. A change
+    /// that leaves the key with neither read nor write is refused.
+    pub fn amended(&self, change: PermissionsChange) -> Result<Self, PermissionsError> {
+        let read = change.read.unwrap_or(self.read);
+        let write = change.write.unwrap_or(self.write);
+        if !read && !write {
+            return Err(PermissionsError::NoAccess);
+        }
+        let amended = Self {
             read,
             write,
-            allowed_tools: tools,
-            allowed_resources: resources,
+            allowed_tools: change
+                .allowed_tools
+                .unwrap_or_else(|| self.allowed_tools.clone()),
+            allowed_resources: change
+                .allowed_resources
+                .unwrap_or_else(|| self.allowed_resources.clone()),
             servers: Vec::new(),
-        })
+        };
+        Ok(amended.with_servers(change.servers.unwrap_or_else(|| self.servers.clone())))
     }
 
     /// These permissions with `grants` on the tenant's servers, one per
@@ -348,6 +411,81 @@ impl ApiKeyPermissions {
     pub fn allowed_resources(&self) -> Option<&[ResourcePattern]> {
         self.allowed_resources.as_deref()
     }
+}
+
+/// A partial change of a key's permissions (a PATCH): `None` keeps a part
+/// as it is, so leaving a list out can never widen a key. Inside, a list is
+/// `Some(None)` for "whatever the flags allow" and `Some(Some([]))` for
+/// "nothing"; `servers`, when given, replaces every grant. Built only
+/// through [`PermissionsChange::new`], so its lists are valid; applied with
+/// [`ApiKeyPermissions::amended`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PermissionsChange {
+    read: Option<bool>,
+    write: Option<bool>,
+    allowed_tools: Option<Option<Vec<NamePattern>>>,
+    allowed_resources: Option<Option<Vec<ResourcePattern>>>,
+    servers: Option<Vec<ServerGrant>>,
+}
+
+impl PermissionsChange {
+    /// Validates the lists that are given, naming failures as
+    /// [`ApiKeyPermissions::new`] does. Both flags given as `false` is
+    /// refused here already; one flag turned off is decided against the
+    /// key's other flag by [`ApiKeyPermissions::amended`].
+    pub fn new(
+        read: Option<bool>,
+        write: Option<bool>,
+        allowed_tools: Option<Option<Vec<String>>>,
+        allowed_resources: Option<Option<Vec<String>>>,
+    ) -> Result<Self, Vec<(&'static str, PermissionsError)>> {
+        let mut errors = Vec::new();
+        if read == Some(false) && write == Some(false) {
+            errors.push(("permissions", PermissionsError::NoAccess));
+        }
+        let tools = allowed_tools
+            .map(own_tools)
+            .transpose()
+            .map_err(|error| errors.push(("permissions.allowed_tools", error)));
+        let resources = allowed_resources
+            .map(own_resources)
+            .transpose()
+            .map_err(|error| errors.push(("permissions.allowed_resources", error)));
+        match (tools, resources) {
+            (Ok(allowed_tools), Ok(allowed_resources)) if errors.is_empty() => Ok(Self {
+                read,
+                write,
+                allowed_tools,
+                allowed_resources,
+                servers: None,
+            }),
+            _ => Err(errors),
+        }
+    }
+
+    /// This change, replacing the key's grants by `grants` (an empty list
+    /// removes every grant).
+    #[must_use]
+    pub fn with_servers(mut self, grants: Vec<ServerGrant>) -> Self {
+        self.servers = Some(grants);
+        self
+    }
+}
+
+/// Cola's own tool allow-list: exact names.
+fn own_tools(list: Option<Vec<String>>) -> Result<Option<Vec<NamePattern>>, PermissionsError> {
+    checked_list(list, NamePattern::parse_exact, |index| {
+        PermissionsError::InvalidToolName { index }
+    })
+}
+
+/// Cola's own resource allow-list: URIs or `prefix*` patterns.
+fn own_resources(
+    list: Option<Vec<String>>,
+) -> Result<Option<Vec<ResourcePattern>>, PermissionsError> {
+    checked_list(list, ResourcePattern::parse, |index| {
+        PermissionsError::InvalidResourcePattern { index }
+    })
 }
 
 /// `parse_list` of an optional list: `None` stays "whatever the flags allow".
@@ -418,6 +556,78 @@ mod tests {
     }
 
     #[test]
+    fn a_uri_with_a_dot_segment_never_matches_a_prefix() {
+        let pattern = ResourcePattern::parse("repo://cola/public/*").expect("valid");
+        assert!(pattern.matches("repo://cola/public/readme"));
+        for uri in [
+            "repo://cola/public/../private/key",
+            "repo://cola/public/./readme",
+            "repo://cola/public/..",
+            "repo://cola/public/a/../../private",
+            "repo://cola/public/..;x/private",
+            "repo://cola/public/\u{FF0E}\u{FF0E}/private",
+            "repo://cola/public/\u{2025}/private",
+        ] {
+            assert!(!pattern.matches(uri), "{uri}");
+        }
+        // Dots that are not a whole segment are plain.
+        for uri in [
+            "repo://cola/public/v1.2/notes.md",
+            "repo://cola/public/...",
+            "repo://cola/public/.hidden",
+        ] {
+            assert!(pattern.matches(uri), "{uri}");
+        }
+    }
+
+    #[test]
+    fn a_uri_with_encoded_dots_slashes_or_backslashes_never_matches_a_prefix() {
+        let pattern = ResourcePattern::parse("repo://cola/public/*").expect("valid");
+        for uri in [
+            "repo://cola/public/%2e%2e/private",
+            "repo://cola/public/%2E%2E/private",
+            "repo://cola/public/.%2e/private",
+            "repo://cola/public/..%2fprivate",
+            "repo://cola/public/..%2Fprivate",
+            "repo://cola/public/..%5cprivate",
+            "repo://cola/public/..%5Cprivate",
+            "repo://cola/public/%252e%252e/private",
+            "repo://cola/public/..\\private",
+            "repo://cola/public\\..\\private",
+        ] {
+            assert!(!pattern.matches(uri), "{uri}");
+        }
+        // Other escapes are plain.
+        assert!(pattern.matches("repo://cola/public/a%20b"));
+    }
+
+    #[test]
+    fn what_follows_a_question_mark_or_hash_cannot_climb_out_either() {
+        let pattern = ResourcePattern::parse("repo://cola/public/*").expect("valid");
+        for uri in [
+            "repo://cola/public/x?/../../private",
+            "repo://cola/public/x#/../private",
+            "repo://cola/public/x?..",
+            "repo://cola/public/x#..",
+        ] {
+            assert!(!pattern.matches(uri), "{uri}");
+        }
+        assert!(pattern.matches("repo://cola/public/x?page=2#top"));
+        // A `?` or `#` before the stem's end: the URI does not start with it.
+        assert!(!pattern.matches("repo://cola/public?/x"));
+        assert!(!pattern.matches("repo://cola/public#/x"));
+    }
+
+    #[test]
+    fn an_exact_pattern_matches_only_the_byte_equal_uri() {
+        let exact = ResourcePattern::parse("repo://cola/a/../b").expect("valid");
+        assert!(exact.matches("repo://cola/a/../b"));
+        assert!(!exact.matches("repo://cola/b"));
+        assert!(!exact.matches("repo://cola/a/%2e%2e/b"));
+        assert!(!exact.matches("REPO://cola/a/../b"));
+    }
+
+    #[test]
     fn a_star_anywhere_but_the_end_is_rejected() {
         assert!(ResourcePattern::parse("cola://*/x").is_none());
         assert!(ResourcePattern::parse("cola://x**").is_none());
@@ -483,6 +693,43 @@ mod tests {
         fn an_exact_pattern_matches_only_itself(a in "[a-z:/]{1,12}", b in "[a-z:/]{1,12}") {
             let pattern = ResourcePattern::parse(&a).expect("valid");
             prop_assert_eq!(pattern.matches(&b), a == b);
+        }
+
+        #[test]
+        fn a_prefix_never_matches_a_uri_that_could_climb_out_of_it(
+            stem in "[a-z]{1,6}://[a-z/]{0,12}",
+            before in "[a-z/]{0,6}",
+            trick in prop::sample::select(vec![
+                "/../", "/./", "/..?q", "/.#f", "/..;p/", "%2e%2e/", "%2E./", "..%2f", "%2F",
+                "%5c", "%5C", "\\", "%252e", "?/../", "#/../", "?../", "#./",
+            ]),
+            after in "[a-z/]{0,6}",
+        ) {
+            let pattern = ResourcePattern::parse(&format!("{stem}*")).expect("valid");
+            let uri = format!("{stem}{before}{trick}{after}");
+            prop_assert!(!pattern.matches(&uri), "{}", uri);
+        }
+
+        #[test]
+        fn a_prefix_matches_every_plain_uri_that_starts_with_its_stem(
+            stem in "[a-z]{1,6}://[a-z0-9/]{0,12}",
+            rest in "[a-z0-9/_.-]{0,16}",
+        ) {
+            let pattern = ResourcePattern::parse(&format!("{stem}*")).expect("valid");
+            let uri = format!("{stem}{rest}");
+            prop_assert_eq!(pattern.matches(&uri), is_plain_uri(&uri));
+            let dot_segment = uri.split('/').any(|segment| segment == "." || segment == "..");
+            prop_assert_eq!(pattern.matches(&uri), !dot_segment);
+        }
+
+        #[test]
+        fn an_exact_pattern_matches_only_the_byte_equal_uri_whatever_it_holds(
+            a in "[a-z:/.%25\\\\?#]{1,16}", b in "[a-z:/.%25\\\\?#]{1,16}",
+        ) {
+            if let Some(pattern) = ResourcePattern::parse(&a) {
+                prop_assert_eq!(pattern.matches(&b), a == b);
+                prop_assert!(pattern.matches(&a));
+            }
         }
 
         #[test]

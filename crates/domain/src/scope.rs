@@ -281,6 +281,32 @@ mod tests {
     }
 
     #[test]
+    fn a_resource_uri_that_could_climb_out_of_a_granted_prefix_is_not_readable() {
+        let key = granted(
+            true,
+            false,
+            server(1),
+            "gh",
+            [None, Some(&["repo://cola/*"]), None],
+        );
+        let scope = key.scope_on(Surface::Server(server(1))).expect("granted");
+        assert!(scope.may_read_resource("repo://cola/readme"));
+        for uri in [
+            "repo://cola/../secret",
+            "repo://cola/%2e%2e/secret",
+            "repo://cola/..%2fsecret",
+            "repo://cola/..\\secret",
+            "repo://cola/x#/../../secret",
+        ] {
+            assert!(!scope.may_read_resource(uri), "{uri}");
+        }
+        // Cola's own allow-list follows the same rule.
+        let own = perms(true, false, None, Some(&["cola://keys/*"]));
+        assert!(cola(&own).may_read_resource("cola://keys/1"));
+        assert!(!cola(&own).may_read_resource("cola://keys/../admin"));
+    }
+
+    #[test]
     fn grant_prompts_need_read_and_a_matching_pattern() {
         let key = granted(
             true,

@@ -2,11 +2,14 @@
 //! query but the credential lookup filters by tenant; the mapping between
 //! rows and the domain lives here and nowhere else.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_application::{
     ACCESS_CHANGE_WINDOW, AccessChange, ApiKeyRepository, KeyListFilter, Offboarded, RecordedEvent,
-    RepositoryError, SecretHash, StoredCredential, UsageDelta,
+    RepositoryError, SecretHash, StoredCredential, USAGE_BATCH_RETENTION, UsageBatch, UsageDelta,
 };
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, DomainEvent, EffectiveStatus, EventKind, IpWhitelist,
@@ -32,13 +35,74 @@ const REVOKED: &str = "revoked";
 #[derive(Debug, Clone)]
 pub struct SeaOrmApiKeyRepository {
     database: Database,
+    /// Usage batches this repository applied, to prune now and then.
+    applied_batches: Arc<AtomicU64>,
 }
+
+/// Applied usage batches between two prunings of old batch ids: one row is
+/// written per batch and a pruning removes up to [`PRUNED_BATCHES_AT_MOST`],
+/// so the table stays near a day's worth of batches.
+const PRUNE_EVERY_BATCHES: u64 = 64;
+/// The most batch ids one pruning deletes: a bounded statement however far
+/// behind it is.
+const PRUNED_BATCHES_AT_MOST: u64 = 1_000;
 
 impl SeaOrmApiKeyRepository {
     #[must_use]
     pub fn new(database: Database) -> Self {
-        Self { database }
+        Self {
+            database,
+            applied_batches: Arc::new(AtomicU64::new(0)),
+        }
     }
+
+    /// Forgets the ids of usage batches applied before `applied_before`, at
+    /// most [`PRUNED_BATCHES_AT_MOST`] of them (oldest first); how many.
+    /// Called every [`PRUNE_EVERY_BATCHES`] applied batches with
+    /// [`USAGE_BATCH_RETENTION`].
+    pub async fn prune_usage_batches(
+        &self,
+        applied_before: DateTime<Utc>,
+    ) -> Result<u64, RepositoryError> {
+        let backend = self.database.backend();
+        let (cutoff, limit) = match backend {
+            DbBackend::Postgres => ("$1", "$2"),
+            _ => ("?", "?"),
+        };
+        let sql = format!(
+            "DELETE FROM usage_batches WHERE id IN \
+             (SELECT id FROM usage_batches WHERE applied_at < {cutoff} \
+              ORDER BY applied_at LIMIT {limit})"
+        );
+        let limit = i64::try_from(PRUNED_BATCHES_AT_MOST).unwrap_or(i64::MAX);
+        let pruned = self
+            .database
+            .connection()
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [applied_before.into(), limit.into()],
+            ))
+            .await
+            .map_err(db_error)?;
+        Ok(pruned.rows_affected())
+    }
+}
+
+/// Records a usage batch's id; affects no row when it is recorded already.
+fn record_batch_statement(backend: DbBackend, id: Uuid, now: DateTime<Utc>) -> Statement {
+    let placeholders = match backend {
+        DbBackend::Postgres => "$1, $2",
+        _ => "?, ?",
+    };
+    Statement::from_sql_and_values(
+        backend,
+        format!(
+            "INSERT INTO usage_batches (id, applied_at) VALUES ({placeholders}) \
+             ON CONFLICT (id) DO NOTHING"
+        ),
+        [id.into(), now.into()],
+    )
 }
 
 /// Connection trouble is `Unavailable` (a 503 that heals by itself); anything
@@ -861,20 +925,45 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
             .collect()
     }
 
-    async fn add_usage(&self, batch: &[UsageDelta]) -> Result<(), RepositoryError> {
+    async fn add_usage(&self, batch: &UsageBatch) -> Result<bool, RepositoryError> {
         let backend = self.database.backend();
         // In key order, so that two instances flushing overlapping batches
         // tend to lock rows in the same order rather than deadlock (a batch
-        // that loses a deadlock anyway is put back and written next time).
-        let mut sorted = batch.to_vec();
+        // that loses a deadlock anyway stays pending and is retried).
+        let mut sorted = batch.deltas.clone();
         sorted.sort_unstable_by_key(|delta| (delta.tenant_id.as_uuid(), delta.key_id.as_uuid()));
         let txn = self.database.connection().begin().await.map_err(db_error)?;
+        // The id first: a second writer of the same batch waits on its key
+        // until the first commits (then finds it taken) or rolls back.
+        let recorded = txn
+            .execute_raw(record_batch_statement(backend, batch.id, Utc::now()))
+            .await
+            .map_err(db_error)?;
+        if recorded.rows_affected() == 0 {
+            txn.rollback().await.map_err(db_error)?;
+            return Ok(false);
+        }
         for chunk in sorted.chunks(USAGE_ROWS_PER_STATEMENT) {
             txn.execute_raw(add_usage_statement(backend, chunk))
                 .await
                 .map_err(db_error)?;
         }
-        txn.commit().await.map_err(db_error)
+        txn.commit().await.map_err(db_error)?;
+        if self
+            .applied_batches
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(PRUNE_EVERY_BATCHES)
+        {
+            // Housekeeping, not part of the write: a failure is retried
+            // with a later batch and costs nothing but a few rows.
+            if let Err(error) = self
+                .prune_usage_batches(Utc::now() - USAGE_BATCH_RETENTION)
+                .await
+            {
+                tracing::warn!(error = %cola_application::error_chain(&error), "pruning applied usage batches failed");
+            }
+        }
+        Ok(true)
     }
 
     async fn ping(&self) -> Result<(), RepositoryError> {

@@ -12,9 +12,9 @@ use cola_domain::{
 };
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, SqlErr, TransactionTrait,
-    UpdateMany,
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction,
+    DbBackend, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Select, SqlErr,
+    Statement, TransactionTrait, UpdateMany,
 };
 
 use crate::database::Database;
@@ -33,6 +33,32 @@ impl SeaOrmServerRepository {
     pub fn new(database: Database) -> Self {
         Self { database }
     }
+}
+
+/// On PostgreSQL, serialises the server creates of one tenant for the rest
+/// of the transaction, so each counts the others against the cap. (SQLite
+/// has one writer at a time anyway.) Tenants whose lock ids collide are only
+/// serialised with each other.
+async fn lock_tenant_servers(
+    txn: &DatabaseTransaction,
+    tenant: TenantId,
+) -> Result<(), RepositoryError> {
+    if txn.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    // Folded from the tenant's id and a constant of this lock's own, so it
+    // does not share ids with the per-owner key locks.
+    const SERVERS: u64 = 0x5345_5256_4552_5321; // "SERVERS!"
+    let (high, low) = tenant.as_uuid().as_u64_pair();
+    let id = high.rotate_left(29) ^ low ^ SERVERS;
+    txn.execute_raw(Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_advisory_xact_lock($1)",
+        [i64::from_ne_bytes(id.to_ne_bytes()).into()],
+    ))
+    .await
+    .map_err(db_error)?;
+    Ok(())
 }
 
 fn event_row(event: &ServerEvent) -> EventRow<'_> {
@@ -172,8 +198,10 @@ impl ServerRepository for SeaOrmServerRepository {
         server: &RegisteredServer,
         sealed_headers: Option<&[u8]>,
         event: &ServerEvent,
+        max_servers: u32,
     ) -> Result<(), RepositoryError> {
         let txn = self.database.connection().begin().await.map_err(db_error)?;
+        lock_tenant_servers(&txn, server.tenant_id()).await?;
         let row = mcp_server::ActiveModel {
             id: Set(server.id().as_uuid()),
             tenant_id: Set(server.tenant_id().as_uuid()),
@@ -195,8 +223,28 @@ impl ServerRepository for SeaOrmServerRepository {
                 _ => db_error(error),
             });
         }
+        // Counted after the insert, which took SQLite's write lock (and on
+        // PostgreSQL under the tenant's lock): two concurrent creates cannot
+        // both count the same total.
+        let count = mcp_server::Entity::find()
+            .filter(mcp_server::Column::TenantId.eq(server.tenant_id().as_uuid()))
+            .count(&txn)
+            .await
+            .map_err(db_error)?;
+        if count > u64::from(max_servers) {
+            txn.rollback().await.map_err(db_error)?;
+            return Err(RepositoryError::CapReached);
+        }
         insert_event_row(&txn, event_row(event)).await?;
         txn.commit().await.map_err(db_error)
+    }
+
+    async fn count(&self, tenant: TenantId) -> Result<u64, RepositoryError> {
+        mcp_server::Entity::find()
+            .filter(mcp_server::Column::TenantId.eq(tenant.as_uuid()))
+            .count(self.database.connection())
+            .await
+            .map_err(db_error)
     }
 
     async fn find(

@@ -10,7 +10,7 @@ use chrono::{DateTime, Duration, Utc};
 use cola_application::{
     AccessChange, ApiKeyRepository, Clock, ConsoleSession, ConsoleSessionId,
     ConsoleSessionRepository, Cursor, KeyListFilter, RepositoryError, SecretHasher, SystemClock,
-    UsageDelta,
+    UsageBatch, UsageDelta,
 };
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, ApiKeySecret, EffectiveStatus, EventKind, IpWhitelist, KeyName,
@@ -172,6 +172,9 @@ on_both_databases!(
     the_credential_lookup_finds_the_hash_by_prefix,
     concurrent_usage_batches_add_up_exactly,
     one_usage_batch_updates_each_key_in_its_own_tenant_only,
+    the_same_usage_batch_applied_twice_counts_once,
+    the_same_usage_batch_applied_concurrently_counts_once,
+    old_usage_batch_ids_are_pruned_and_recent_ones_kept,
     active_keys_are_counted_per_owner_in_their_tenant_only,
     changes_made_from_one_stale_read_keep_each_others_fields,
     the_change_feed_keeps_a_change_from_a_writer_whose_clock_lags,
@@ -182,6 +185,8 @@ on_both_databases!(
     a_rate_limit_reads_back_and_changes_with_the_permissions,
     a_registered_server_reads_back_equal_and_only_in_its_tenant,
     a_slug_is_unique_in_its_tenant_only,
+    the_server_cap_refuses_the_server_beyond_it_and_stores_nothing,
+    concurrent_server_creates_never_exceed_the_cap,
     the_stored_row_holds_no_header_value_in_clear,
     a_server_update_writes_what_changed_with_its_event,
     deleting_a_server_removes_it_and_every_grant_on_it_in_one_go,
@@ -709,7 +714,7 @@ async fn concurrent_usage_batches_add_up_exactly(f: Fixture) {
             count: n,
             last_used_at: base + Duration::seconds(i64::try_from(n).unwrap()),
         };
-        tokio::spawn(async move { repository.add_usage(&[delta]).await })
+        tokio::spawn(async move { repository.add_usage(&batch(vec![delta])).await })
     });
     for result in futures_util::future::join_all(writers).await {
         result.unwrap().unwrap();
@@ -727,12 +732,107 @@ async fn concurrent_usage_batches_add_up_exactly(f: Fixture) {
         count: 1,
         last_used_at: base,
     };
-    f.repository.add_usage(&[stale]).await.unwrap();
+    f.repository.add_usage(&batch(vec![stale])).await.unwrap();
     let stored = f.repository.find(tenant, key.id()).await.unwrap().unwrap();
     assert_eq!(
         (stored.usage().count, stored.usage().last_used_at),
         (37, Some(base + Duration::seconds(8)))
     );
+}
+
+/// `deltas` as a batch of its own (a new id).
+fn batch(deltas: Vec<UsageDelta>) -> UsageBatch {
+    UsageBatch {
+        id: Uuid::now_v7(),
+        deltas,
+    }
+}
+
+/// A stored key and a batch of `uses` of it.
+async fn key_and_uses(f: &Fixture, uses: u64) -> (McpApiKey, UsageBatch) {
+    let (tenant, owner) = tenant();
+    let key = insert(f, tenant, owner, "used").await;
+    let delta = UsageDelta {
+        tenant_id: tenant,
+        key_id: key.id(),
+        count: uses,
+        last_used_at: now(),
+    };
+    (key, batch(vec![delta]))
+}
+
+async fn usage_count(f: &Fixture, key: &McpApiKey) -> u64 {
+    let stored = f.repository.find(key.tenant_id(), key.id()).await.unwrap();
+    stored.unwrap().usage().count
+}
+
+async fn the_same_usage_batch_applied_twice_counts_once(f: Fixture) {
+    let (key, uses) = key_and_uses(&f, 5).await;
+    assert!(f.repository.add_usage(&uses).await.unwrap(), "applied");
+    // A retry of a write whose acknowledgement was lost.
+    assert!(!f.repository.add_usage(&uses).await.unwrap(), "a no-op");
+    assert_eq!(usage_count(&f, &key).await, 5);
+    // The same uses under a new id are new uses.
+    let again = batch(uses.deltas.clone());
+    assert!(f.repository.add_usage(&again).await.unwrap());
+    assert_eq!(usage_count(&f, &key).await, 10);
+}
+
+async fn the_same_usage_batch_applied_concurrently_counts_once(f: Fixture) {
+    let (key, uses) = key_and_uses(&f, 3).await;
+    let writers = (0..8).map(|_| {
+        let (repository, uses) = (Arc::clone(&f.repository), uses.clone());
+        tokio::spawn(async move { repository.add_usage(&uses).await })
+    });
+    let mut applied = 0;
+    for result in futures_util::future::join_all(writers).await {
+        if result.unwrap().unwrap() {
+            applied += 1;
+        }
+    }
+    assert_eq!(applied, 1, "exactly one writer applies the batch");
+    assert_eq!(usage_count(&f, &key).await, 3);
+}
+
+async fn set_applied_at(f: &Fixture, id: Uuid, at: DateTime<Utc>) {
+    let backend = f.raw.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => "UPDATE usage_batches SET applied_at = $1 WHERE id = $2",
+        _ => "UPDATE usage_batches SET applied_at = ? WHERE id = ?",
+    };
+    let result = f
+        .raw
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            sql,
+            [at.into(), id.into()],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(result.rows_affected(), 1);
+}
+
+async fn old_usage_batch_ids_are_pruned_and_recent_ones_kept(f: Fixture) {
+    let (key, old) = key_and_uses(&f, 1).await;
+    let recent = batch(old.deltas.clone());
+    // The first batch a repository applies also prunes: nothing to prune yet.
+    f.repository.add_usage(&old).await.unwrap();
+    f.repository.add_usage(&recent).await.unwrap();
+    set_applied_at(&f, old.id, now() - Duration::days(2)).await;
+    let cutoff = now() - cola_application::USAGE_BATCH_RETENTION;
+    assert_eq!(f.repository.prune_usage_batches(cutoff).await.unwrap(), 1);
+    assert_eq!(f.repository.prune_usage_batches(cutoff).await.unwrap(), 0);
+    // The recent id is still known; the pruned one is forgotten.
+    assert!(!f.repository.add_usage(&recent).await.unwrap());
+    assert!(f.repository.add_usage(&old).await.unwrap());
+    assert_eq!(usage_count(&f, &key).await, 3);
+
+    // A fresh repository (a restarted instance) prunes with its first batch.
+    set_applied_at(&f, old.id, now() - Duration::days(2)).await;
+    let restarted = SeaOrmApiKeyRepository::new(f.database.clone());
+    let (_, other) = key_and_uses(&f, 1).await;
+    assert!(restarted.add_usage(&other).await.unwrap());
+    assert!(restarted.add_usage(&old).await.unwrap(), "pruned meanwhile");
 }
 
 async fn one_usage_batch_updates_each_key_in_its_own_tenant_only(f: Fixture) {
@@ -748,7 +848,7 @@ async fn one_usage_batch_updates_each_key_in_its_own_tenant_only(f: Fixture) {
         keys.push((tenant, key, u64::try_from(i).unwrap() + 1));
     }
     let (stranger, _) = tenant();
-    let mut batch: Vec<UsageDelta> = keys
+    let mut deltas: Vec<UsageDelta> = keys
         .iter()
         .map(|(tenant, key, uses)| UsageDelta {
             tenant_id: *tenant,
@@ -758,13 +858,13 @@ async fn one_usage_batch_updates_each_key_in_its_own_tenant_only(f: Fixture) {
         })
         .collect();
     // A delta naming a key under another tenant touches nothing.
-    batch.push(UsageDelta {
+    deltas.push(UsageDelta {
         tenant_id: stranger,
         key_id: keys[0].1.id(),
         count: 100,
         last_used_at: base + Duration::seconds(60),
     });
-    f.repository.add_usage(&batch).await.unwrap();
+    f.repository.add_usage(&batch(deltas)).await.unwrap();
     for (tenant, key, uses) in &keys {
         let stored = f.repository.find(*tenant, key.id()).await.unwrap().unwrap();
         assert_eq!(
@@ -1061,7 +1161,7 @@ async fn a_registered_server_reads_back_equal_and_only_in_its_tenant(f: Fixture)
     use cola_application::ServerRepository;
     let (tenant, _) = tenant();
     let (server, event) = new_server(tenant, "github");
-    f.servers.insert(&server, None, &event).await.unwrap();
+    f.servers.insert(&server, None, &event, 100).await.unwrap();
     let found = f.servers.find(tenant, server.id()).await.unwrap().unwrap();
     assert_eq!(found.server.slug(), server.slug());
     assert_eq!(found.server.url(), server.url());
@@ -1081,7 +1181,7 @@ async fn a_registered_server_reads_back_equal_and_only_in_its_tenant(f: Fixture)
     );
     assert!(f.servers.list(other, None, 10).await.unwrap().is_empty());
     let (second, event) = new_server(tenant, "linear");
-    f.servers.insert(&second, None, &event).await.unwrap();
+    f.servers.insert(&second, None, &event, 100).await.unwrap();
     let listed: Vec<_> = f
         .servers
         .list(tenant, None, 10)
@@ -1110,9 +1210,9 @@ async fn a_slug_is_unique_in_its_tenant_only(f: Fixture) {
     use cola_application::ServerRepository;
     let (tenant, _) = tenant();
     let (server, event) = new_server(tenant, "github");
-    f.servers.insert(&server, None, &event).await.unwrap();
+    f.servers.insert(&server, None, &event, 100).await.unwrap();
     let (again, event) = new_server(tenant, "github");
-    let refused = f.servers.insert(&again, None, &event).await;
+    let refused = f.servers.insert(&again, None, &event, 100).await;
     assert!(
         matches!(refused, Err(RepositoryError::SlugTaken)),
         "{refused:?}"
@@ -1120,7 +1220,50 @@ async fn a_slug_is_unique_in_its_tenant_only(f: Fixture) {
     assert!(event_types(&f, again.id().as_uuid()).await.is_empty());
     let (other, _) = self::tenant();
     let (theirs, event) = new_server(other, "github");
-    f.servers.insert(&theirs, None, &event).await.unwrap();
+    f.servers.insert(&theirs, None, &event, 100).await.unwrap();
+}
+
+async fn the_server_cap_refuses_the_server_beyond_it_and_stores_nothing(f: Fixture) {
+    use cola_application::ServerRepository;
+    let (tenant, _) = tenant();
+    for slug in ["one", "two", "three"] {
+        let (server, event) = new_server(tenant, slug);
+        f.servers.insert(&server, None, &event, 3).await.unwrap();
+    }
+    let (fourth, event) = new_server(tenant, "four");
+    let refused = f.servers.insert(&fourth, None, &event, 3).await;
+    assert!(
+        matches!(refused, Err(RepositoryError::CapReached)),
+        "{refused:?}"
+    );
+    assert_eq!(f.servers.count(tenant).await.unwrap(), 3);
+    assert!(f.servers.find(tenant, fourth.id()).await.unwrap().is_none());
+    assert!(event_types(&f, fourth.id().as_uuid()).await.is_empty());
+    // The cap is per tenant.
+    let (other, _) = self::tenant();
+    let (theirs, event) = new_server(other, "four");
+    f.servers.insert(&theirs, None, &event, 3).await.unwrap();
+    assert_eq!(f.servers.count(other).await.unwrap(), 1);
+}
+
+async fn concurrent_server_creates_never_exceed_the_cap(f: Fixture) {
+    use cola_application::ServerRepository;
+    let (tenant, _) = tenant();
+    let creates = (0..8).map(|n| {
+        let servers = f.servers.clone();
+        let (server, event) = new_server(tenant, &format!("s{n}"));
+        tokio::spawn(async move { servers.insert(&server, None, &event, 3).await })
+    });
+    let mut created = 0;
+    for result in futures_util::future::join_all(creates).await {
+        match result.unwrap() {
+            Ok(()) => created += 1,
+            Err(RepositoryError::CapReached) => {}
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(created, 3);
+    assert_eq!(f.servers.count(tenant).await.unwrap(), 3);
 }
 
 async fn the_stored_row_holds_no_header_value_in_clear(f: Fixture) {
@@ -1135,7 +1278,7 @@ async fn the_stored_row_holds_no_header_value_in_clear(f: Fixture) {
     .unwrap();
     let sealed = sealer.seal_headers(tenant, server.id(), &headers).unwrap();
     f.servers
-        .insert(&server, Some(&sealed), &event)
+        .insert(&server, Some(&sealed), &event, 100)
         .await
         .unwrap();
     let backend = f.raw.get_database_backend();
@@ -1182,7 +1325,7 @@ async fn a_server_update_writes_what_changed_with_its_event(f: Fixture) {
     let (tenant, actor) = tenant();
     let (mut server, event) = new_server(tenant, "github");
     f.servers
-        .insert(&server, Some(b"old box"), &event)
+        .insert(&server, Some(b"old box"), &event, 100)
         .await
         .unwrap();
     let change = server
@@ -1236,7 +1379,7 @@ async fn deleting_a_server_removes_it_and_every_grant_on_it_in_one_go(f: Fixture
     use cola_application::ServerRepository;
     let (tenant, owner) = tenant();
     let (server, event) = new_server(tenant, "github");
-    f.servers.insert(&server, None, &event).await.unwrap();
+    f.servers.insert(&server, None, &event, 100).await.unwrap();
     let grant = cola_domain::ServerGrant::new(
         server.id(),
         server.slug().clone(),
@@ -1330,7 +1473,7 @@ async fn a_minted_token_finds_its_server_until_replaced(f: Fixture) {
     let token = || ServerToken::generate(&mut rand::rngs::OsRng).unwrap();
     let (tenant, actor) = tenant();
     let (server, event) = new_server(tenant, "github");
-    f.servers.insert(&server, None, &event).await.unwrap();
+    f.servers.insert(&server, None, &event, 100).await.unwrap();
     let (first, second) = (token(), token());
     let minted = server.mint_token(actor, Utc::now());
     assert!(
@@ -1380,7 +1523,7 @@ async fn a_minted_token_finds_its_server_until_replaced(f: Fixture) {
 
     // A deleted server's token is gone with it; no row stores the token.
     let (gone, event) = new_server(tenant, "linear");
-    f.servers.insert(&gone, None, &event).await.unwrap();
+    f.servers.insert(&gone, None, &event, 100).await.unwrap();
     let lost = token();
     let minted = gone.mint_token(actor, Utc::now());
     f.servers

@@ -134,6 +134,7 @@ fn migrate_applies_and_lists_the_migrations() {
         "m20261201_000005_key_lifecycle",
         "m20261201_000006_server_tokens",
         "m20261207_000007_console_sessions",
+        "m20261207_000008_usage_batches",
     ] {
         assert!(stdout.contains(migration), "{stdout}");
     }

@@ -66,7 +66,8 @@ async fn whole_lifecycle(app: TestApp) {
     assert_eq!(cleared["name"], "renamed");
     assert_eq!(cleared["description"], Value::Null);
 
-    // Permissions: given whole, omitted fields take defaults; bare IP → /32.
+    // Permissions: the fields given change, the others keep their values;
+    // bare IP → /32.
     let widened = app
         .patch_permissions(
             &token,
@@ -232,4 +233,59 @@ async fn concurrent_creates_never_exceed_the_cap_on_postgres() {
         5,
         "{statuses:?}"
     );
+}
+
+/// CONTRACT §5: inside a given `permissions` object a field left out keeps
+/// its value, so a PATCH meant to narrow (or to touch one flag) can never
+/// widen a key's allow-lists back to "everything".
+async fn a_partial_permissions_patch_keeps_the_allow_lists_it_leaves_out(app: TestApp) {
+    let tenant = Tenant::new();
+    let token = app.token(tenant.id, tenant.alice, "member");
+    let created = app
+        .new_key(
+            &token,
+            &json!({ "name": "narrow", "permissions": {
+                "read": true, "allowed_tools": ["a"], "allowed_resources": ["cola://keys/*"] } }),
+        )
+        .await;
+    let id = created["id"].as_str().unwrap();
+    let patched = app
+        .patch_permissions(&token, id, &json!({ "permissions": { "write": true } }))
+        .await;
+    assert_eq!(patched.status(), 200);
+    let patched: Value = patched.json().await.unwrap();
+    let expected = json!({ "read": true, "write": true, "allowed_tools": ["a"],
+                           "allowed_resources": ["cola://keys/*"], "servers": {} });
+    assert_eq!(patched["permissions"], expected);
+    let stored: Value = app.get_key(&token, id).await.json().await.unwrap();
+    assert_eq!(stored["permissions"], expected);
+    // An explicit null still means "every tool".
+    let widened: Value = app
+        .patch_permissions(
+            &token,
+            id,
+            &json!({ "permissions": { "allowed_tools": null } }),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(widened["permissions"]["allowed_tools"], Value::Null);
+    assert_eq!(
+        widened["permissions"]["allowed_resources"],
+        json!(["cola://keys/*"])
+    );
+}
+
+#[tokio::test]
+async fn a_partial_permissions_patch_keeps_the_allow_lists_it_leaves_out_on_sqlite() {
+    a_partial_permissions_patch_keeps_the_allow_lists_it_leaves_out(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn a_partial_permissions_patch_keeps_the_allow_lists_it_leaves_out_on_postgres() {
+    a_partial_permissions_patch_keeps_the_allow_lists_it_leaves_out(
+        TestApp::spawn_with(Options::postgres()).await,
+    )
+    .await;
 }

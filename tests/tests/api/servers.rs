@@ -188,6 +188,57 @@ async fn a_taken_slug_is_a_409_in_its_tenant_only() {
     assert_eq!(app.create_server(&other, &github()).await.status(), 201);
 }
 
+/// CONTRACT §8: at most 100 servers per tenant, 409 beyond; the cap is the
+/// tenant's, not the admin's, and deleting one makes room.
+#[tokio::test]
+async fn the_tenants_101st_server_is_a_409_and_deleting_one_makes_room() {
+    let app = TestApp::spawn_with(registry()).await;
+    let (ours, theirs) = (Tenant::new(), Tenant::new());
+    // Five admins of the tenant, 20 creates each: within each one's burst
+    // of management writes.
+    let admins: Vec<String> = (0..5)
+        .map(|_| app.token(ours.id, uuid::Uuid::new_v4(), "admin"))
+        .collect();
+    let mut first = None;
+    for n in 0..100 {
+        let admin = &admins[n / 20];
+        let body = json!({ "slug": format!("s{n}"), "name": format!("server {n}"), "url": null });
+        let created = app.new_server(admin, &body).await;
+        first.get_or_insert_with(|| created["id"].as_str().unwrap().to_owned());
+    }
+    let late = app.token(ours.id, ours.admin, "admin");
+    let over = app
+        .create_server(
+            &late,
+            &json!({ "slug": "s100", "name": "one too many", "url": null }),
+        )
+        .await;
+    assert_eq!(over.status(), 409);
+    assert_eq!(over.headers()["content-type"], "application/problem+json");
+    let problem: Value = over.json().await.unwrap();
+    assert_eq!(problem["status"], 409);
+    assert!(
+        problem["detail"].as_str().unwrap().contains("100 servers"),
+        "{problem}"
+    );
+    // Another tenant has a cap of its own.
+    let other = app.token(theirs.id, theirs.admin, "admin");
+    assert_eq!(
+        app.create_server(&other, &json!({ "slug": "s100", "name": "n", "url": null }))
+            .await
+            .status(),
+        201
+    );
+    let first = first.unwrap();
+    assert_eq!(app.delete_server(&late, &first).await.status(), 204);
+    assert_eq!(
+        app.create_server(&late, &json!({ "slug": "s100", "name": "n", "url": null }))
+            .await
+            .status(),
+        201
+    );
+}
+
 #[tokio::test]
 async fn a_member_may_read_but_not_change_and_another_tenant_sees_nothing() {
     let app = TestApp::spawn_with(registry()).await;

@@ -389,6 +389,35 @@ async fn tools_resources_and_prompts_are_decided_by_the_grant() {
     assert!(problem["errors"]["key"].is_array(), "{problem}");
 }
 
+/// CONTRACT §8: a URI with dot segments, encoded dots or slashes, or a
+/// `#`/`?` that leads out of its path never matches a prefix grant — here
+/// as a server asking the verify API sees it.
+#[tokio::test]
+async fn a_resource_uri_that_could_climb_out_of_a_prefix_grant_is_not_granted() {
+    let app = TestApp::spawn().await;
+    let tenant = Tenant::new();
+    let admin = app.token(tenant.id, tenant.admin, "admin");
+    let (_, server_token) = server_with_token(&app, &admin, "files").await;
+    let grant = json!({ "allowed_resources": ["repo://cola/public/*"] });
+    let created = app.new_key(&admin, &granted("files", &grant)).await;
+    let key = created["key"].as_str().unwrap();
+    for (uri, expected) in [
+        ("repo://cola/public/readme", "VALID"),
+        ("repo://cola/public/../private/key", "NOT_GRANTED"),
+        ("repo://cola/public/./readme", "NOT_GRANTED"),
+        ("repo://cola/public/%2e%2e/private/key", "NOT_GRANTED"),
+        ("repo://cola/public/..%2Fprivate", "NOT_GRANTED"),
+        ("repo://cola/public/..\\private", "NOT_GRANTED"),
+        ("repo://cola/public/x#/../../private", "NOT_GRANTED"),
+    ] {
+        assert_eq!(
+            code(&app, &server_token, &json!({ "key": key, "resource": uri })).await,
+            expected,
+            "{uri}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_valid_answer_counts_one_use_and_no_other_answer_does() {
     // An hour-long flush interval: only the shutdown flush writes the count.

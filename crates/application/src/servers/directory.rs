@@ -217,7 +217,7 @@ mod tests {
         let tenant = TenantId::from_uuid(Uuid::now_v7());
         let servers = Arc::new(MemoryServers::default());
         servers
-            .insert(&server(tenant, "gh"), None, &dummy_event())
+            .insert(&server(tenant, "gh"), None, &dummy_event(), 100)
             .await
             .expect("insert");
         let directory = directory(&servers);
@@ -245,7 +245,7 @@ mod tests {
         let tenant = TenantId::from_uuid(Uuid::now_v7());
         let servers = Arc::new(MemoryServers::default());
         servers
-            .insert(&server(tenant, "gh"), None, &dummy_event())
+            .insert(&server(tenant, "gh"), None, &dummy_event(), 100)
             .await
             .expect("insert");
         let directory = directory(&servers);
@@ -266,7 +266,7 @@ mod tests {
         let servers = Arc::new(MemoryServers::default());
         let registered = server(tenant, "gh");
         servers
-            .insert(&registered, None, &dummy_event())
+            .insert(&registered, None, &dummy_event(), 100)
             .await
             .expect("insert");
         let directory = directory(&servers);
@@ -285,7 +285,7 @@ mod tests {
         let tenant = TenantId::from_uuid(Uuid::now_v7());
         let servers = Arc::new(MemoryServers::default());
         servers
-            .insert(&server(tenant, "gh"), Some(b"sealed"), &dummy_event())
+            .insert(&server(tenant, "gh"), Some(b"sealed"), &dummy_event(), 100)
             .await
             .expect("insert");
         let refused = directory(&servers).resolve(tenant, "gh").await;

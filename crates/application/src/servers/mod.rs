@@ -30,11 +30,16 @@ pub use dto::{
 use crate::auth::VerifiedKeyCache;
 use crate::error::{AppError, FieldErrors};
 use crate::ports::{
-    Clock, CredentialSealer, HeadersWrite, HostResolver, ResolveError, SealError, ServerRepository,
-    TokenDigest,
+    Clock, CredentialSealer, HeadersWrite, HostResolver, RepositoryError, ResolveError, SealError,
+    ServerRepository, TokenDigest,
 };
 use crate::principal::{Principal, Role};
 use crate::verify::ServerTokens;
+
+/// The most servers one tenant may register (CONTRACT §8): each is state
+/// every instance caches and a target the gateway holds connections to, so
+/// one tenant cannot take an instance's memory or connections from others.
+pub const MAX_SERVERS_PER_TENANT: u32 = 100;
 
 pub struct ServerService {
     repository: Arc<dyn ServerRepository>,
@@ -99,6 +104,13 @@ impl ServerService {
         let command = request
             .into_command(&self.allowed)
             .map_err(AppError::Invalid)?;
+        let max = MAX_SERVERS_PER_TENANT;
+        // Refused before any work (resolving the host, sealing): a create
+        // bound to fail at the cap costs one count. `insert` still enforces
+        // the cap against concurrent creates.
+        if self.repository.count(actor.tenant_id).await? >= u64::from(max) {
+            return Err(AppError::ServerLimitReached { max });
+        }
         if let Some(url) = &command.url {
             self.check_resolved_addresses(url).await?;
         }
@@ -118,9 +130,14 @@ impl ServerService {
             actor.user_id,
             self.clock.now(),
         );
-        self.repository
-            .insert(&server, sealed.as_deref(), &event)
-            .await?;
+        match self
+            .repository
+            .insert(&server, sealed.as_deref(), &event, max)
+            .await
+        {
+            Err(RepositoryError::CapReached) => return Err(AppError::ServerLimitReached { max }),
+            written => written?,
+        }
         // An unknown slug may be cached as "no such server".
         self.directory.forget(server.tenant_id(), server.slug());
         tracing::info!(server_id = %server.id(), slug = %server.slug(), "server registered");
@@ -328,5 +345,86 @@ fn require_admin(actor: Principal) -> Result<(), AppError> {
         Ok(())
     } else {
         Err(AppError::Forbidden)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use cola_domain::UserId;
+    use serde_json::json;
+
+    use super::*;
+    use crate::fakes::{MemoryServers, registered_server};
+    use crate::ports::SystemClock;
+
+    /// Counts lookups; every host resolves to a public address.
+    #[derive(Default)]
+    struct CountingResolver {
+        lookups: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl HostResolver for CountingResolver {
+        async fn resolve(&self, _: &str, _: u16) -> Result<Vec<std::net::IpAddr>, ResolveError> {
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![std::net::IpAddr::from([93, 184, 215, 14])])
+        }
+    }
+
+    fn admin() -> Principal {
+        Principal {
+            tenant_id: TenantId::from_uuid(Uuid::new_v4()),
+            user_id: UserId::from_uuid(Uuid::new_v4()),
+            role: Role::Admin,
+        }
+    }
+
+    /// A service over `servers`, and its resolver.
+    fn service(servers: &Arc<MemoryServers>) -> (ServerService, Arc<CountingResolver>) {
+        let repository = Arc::clone(servers) as Arc<dyn ServerRepository>;
+        let resolver = Arc::new(CountingResolver::default());
+        let service = ServerService::new(ServerServiceParts {
+            repository: Arc::clone(&repository),
+            resolver: Arc::clone(&resolver) as Arc<dyn HostResolver>,
+            sealer: None,
+            clock: Arc::new(SystemClock),
+            allowed: AllowedNetworks::default(),
+            directory: Arc::new(ServerDirectory::new(Arc::clone(&repository), None)),
+            keys: Arc::new(VerifiedKeyCache::new(Duration::from_secs(30)).expect("OS random")),
+            tokens: Arc::new(ServerTokens::new(repository)),
+        });
+        (service, resolver)
+    }
+
+    fn request(slug: &str) -> CreateServerRequest {
+        serde_json::from_value(
+            json!({ "slug": slug, "name": slug, "url": "https://mcp.example.com/mcp" }),
+        )
+        .expect("shape")
+    }
+
+    #[tokio::test]
+    async fn a_create_beyond_the_tenants_hundredth_server_is_refused_before_any_work() {
+        let actor = admin();
+        let servers = Arc::new(MemoryServers::default());
+        for n in 0..MAX_SERVERS_PER_TENANT {
+            servers.add(registered_server(actor.tenant_id, &format!("s{n}")));
+        }
+        let (service, resolver) = service(&servers);
+        let refused = service.create(actor, request("one-more")).await;
+        assert!(
+            matches!(refused, Err(AppError::ServerLimitReached { max: 100 })),
+            "{refused:?}"
+        );
+        assert_eq!(resolver.lookups.load(Ordering::SeqCst), 0, "no host lookup");
+        assert_eq!(*servers.inserts.lock().expect("inserts"), 0, "no insert");
+
+        // Another tenant has a cap of its own.
+        let created = service.create(admin(), request("one-more")).await;
+        assert!(created.is_ok(), "{created:?}");
     }
 }

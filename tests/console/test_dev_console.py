@@ -100,3 +100,30 @@ def test_the_page_is_usable_by_keyboard_alone(page: Page, cola: Process) -> None
     expect(page.get_by_role("button", name="I have copied it — close")).to_be_focused()
     page.keyboard.press("Escape")
     expect(page.get_by_role("heading", name="typed by keyboard")).to_be_visible()
+
+
+def test_unchecking_a_keys_last_grant_takes_it_away(page: Page, cola: Process) -> None:
+    sign_in(page, cola)
+    # A verify-only server to grant (no upstream needed).
+    page.get_by_role("link", name="Servers").click()
+    page.get_by_label("Slug").fill("notes")
+    page.get_by_label("Name", exact=True).fill("Notes")
+    page.get_by_role("button", name="Register server").click()
+    expect(page.get_by_role("cell", name="notes").first).to_be_visible()
+
+    page.get_by_role("link", name="Keys").click()
+    page.get_by_role("link", name="Create your first key").click()
+    page.get_by_label("Name").first.fill("granted on notes")
+    page.get_by_label("Grant Notes (notes)").check()
+    page.get_by_role("button", name="Create key").click()
+    page.get_by_role("button", name="I have copied it — close").click()
+    grant = page.get_by_label("Grant Notes (notes)")
+    expect(grant).to_be_checked()
+
+    grant.uncheck()
+    page.get_by_role("button", name="Save changes").click()
+    expect(page.get_by_text("Changes saved.")).to_be_visible()
+    # The page is drawn again from the key as stored: no grant left.
+    expect(page.get_by_label("Grant Notes (notes)")).not_to_be_checked()
+    audit = page.get_by_role("table", name="Audit trail")
+    expect(audit.get_by_text("api_key.permissions_updated")).to_be_visible()

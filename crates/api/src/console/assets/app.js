@@ -339,7 +339,10 @@ function readPermissions(form, servers, previous) {
       any = true;
     }
   }
-  if (any) permissions.servers = grants;
+  // An edit always says which grants the key keeps: a PATCH that leaves
+  // `servers` out keeps the stored ones, so unchecking the last grant would
+  // otherwise change nothing.
+  if (any || previous) permissions.servers = grants;
   return permissions;
 }
 

@@ -42,8 +42,8 @@ pub use error::{AppError, FieldErrors, chain as error_chain};
 pub use gateway::{
     CATALOGUE_REFETCH_INTERVAL, CATALOGUE_REFRESH_AFTER, CATALOGUE_TTL, CataloguePage,
     CatalogueTool, Expected, FetchTurn, HeaderParam, Hidden, InflightSlot, ListKind,
-    MAX_LIST_ANSWER_BYTES, RawMessage, TenantInflight, ToolCatalogue, ToolLookup, Unrelayable,
-    UpstreamId, Verdict, answer as relayed_answer, authorise as authorise_gateway_message,
+    MAX_LIST_ANSWER_BYTES, TenantInflight, ToolCatalogue, ToolLookup, Unrelayable, UpstreamId,
+    Verdict, answer as relayed_answer, authorise as authorise_gateway_message,
     may_see_notification, mirrored_param_allowed,
 };
 pub use mcp::{

@@ -10,7 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use bytes::Bytes;
 use cola_application::{
-    CataloguePage, Expected, Hidden, InflightSlot, MAX_LIST_ANSWER_BYTES, McpPrincipal, RawMessage,
+    CataloguePage, Expected, Hidden, InflightSlot, MAX_LIST_ANSWER_BYTES, McpPrincipal,
     ResolvedServer, ToolLookup, UpstreamId, Verdict, authorise_gateway_message,
     mirrored_param_allowed,
 };
@@ -21,11 +21,13 @@ use cola_infrastructure::{
 };
 use serde_json::{Value, json};
 
-use super::relay::{self, Lens, Lifetime, Listening, Shown, UPSTREAM_FAILED};
+use cola_protocol::era::{HEADER_METHOD, HEADER_NAME, HEADER_PROTOCOL_VERSION};
+use cola_protocol::{Era, Message, Notification, RawMessage, Request, RpcError};
+
+use super::Gateway;
+use super::relay::{self, Lens, Lifetime, Listening, Shown};
 use super::session::Binding;
-use super::{Gateway, server_not_reachable, session_not_found};
-use crate::mcp::handler::{Message, Notification, Reply, Request};
-use crate::mcp::protocol::{self, Era};
+use crate::mcp::handler::Reply;
 
 /// The largest JSON answer from an upstream Cola reads (a list is refused
 /// past [`MAX_LIST_ANSWER_BYTES`]).
@@ -38,9 +40,6 @@ const LAST_EVENT_ID: &str = "last-event-id";
 const EVENT_STREAM: &str = "text/event-stream";
 const DEFAULT_ACCEPT: &str = "application/json, text/event-stream";
 const PARAM_HEADER_PREFIX: &str = "mcp-param-";
-
-/// Application code of an upstream that did not answer in time.
-const UPSTREAM_TIMEOUT: i64 = -31504;
 
 /// Why a request did not reach the upstream.
 #[derive(Debug)]
@@ -107,8 +106,8 @@ impl Exchange<'_> {
     }
 
     /// A refusal of the gateway's own, as a JSON-RPC error.
-    pub(super) fn refuse(&self, outcome: &str, reply: Reply) -> HttpResponse {
-        self.finish(outcome, None, reply.into_response())
+    pub(super) fn refuse(&self, outcome: &str, refusal: impl Into<Reply>) -> HttpResponse {
+        self.finish(outcome, None, refusal.into().into_response())
     }
 
     /// A 502 naming the server by its slug, and nothing of its URL,
@@ -120,35 +119,17 @@ impl Exchange<'_> {
         what: &str,
         status: Option<u16>,
     ) -> HttpResponse {
-        let slug = &self.server.slug;
-        self.finish(
-            outcome,
-            status,
-            Reply::error(
-                StatusCode::BAD_GATEWAY,
-                id,
-                UPSTREAM_FAILED,
-                &format!("the MCP server `{slug}` {what}"),
-                Some(json!({ "server": slug })),
-            )
-            .into_response(),
-        )
+        let error = RpcError::upstream_failed(&self.server.slug, what).answering(id);
+        self.finish(outcome, status, Reply::from(error).into_response())
     }
 
     /// An upstream that took longer than `timeout_secs`: 504.
     fn timed_out(&self, status: Option<u16>) -> HttpResponse {
-        let slug = &self.server.slug;
+        let error = RpcError::upstream_timeout(&self.server.slug);
         self.finish(
             "upstream_timeout",
             status,
-            Reply::error(
-                StatusCode::GATEWAY_TIMEOUT,
-                &Value::Null,
-                UPSTREAM_TIMEOUT,
-                &format!("the MCP server `{slug}` did not answer in time"),
-                Some(json!({ "server": slug })),
-            )
-            .into_response(),
+            Reply::from(error).into_response(),
         )
     }
 
@@ -211,19 +192,15 @@ impl Exchange<'_> {
             .map_or(DEFAULT_ACCEPT.as_bytes(), HeaderValue::as_bytes);
         insert(&mut headers, "accept", accept);
         insert(&mut headers, "content-type", b"application/json");
-        if let Some(version) = client.get(protocol::HEADER_PROTOCOL_VERSION) {
-            insert(
-                &mut headers,
-                protocol::HEADER_PROTOCOL_VERSION,
-                version.as_bytes(),
-            );
+        if let Some(version) = client.get(HEADER_PROTOCOL_VERSION) {
+            insert(&mut headers, HEADER_PROTOCOL_VERSION, version.as_bytes());
         }
         // The stateless era's mirrored headers were checked against the
         // body; a handshake-era request's were not, so they are not passed.
         // `Mcp-Param-*` headers are passed by `forward_request` alone,
         // which checks each against the tool's schema and the body.
         if era == Some(Era::Stateless) {
-            for name in [protocol::HEADER_METHOD, protocol::HEADER_NAME] {
+            for name in [HEADER_METHOD, HEADER_NAME] {
                 if let Some(value) = client.get(name) {
                     insert(&mut headers, name, value.as_bytes());
                 }
@@ -362,7 +339,7 @@ impl Exchange<'_> {
     /// The answer to a session that does not open: 404, so that the client
     /// starts a new one (and learns nothing of why).
     fn unknown_session(&self) -> HttpResponse {
-        self.refuse("unknown_session", session_not_found())
+        self.refuse("unknown_session", RpcError::session_not_found())
     }
 
     /// Forwards one message the client sent and relays the answer.
@@ -442,12 +419,15 @@ impl Exchange<'_> {
             Verdict::ForwardAndFilter(kind) => Some(kind),
             Verdict::ForwardTask => {
                 if self.open_task(&mut request.params).is_none() {
-                    return self.refuse("unknown_task", unknown_task(&request.id));
+                    return self.refuse(
+                        "unknown_task",
+                        RpcError::unknown_task().answering(&request.id),
+                    );
                 }
                 None
             }
             Verdict::Refuse(item) => {
-                return self.refuse("hidden", hidden(era, &request.id, &item));
+                return self.refuse("hidden", hidden(era, &item).answering(&request.id));
             }
             // Still unknown after asking: the decision cannot be made, so
             // the call is refused as a tool the key cannot see.
@@ -459,37 +439,18 @@ impl Exchange<'_> {
                     .unwrap_or_default();
                 return self.refuse(
                     "hidden",
-                    hidden(era, &request.id, &Hidden::Tool(name.to_owned())),
+                    RpcError::unknown_tool(name).answering(&request.id),
                 );
             }
             Verdict::Invalid(message) => {
                 return self.refuse(
                     "bad_request",
-                    Reply::error(
-                        StatusCode::OK,
-                        &request.id,
-                        protocol::INVALID_PARAMS,
-                        message,
-                        None,
-                    ),
+                    RpcError::invalid_params(message).answering(&request.id),
                 );
             }
             Verdict::UnknownMethod => {
-                let status = if era == Era::Stateless {
-                    StatusCode::NOT_FOUND
-                } else {
-                    StatusCode::OK
-                };
-                return self.refuse(
-                    "unknown_method",
-                    Reply::error(
-                        status,
-                        &request.id,
-                        protocol::METHOD_NOT_FOUND,
-                        &format!("Method not found: {}", request.method),
-                        None,
-                    ),
-                );
+                let error = RpcError::method_not_found(&request.method, era);
+                return self.refuse("unknown_method", error.answering(&request.id));
             }
         };
         let mut headers = self.upstream_headers(client, Some(era), session);
@@ -529,13 +490,7 @@ impl Exchange<'_> {
         let Ok(body) = serde_json::to_vec(body) else {
             return self.refuse(
                 "bad_request",
-                Reply::error(
-                    StatusCode::BAD_REQUEST,
-                    &Value::Null,
-                    protocol::INVALID_REQUEST,
-                    "the message cannot be forwarded",
-                    None,
-                ),
+                RpcError::invalid_request("the message cannot be forwarded"),
             );
         };
         match self.send(reqwest::Method::POST, headers, Some(body)).await {
@@ -657,7 +612,7 @@ impl Exchange<'_> {
             verdict = decide();
         }
         // The grant went away since the exchange opened.
-        verdict.ok_or_else(|| self.refuse("unknown_server", server_not_reachable()))
+        verdict.ok_or_else(|| self.refuse("unknown_server", RpcError::server_not_reachable()))
     }
 
     /// The upstream's answer as the client gets it.
@@ -689,7 +644,7 @@ impl Exchange<'_> {
                 return self.finish(
                     "upstream_session_gone",
                     Some(status),
-                    session_not_found().into_response(),
+                    Reply::from(RpcError::session_not_found()).into_response(),
                 );
             }
             500..=599 => {
@@ -843,16 +798,12 @@ impl Exchange<'_> {
                 "jsonrpc": "2.0", "id": id.to_value(), "method": "tools/list", "params": params,
             });
             let mut headers = self.upstream_headers(&HeaderMap::new(), None, upstream_session);
-            if let Some(version) = client.get(protocol::HEADER_PROTOCOL_VERSION) {
-                insert(
-                    &mut headers,
-                    protocol::HEADER_PROTOCOL_VERSION,
-                    version.as_bytes(),
-                );
+            if let Some(version) = client.get(HEADER_PROTOCOL_VERSION) {
+                insert(&mut headers, HEADER_PROTOCOL_VERSION, version.as_bytes());
             }
             insert(&mut headers, "accept", DEFAULT_ACCEPT.as_bytes());
             if era == Era::Stateless {
-                insert(&mut headers, protocol::HEADER_METHOD, b"tools/list");
+                insert(&mut headers, HEADER_METHOD, b"tools/list");
             }
             let Ok(body) = serde_json::to_vec(&message) else {
                 return false;
@@ -871,7 +822,7 @@ impl Exchange<'_> {
                 return false;
             };
             let messages = if is_stream {
-                relay::event_data_of(Bytes::from(body)).await
+                cola_protocol::sse::event_data_of(Bytes::from(body)).await
             } else {
                 String::from_utf8(body).into_iter().collect()
             };
@@ -935,40 +886,10 @@ fn insert(headers: &mut reqwest::header::HeaderMap, name: &str, value: &[u8]) {
 }
 
 /// The refusal of a hidden item: exactly the error its absence gets.
-fn hidden(era: Era, id: &Value, item: &Hidden) -> Reply {
+fn hidden(era: Era, item: &Hidden) -> RpcError {
     match item {
-        Hidden::Tool(name) => Reply::error(
-            StatusCode::OK,
-            id,
-            protocol::INVALID_PARAMS,
-            &format!("Unknown tool: {name}"),
-            None,
-        ),
-        Hidden::Prompt(name) => Reply::error(
-            StatusCode::OK,
-            id,
-            protocol::INVALID_PARAMS,
-            &format!("Unknown prompt: {name}"),
-            None,
-        ),
-        Hidden::Resource(uri) => Reply::error(
-            StatusCode::OK,
-            id,
-            protocol::resource_not_found_code(era),
-            "Resource not found",
-            Some(json!({ "uri": uri })),
-        ),
+        Hidden::Tool(name) => RpcError::unknown_tool(name),
+        Hidden::Prompt(name) => RpcError::unknown_prompt(name),
+        Hidden::Resource(uri) => RpcError::resource_not_found(uri, era),
     }
-}
-
-/// A task id that does not open for this key and server: what an unknown
-/// task gets.
-fn unknown_task(id: &Value) -> Reply {
-    Reply::error(
-        StatusCode::OK,
-        id,
-        protocol::INVALID_PARAMS,
-        "Task not found",
-        None,
-    )
 }

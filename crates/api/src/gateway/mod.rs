@@ -14,13 +14,11 @@
 mod exchange;
 mod relay;
 mod session;
-mod strict;
 
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::middleware::from_fn;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use cola_application::{
@@ -29,20 +27,17 @@ use cola_application::{
 };
 use cola_domain::Surface;
 use cola_infrastructure::{IdentityKeys, UpstreamClient};
-use serde_json::Value;
 
 pub use session::{Binding, Sessions};
 
+use cola_protocol::era::HEADER_PROTOCOL_VERSION;
+use cola_protocol::{Era, Headers, RpcError, read_parsed, strict};
+
 use self::exchange::Exchange;
 use crate::mcp::gate;
-use crate::mcp::handler::{Reply, read_json_body, read_parsed};
-use crate::mcp::protocol;
+use crate::mcp::handler::{HeaderText, Reply, read_json_body};
 use crate::metrics::Metrics;
 use crate::routes::method_not_allowed;
-
-/// Application code of the gateway's "not found" (outside the ranges the
-/// JSON-RPC and MCP specifications reserve).
-const NOT_FOUND: i64 = -31004;
 
 /// What the gateway needs. Everything is shared by every worker but the
 /// upstream client, of which each worker has its own (see
@@ -95,43 +90,19 @@ pub fn configure(config: &mut web::ServiceConfig) {
     );
 }
 
-/// An unknown session, or one of another key or server: all alike.
-fn session_not_found() -> Reply {
-    Reply::error(
-        StatusCode::NOT_FOUND,
-        &Value::Null,
-        NOT_FOUND,
-        "Session not found",
-        None,
-    )
-}
-
-/// An unknown slug, a verify-only server and an ungranted one: all alike.
-fn server_not_reachable() -> Reply {
-    Reply::error(
-        StatusCode::NOT_FOUND,
-        &Value::Null,
-        NOT_FOUND,
-        "no MCP server of that name is reachable with this key",
-        None,
-    )
-}
-
 /// The tenant has as many gateway requests in flight on this instance as
 /// it may: 503, to try again shortly.
 fn tenant_busy() -> HttpResponse {
-    let mut response = Reply::error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        &Value::Null,
-        protocol::UNAVAILABLE,
-        "too many requests of this tenant are under way; try again shortly",
-        None,
-    )
-    .into_response();
+    let mut response = Reply::from(RpcError::tenant_busy()).into_response();
     response
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
+}
+
+/// An unknown slug, a verify-only server and an ungranted one: all alike.
+fn not_reachable() -> HttpResponse {
+    Reply::from(RpcError::server_not_reachable()).into_response()
 }
 
 /// The principal the gate admitted, and the server the slug names for its
@@ -162,30 +133,14 @@ async fn open_exchange<'g>(
     };
     let server = match gateway.directory.resolve(key.tenant_id, slug).await {
         Ok(Some(server)) => server,
-        Ok(None) => {
-            return Err(refused(
-                "unknown_server",
-                server_not_reachable().into_response(),
-            ));
-        }
+        Ok(None) => return Err(refused("unknown_server", not_reachable())),
         Err(error) => {
-            let unavailable = matches!(error, ServerLookupError::Unavailable(_));
             tracing::warn!(error = %cola_application::error_chain(&error), "a gateway server lookup failed");
-            let (status, code, message) = if unavailable {
-                (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    protocol::UNAVAILABLE,
-                    "the server registry is unavailable; try again shortly",
-                )
-            } else {
-                (
-                    StatusCode::BAD_GATEWAY,
-                    relay::UPSTREAM_FAILED,
-                    "the MCP server cannot be used right now",
-                )
+            let error = match error {
+                ServerLookupError::Unavailable(_) => RpcError::registry_unavailable(),
+                ServerLookupError::Corrupt(_) => RpcError::server_unusable(),
             };
-            let reply = Reply::error(status, &Value::Null, code, message, None);
-            return Err(refused("lookup_failed", reply.into_response()));
+            return Err(refused("lookup_failed", Reply::from(error).into_response()));
         }
     };
     // A verify-only server has no endpoint, and a server the key holds no
@@ -196,10 +151,7 @@ async fn open_exchange<'g>(
             .scope_on(Surface::Server(server.id))
             .is_none()
     {
-        return Err(refused(
-            "unknown_server",
-            server_not_reachable().into_response(),
-        ));
+        return Err(refused("unknown_server", not_reachable()));
     }
     let Some(slot) = gateway.inflight.enter(key.tenant_id) else {
         return Err(refused("tenant_busy", tenant_busy()));
@@ -246,35 +198,15 @@ pub async fn post(
     let parsed = match strict::parse(&body) {
         Ok(parsed) => parsed,
         Err(error) => {
-            let message = if error.is_syntax() || error.is_eof() {
-                "Parse error".to_owned()
-            } else {
-                format!("Parse error: {error}")
-            };
-            return exchange.refuse(
-                "bad_request",
-                Reply::error(
-                    StatusCode::BAD_REQUEST,
-                    &Value::Null,
-                    protocol::PARSE_ERROR,
-                    &message,
-                    None,
-                ),
-            );
+            let detail = (!error.is_syntax() && !error.is_eof()).then(|| error.to_string());
+            return exchange.refuse("bad_request", RpcError::parse_error(detail));
         }
     };
-    let message = match read_parsed(request.headers(), parsed) {
+    let message = match read_parsed(&HeaderText(request.headers()), parsed) {
         Ok(message) => message,
-        Err(reply) => return exchange.refuse("bad_request", reply),
+        Err(error) => return exchange.refuse("bad_request", error),
     };
     exchange.forward_message(request.headers(), message).await
-}
-
-fn is_stateless_request(headers: &HeaderMap) -> bool {
-    headers
-        .get(protocol::HEADER_PROTOCOL_VERSION)
-        .and_then(|value| value.to_str().ok())
-        .is_some_and(|version| version.trim() >= protocol::MODERN_VERSION)
 }
 
 /// GET: a handshake-era session's stream of server messages. The
@@ -308,7 +240,8 @@ async fn session_request(
         Err(response) => return response,
     };
     let client = request.headers();
-    if is_stateless_request(client) {
+    let headers = HeaderText(client);
+    if !Era::of_header(headers.text(HEADER_PROTOCOL_VERSION)).has_sessions() {
         let mut response = method_not_allowed("POST")(request.clone()).into_inner();
         response
             .headers_mut()

@@ -16,8 +16,9 @@ use actix_web::{HttpMessage, HttpResponse, web};
 use cola_application::{Admission, AuthFailure, AuthPath, Denied, KeyAdmission};
 use cola_domain::{KeyPrefix, TenantId};
 
+use cola_protocol::RpcError;
+
 use crate::client_ip::ClientIpResolver;
-use crate::mcp::protocol;
 use crate::metrics::Metrics;
 
 #[derive(Debug)]
@@ -64,10 +65,11 @@ fn origin_allowed(gate: &McpGate, origin: &HeaderValue) -> bool {
 /// the status the situation calls for. The connection is closed after it,
 /// whichever refusal and however fast: the request's body is never read, and
 /// a refused client gets no connection to send its next attempt on.
-fn refusal(status: StatusCode, code: i64, message: &str) -> HttpResponse {
+fn refusal(error: &RpcError) -> HttpResponse {
+    let status = StatusCode::from_u16(error.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = HttpResponse::build(status)
         .content_type("application/json")
-        .body(protocol::error_response(&serde_json::Value::Null, code, message, None).to_string());
+        .body(error.to_body());
     response
         .head_mut()
         .set_connection_type(ConnectionType::Close);
@@ -77,11 +79,7 @@ fn refusal(status: StatusCode, code: i64, message: &str) -> HttpResponse {
 /// The one answer for every bad credential, byte for byte, so a caller
 /// cannot tell a malformed key from an unknown, wrong, revoked or expired one.
 fn invalid_credential() -> HttpResponse {
-    let mut response = refusal(
-        StatusCode::UNAUTHORIZED,
-        protocol::UNAUTHORIZED,
-        "a valid Cola API key is required",
-    );
+    let mut response = refusal(&RpcError::invalid_credential());
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"cola\", error=\"invalid_token\""),
@@ -89,17 +87,9 @@ fn invalid_credential() -> HttpResponse {
     response
 }
 
-fn too_many_failures(seconds: u64) -> HttpResponse {
-    retry_later(
-        StatusCode::TOO_MANY_REQUESTS,
-        protocol::RATE_LIMITED,
-        "too many failed attempts from this address",
-        seconds,
-    )
-}
-
-fn retry_later(status: StatusCode, code: i64, message: &str, seconds: u64) -> HttpResponse {
-    let mut response = refusal(status, code, message);
+/// A refusal to try again after `seconds`.
+fn retry_later(error: &RpcError, seconds: u64) -> HttpResponse {
+    let mut response = refusal(error);
     if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
         response.headers_mut().insert(header::RETRY_AFTER, value);
     }
@@ -150,14 +140,7 @@ async fn admit<B: MessageBody + 'static>(
         && !origin_allowed(&gate, origin)
     {
         gate.metrics.auth_outcome("origin_denied");
-        return refuse(
-            request,
-            refusal(
-                StatusCode::FORBIDDEN,
-                protocol::FORBIDDEN,
-                "this origin may not call the MCP endpoint",
-            ),
-        );
+        return refuse(request, refusal(&RpcError::origin_forbidden()));
     }
 
     let Some(client) = gate.client_ip.of_service_request(&request) else {
@@ -178,12 +161,7 @@ async fn admit<B: MessageBody + 'static>(
             retry_after_secs, ..
         }) => refuse(
             request,
-            retry_later(
-                StatusCode::TOO_MANY_REQUESTS,
-                protocol::RATE_LIMITED,
-                "this key's rate limit is reached; try again later",
-                retry_after_secs,
-            ),
+            retry_later(&RpcError::key_rate_limited(), retry_after_secs),
         ),
         Err(Denied::Refused(refused)) => refuse(request, refused_response(refused.reason)),
     }
@@ -220,24 +198,12 @@ async fn decide(
 /// The answer to a key the admission refused.
 fn refused_response(reason: AuthFailure) -> HttpResponse {
     match reason {
-        AuthFailure::TooManyAttempts(wait) => too_many_failures(wait.retry_after_secs),
-        AuthFailure::IpDenied => refusal(
-            StatusCode::FORBIDDEN,
-            protocol::FORBIDDEN,
-            "this key may not be used from this address",
-        ),
-        AuthFailure::Saturated => retry_later(
-            StatusCode::SERVICE_UNAVAILABLE,
-            protocol::UNAVAILABLE,
-            "key verification is at capacity; try again shortly",
-            1,
-        ),
-        AuthFailure::Unavailable => retry_later(
-            StatusCode::SERVICE_UNAVAILABLE,
-            protocol::UNAVAILABLE,
-            "the key cannot be verified right now; try again shortly",
-            1,
-        ),
+        AuthFailure::TooManyAttempts(wait) => {
+            retry_later(&RpcError::too_many_failures(), wait.retry_after_secs)
+        }
+        AuthFailure::IpDenied => refusal(&RpcError::address_forbidden()),
+        AuthFailure::Saturated => retry_later(&RpcError::verification_saturated(), 1),
+        AuthFailure::Unavailable => retry_later(&RpcError::verification_unavailable(), 1),
         AuthFailure::Missing
         | AuthFailure::Malformed
         | AuthFailure::Unknown

@@ -7,7 +7,12 @@ use std::sync::Arc;
 use cola_application::{AppError, McpPrincipal, McpService, ReadResourceError, UnknownTool};
 use serde_json::{Map, Value, json};
 
-use crate::mcp::protocol::{self, Era};
+use cola_protocol::era::{
+    LATEST_LEGACY_VERSION, LEGACY_VERSIONS, META_SERVER_INFO, MODERN_VERSION, RESULT_COMPLETE,
+};
+use cola_protocol::{Era, RpcError};
+
+use crate::mcp::protocol;
 use crate::mcp::tools::{self, ToolResult};
 
 #[derive(Debug)]
@@ -38,24 +43,12 @@ impl serde::Serialize for Payload {
 #[derive(Debug)]
 pub enum Outcome {
     Result(Payload),
-    Error {
-        code: i64,
-        message: String,
-        data: Option<Value>,
-    },
+    Error(RpcError),
 }
 
 impl Outcome {
     fn json(value: Value) -> Self {
         Self::Result(Payload::Json(value))
-    }
-
-    fn error(code: i64, message: impl Into<String>) -> Self {
-        Self::Error {
-            code,
-            message: message.into(),
-            data: None,
-        }
     }
 }
 
@@ -89,10 +82,7 @@ impl McpServer {
             (_, "resources/list") => self.list_resources(call.principal).await,
             (_, "resources/read") => self.read_resource(&call).await,
             (_, "resources/templates/list") => Outcome::json(json!({ "resourceTemplates": [] })),
-            (_, method) => Outcome::error(
-                protocol::METHOD_NOT_FOUND,
-                format!("Method not found: {method}"),
-            ),
+            (_, method) => Outcome::Error(RpcError::method_not_found(method, era)),
         };
         match (era, outcome) {
             (Era::Stateless, Outcome::Result(Payload::Json(result))) => {
@@ -107,17 +97,16 @@ impl McpServer {
 
     async fn call_tool(&self, call: &Call<'_>) -> Outcome {
         let Some(name) = call.params.get("name").and_then(Value::as_str) else {
-            return Outcome::error(protocol::INVALID_PARAMS, "params.name is required");
+            return Outcome::Error(RpcError::invalid_params("params.name is required"));
         };
         let no_arguments = Map::new();
         let arguments = match call.params.get("arguments") {
             None | Some(Value::Null) => &no_arguments,
             Some(Value::Object(arguments)) => arguments,
             Some(_) => {
-                return Outcome::error(
-                    protocol::INVALID_PARAMS,
+                return Outcome::Error(RpcError::invalid_params(
                     "params.arguments must be an object",
-                );
+                ));
             }
         };
         // A tool the key may not use answers exactly as one that does not
@@ -128,9 +117,7 @@ impl McpServer {
             .await
         {
             Ok(outcome) => Outcome::Result(Payload::Tool(ToolResult::of(outcome))),
-            Err(UnknownTool) => {
-                Outcome::error(protocol::INVALID_PARAMS, format!("Unknown tool: {name}"))
-            }
+            Err(UnknownTool) => Outcome::Error(RpcError::unknown_tool(name)),
         }
     }
 
@@ -157,7 +144,7 @@ impl McpServer {
 
     async fn read_resource(&self, call: &Call<'_>) -> Outcome {
         let Some(uri) = call.params.get("uri").and_then(Value::as_str) else {
-            return Outcome::error(protocol::INVALID_PARAMS, "params.uri is required");
+            return Outcome::Error(RpcError::invalid_params("params.uri is required"));
         };
         match self.service.read_resource(call.principal, uri).await {
             Ok(key) => Outcome::json(json!({
@@ -167,11 +154,9 @@ impl McpServer {
                     "text": serde_json::to_string(&key).unwrap_or_default(),
                 }]
             })),
-            Err(ReadResourceError::NotFound) => Outcome::Error {
-                code: protocol::resource_not_found_code(call.era),
-                message: "Resource not found".into(),
-                data: Some(json!({ "uri": uri })),
-            },
+            Err(ReadResourceError::NotFound) => {
+                Outcome::Error(RpcError::resource_not_found(uri, call.era))
+            }
             Err(ReadResourceError::Failed(error)) => internal(&error),
         }
     }
@@ -184,14 +169,14 @@ fn internal(error: &AppError) -> Outcome {
         }
         other => tracing::error!(error = %cola_application::error_chain(other), "mcp call failed"),
     }
-    Outcome::error(protocol::INTERNAL_ERROR, "Internal error")
+    Outcome::Error(RpcError::internal())
 }
 
 fn initialize(params: &Value) -> Value {
     let requested = params.get("protocolVersion").and_then(Value::as_str);
     let version = requested
-        .filter(|version| protocol::LEGACY_VERSIONS.contains(version))
-        .unwrap_or(protocol::LATEST_LEGACY_VERSION);
+        .filter(|version| LEGACY_VERSIONS.contains(version))
+        .unwrap_or(LATEST_LEGACY_VERSION);
     json!({
         "protocolVersion": version,
         "capabilities": protocol::capabilities(),
@@ -202,7 +187,7 @@ fn initialize(params: &Value) -> Value {
 
 fn discover() -> Value {
     json!({
-        "supportedVersions": [protocol::MODERN_VERSION],
+        "supportedVersions": [MODERN_VERSION],
         "capabilities": protocol::capabilities(),
         "serverInfo": protocol::server_info(),
         "instructions": protocol::INSTRUCTIONS,
@@ -214,10 +199,10 @@ fn discover() -> Value {
 /// permission change applies at once, so they are private and not reused.
 fn stateless_result(method: &str, mut result: Value) -> Value {
     if let Value::Object(fields) = &mut result {
-        fields.insert("resultType".into(), json!(protocol::RESULT_COMPLETE));
+        fields.insert("resultType".into(), json!(RESULT_COMPLETE));
         let meta = fields.entry("_meta").or_insert_with(|| json!({}));
         if let Value::Object(meta) = meta {
-            meta.insert(protocol::META_SERVER_INFO.into(), protocol::server_info());
+            meta.insert(META_SERVER_INFO.into(), protocol::server_info());
         }
         if matches!(
             method,

@@ -135,7 +135,9 @@ impl Serialize for ToolResult {
             }],
             structured_content,
             is_error,
-            result_type: self.stateless.then_some(protocol::RESULT_COMPLETE),
+            result_type: self
+                .stateless
+                .then_some(cola_protocol::era::RESULT_COMPLETE),
             meta: self.stateless.then(protocol::ServerMeta::default),
         }
         .serialize(serializer)

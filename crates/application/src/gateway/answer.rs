@@ -14,11 +14,10 @@
 //! ([`MAX_LIST_ANSWER_BYTES`]).
 
 use std::borrow::Cow;
-use std::fmt::Write as _;
 
 use cola_domain::SurfaceScope;
+use cola_protocol::RawMessage;
 use serde::Deserialize;
-use serde::de::{MapAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
@@ -77,95 +76,6 @@ impl Expected {
             client_id,
             list,
         }
-    }
-}
-
-/// One JSON-RPC message object, its members in order, each value the raw
-/// text the upstream sent. A member name written with escapes, or given
-/// twice, makes it no message: two readers could take it two ways.
-#[derive(Debug)]
-pub struct RawMessage<'a> {
-    members: Vec<(&'a str, &'a RawValue)>,
-}
-
-impl<'a> RawMessage<'a> {
-    /// `text` as one JSON object, or `None`.
-    #[must_use]
-    pub fn parse(text: &'a str) -> Option<Self> {
-        serde_json::from_str::<Self>(text).ok()
-    }
-
-    #[must_use]
-    pub fn get(&self, name: &str) -> Option<&'a RawValue> {
-        self.members
-            .iter()
-            .find(|(member, _)| *member == name)
-            .map(|(_, value)| *value)
-    }
-
-    /// A message with a `method`: a request or notification of the sender.
-    #[must_use]
-    pub fn has_method(&self) -> bool {
-        self.get("method").is_some()
-    }
-
-    /// This object written again, with the members `replaced` names given
-    /// new raw values (appended when absent).
-    fn write_with(&self, replaced: &[(&str, &str)]) -> String {
-        let size = self
-            .members
-            .iter()
-            .map(|(n, v)| n.len() + v.get().len() + 4);
-        let mut text = String::with_capacity(size.sum::<usize>() + 64);
-        text.push('{');
-        let mut first = true;
-        let mut member = |text: &mut String, name: &str, value: &str| {
-            if !first {
-                text.push(',');
-            }
-            first = false;
-            // A borrowed name has no escapes: written back as it came.
-            let _ = write!(text, "\"{name}\":{value}");
-        };
-        for (name, value) in &self.members {
-            let value = replaced
-                .iter()
-                .find(|(replaced, _)| replaced == name)
-                .map_or(value.get(), |(_, new)| *new);
-            member(&mut text, name, value);
-        }
-        for (name, value) in replaced {
-            if self.get(name).is_none() {
-                member(&mut text, name, value);
-            }
-        }
-        text.push('}');
-        text
-    }
-}
-
-impl<'de> Deserialize<'de> for RawMessage<'de> {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Members;
-        impl<'de> Visitor<'de> for Members {
-            type Value = RawMessage<'de>;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a JSON object")
-            }
-
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut members: Vec<(&'de str, &'de RawValue)> = Vec::new();
-                while let Some((name, value)) = map.next_entry::<&'de str, &'de RawValue>()? {
-                    if members.iter().any(|(seen, _)| *seen == name) {
-                        return Err(serde::de::Error::custom("a member is given twice"));
-                    }
-                    members.push((name, value));
-                }
-                Ok(RawMessage { members })
-            }
-        }
-        deserializer.deserialize_map(Members)
     }
 }
 
@@ -268,9 +178,7 @@ fn visible(item: &RawValue, kind: ListKind, scope: &SurfaceScope<'_>) -> bool {
 /// result that is not an object with its list shows an empty list.
 fn filter_list(result: &RawValue, kind: ListKind, scope: &SurfaceScope<'_>) -> String {
     let field = list_field(kind);
-    let object = RawMessage::parse(result.get()).unwrap_or(RawMessage {
-        members: Vec::new(),
-    });
+    let object = RawMessage::parse(result.get()).unwrap_or_default();
     let items = object
         .get(field)
         .and_then(|list| serde_json::from_str::<Vec<&RawValue>>(list.get()).ok())

@@ -11,13 +11,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use cola_protocol::RawMessage;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use super::ToolLookup;
-use super::answer::RawMessage;
 use super::headers::{HeaderParam, header_params};
 
 /// How long a server's list of tools is trusted for read-only decisions.

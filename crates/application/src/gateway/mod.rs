@@ -15,7 +15,7 @@ mod inflight;
 use cola_domain::SurfaceScope;
 use serde_json::Value;
 
-pub use answer::{Expected, MAX_LIST_ANSWER_BYTES, RawMessage, Unrelayable, UpstreamId, answer};
+pub use answer::{Expected, MAX_LIST_ANSWER_BYTES, Unrelayable, UpstreamId, answer};
 pub use catalogue::{
     CATALOGUE_REFETCH_INTERVAL, CATALOGUE_REFRESH_AFTER, CATALOGUE_TTL, CataloguePage,
     CatalogueTool, FetchTurn, ToolCatalogue,

@@ -10,10 +10,10 @@ use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use cola_application::{
     ApiKeyRepository, ApiKeyService, AttemptLimiter, Clock, ConsoleSessionService,
-    CredentialSealer, KeyAdmission, KeyAuthenticator, KeyPolicy, KeyReports, KeyVerifier,
-    McpService, PresentedKeys, SecretHasher, ServerDirectory, ServerRepository, ServerService,
-    ServerServiceParts, ServerTokens, SystemClock, TenantInflight, ToolCatalogue, UsageRecorder,
-    VerifiedKeyCache, follow_access_changes,
+    CredentialSealer, GatewayParts, GatewayService, Handles, KeyAdmission, KeyAuthenticator,
+    KeyPolicy, KeyReports, KeyVerifier, McpService, PresentedKeys, SecretHasher, ServerDirectory,
+    ServerRepository, ServerService, ServerServiceParts, ServerTokens, SystemClock, TenantInflight,
+    UsageRecorder, VerifiedKeyCache, follow_access_changes,
 };
 use cola_domain::ExpiryPolicy;
 use cola_infrastructure::{
@@ -27,7 +27,7 @@ use tracing_actix_web::TracingLogger;
 
 use crate::client_ip::ClientIpResolver;
 use crate::config::Settings;
-use crate::gateway::{Gateway, Sessions};
+use crate::gateway::Gateway;
 use crate::json::MAX_BODY_BYTES;
 use crate::jwt::{JwtVerifier, ManagementAuth};
 use crate::mcp::{self, McpGate, McpServer};
@@ -570,17 +570,20 @@ fn build_gateway(
             Sealer::new(&key)
         }
     };
-    Ok(Gateway {
+    let service = GatewayService::new(GatewayParts {
         directory,
-        client,
-        catalogue: Arc::new(ToolCatalogue::new()),
-        sessions: Sessions::new(sealer),
-        metrics,
+        handles: Handles::new(Arc::new(sealer)),
+        inflight: TenantInflight::new(settings.gateway_max_inflight_per_tenant),
         keys,
         admission,
         identity: identity.keys,
         public_url: identity.public_url,
-        inflight: TenantInflight::new(settings.gateway_max_inflight_per_tenant),
+        upstream: Arc::new(client.clone()),
+    });
+    Ok(Gateway {
+        service,
+        client,
+        metrics,
     })
 }
 

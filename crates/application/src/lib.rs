@@ -40,11 +40,14 @@ pub use dto::{
 };
 pub use error::{AppError, FieldErrors, chain as error_chain};
 pub use gateway::{
-    CATALOGUE_REFETCH_INTERVAL, CATALOGUE_REFRESH_AFTER, CATALOGUE_TTL, CataloguePage,
-    CatalogueTool, Expected, FetchTurn, HeaderParam, Hidden, InflightSlot, ListKind,
-    MAX_LIST_ANSWER_BYTES, TenantInflight, ToolCatalogue, ToolLookup, Unrelayable, UpstreamId,
-    Verdict, answer as relayed_answer, authorise as authorise_gateway_message,
-    may_see_notification, mirrored_param_allowed,
+    ASSERTION_LIFETIME_SECS, AnswerBody, Binding, CATALOGUE_REFETCH_INTERVAL,
+    CATALOGUE_REFRESH_AFTER, CATALOGUE_TTL, CataloguePage, CatalogueTool, ClientHeaders, Closed,
+    EventStream, Expected, FetchTurn, GatewayParts, GatewayService, HandleKind, HandleSealer,
+    Handles, HeaderParam, Hidden, IdentityAsserter, IdentityClaims, InflightSlot, ListKind,
+    MAX_LIST_ANSWER_BYTES, ReadBodyError, Relayed, Reply as GatewayReply, Route, TenantInflight,
+    ToolCatalogue, ToolLookup, Unrelayable, Upstream, UpstreamAnswer, UpstreamCall,
+    UpstreamFailure, UpstreamHeader, UpstreamId, UpstreamMethod, Verdict, answer as relayed_answer,
+    authorise as authorise_gateway_message, may_see_notification, mirrored_param_allowed,
 };
 pub use mcp::{
     BuiltinTool, KEY_URI_PREFIX, KeyResource, McpService, ReadResourceError, RevokedView,

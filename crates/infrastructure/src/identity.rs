@@ -24,7 +24,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 /// How long an assertion is valid: the contract's upper bound.
-pub const ASSERTION_LIFETIME_SECS: i64 = 60;
+pub use cola_application::ASSERTION_LIFETIME_SECS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityKeyError {
@@ -230,26 +230,7 @@ pub fn previous_public_jwk(pem: &str) -> Result<Jwk, IdentityKeyError> {
     Err(IdentityKeyError::Unsupported)
 }
 
-/// The claims of one assertion (CONTRACT §9).
-#[derive(Debug, Clone, Serialize)]
-pub struct IdentityClaims<'a> {
-    /// `COLA_PUBLIC_URL`.
-    pub iss: &'a str,
-    /// `COLA_PUBLIC_URL/mcp/{slug}`: the one server it is meant for.
-    pub aud: &'a str,
-    /// The key owner's user id.
-    pub sub: uuid::Uuid,
-    pub tenant_id: uuid::Uuid,
-    /// The registered server's id: slugs repeat across tenants, so a
-    /// verifier checks this (and `tenant_id`), not only `aud`.
-    pub server_id: uuid::Uuid,
-    pub key_id: uuid::Uuid,
-    pub key_prefix: &'a str,
-    pub iat: i64,
-    pub exp: i64,
-    /// New for every request, so a server can refuse a replay.
-    pub jti: uuid::Uuid,
-}
+pub use cola_application::IdentityClaims;
 
 /// The signing key and what `/.well-known/jwks.json` publishes.
 #[derive(Debug)]
@@ -283,6 +264,15 @@ impl IdentityKeys {
     #[must_use]
     pub fn jwks(&self) -> &JwkSet {
         &self.published
+    }
+}
+
+impl cola_application::IdentityAsserter for IdentityKeys {
+    fn assert_identity(
+        &self,
+        claims: &IdentityClaims<'_>,
+    ) -> Result<String, Box<dyn std::error::Error + Send + Sync>> {
+        self.current.sign(claims).map_err(Into::into)
     }
 }
 

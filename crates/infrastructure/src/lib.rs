@@ -26,6 +26,4 @@ pub use repository::SeaOrmApiKeyRepository;
 pub use resolver::SystemHostResolver;
 pub use sealing::{SealContext, Sealer, SealingError, SecretsKey, SecretsKeyError};
 pub use server_repository::SeaOrmServerRepository;
-pub use upstream::{
-    AddressPolicy, ReadBodyError, UpstreamClient, UpstreamError, UpstreamRequest, UpstreamResponse,
-};
+pub use upstream::{AddressPolicy, UpstreamClient};

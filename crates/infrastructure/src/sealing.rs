@@ -242,6 +242,38 @@ fn bound_aad(context: SealContext, aad: &[u8]) -> Vec<u8> {
     bound
 }
 
+impl cola_application::HandleSealer for Sealer {
+    fn seal_handle(
+        &self,
+        kind: cola_application::HandleKind,
+        associated: &[u8],
+        plaintext: &[u8],
+    ) -> Option<Vec<u8>> {
+        match kind {
+            cola_application::HandleKind::Session => {
+                self.seal(SealContext::GatewaySession, associated, plaintext)
+            }
+            cola_application::HandleKind::Task => {
+                self.seal_deterministic(SealContext::GatewayTask, associated, plaintext)
+            }
+        }
+        .ok()
+    }
+
+    fn open_handle(
+        &self,
+        kind: cola_application::HandleKind,
+        associated: &[u8],
+        sealed: &[u8],
+    ) -> Option<Zeroizing<Vec<u8>>> {
+        let context = match kind {
+            cola_application::HandleKind::Session => SealContext::GatewaySession,
+            cola_application::HandleKind::Task => SealContext::GatewayTask,
+        };
+        self.open(context, associated, sealed).ok()
+    }
+}
+
 /// A server's identity as associated data: its tenant and its id.
 fn server_aad(tenant: TenantId, server: ServerId) -> [u8; 32] {
     let mut aad = [0u8; 32];

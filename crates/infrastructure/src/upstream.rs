@@ -10,7 +10,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt};
+use async_trait::async_trait;
+use cola_application::{
+    Upstream, UpstreamAnswer, UpstreamCall, UpstreamFailure, UpstreamHeader, UpstreamMethod,
+};
+use futures_util::StreamExt;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use thiserror::Error;
 
@@ -21,87 +25,6 @@ pub type AddressPolicy = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Idle pooled connections per upstream host.
 const IDLE_PER_HOST: usize = 32;
-
-#[derive(Debug, Error)]
-pub enum UpstreamError {
-    /// The host resolves to no address the policy allows, or the URL's own
-    /// address is refused.
-    #[error("the upstream's address is not allowed")]
-    AddressRefused,
-    /// No connection, or it broke before an answer began.
-    #[error("the upstream could not be reached")]
-    Unreachable(#[source] reqwest::Error),
-    /// No answer began within the server's timeout.
-    #[error("the upstream did not answer in time")]
-    Timeout,
-    /// The request could not be built (a URL or header the client refuses).
-    #[error("the upstream request could not be built")]
-    Invalid(#[source] reqwest::Error),
-}
-
-/// A request to an upstream: everything it carries is chosen by the
-/// gateway; nothing of the client's request is copied implicitly.
-#[derive(Debug)]
-pub struct UpstreamRequest<'a> {
-    pub method: reqwest::Method,
-    pub url: &'a url::Url,
-    pub headers: reqwest::header::HeaderMap,
-    pub body: Option<Vec<u8>>,
-    /// Until the upstream starts answering.
-    pub timeout: Duration,
-}
-
-/// An upstream's answer: status and headers, and a body read as it arrives.
-pub struct UpstreamResponse {
-    pub status: u16,
-    pub headers: reqwest::header::HeaderMap,
-    response: reqwest::Response,
-}
-
-impl std::fmt::Debug for UpstreamResponse {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamResponse")
-            .field("status", &self.status)
-            .finish_non_exhaustive()
-    }
-}
-
-impl UpstreamResponse {
-    /// The body as it arrives.
-    pub fn into_stream(
-        self,
-    ) -> impl Stream<Item = Result<bytes::Bytes, UpstreamError>> + Send + 'static {
-        self.response
-            .bytes_stream()
-            .map(|chunk| chunk.map_err(UpstreamError::Unreachable))
-    }
-
-    /// The whole body, refused once it passes `limit` bytes.
-    ///
-    /// # Errors
-    /// [`BodyTooLarge`](ReadBodyError::TooLarge) past the limit, or the
-    /// upstream failing mid-body.
-    pub async fn read_to_limit(self, limit: usize) -> Result<Vec<u8>, ReadBodyError> {
-        let mut body = Vec::new();
-        let mut stream = Box::pin(self.into_stream());
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(ReadBodyError::Upstream)?;
-            if body.len() + chunk.len() > limit {
-                return Err(ReadBodyError::TooLarge);
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
-    }
-}
-
-#[derive(Debug, Error)]
-pub enum ReadBodyError {
-    #[error("the upstream's answer is larger than allowed")]
-    TooLarge,
-    #[error("the upstream's answer broke off")]
-    Upstream(#[source] UpstreamError),
-}
 
 /// Resolves host names and keeps only the addresses the policy allows.
 struct GuardedResolver {
@@ -116,8 +39,7 @@ impl Resolve for GuardedResolver {
             let addresses: Vec<SocketAddr> =
                 found.filter(|address| allowed(address.ip())).collect();
             if addresses.is_empty() {
-                return Err(Box::new(UpstreamError::AddressRefused)
-                    as Box<dyn std::error::Error + Send + Sync>);
+                return Err(Box::new(AddressRefused) as Box<dyn std::error::Error + Send + Sync>);
             }
             Ok(Box::new(addresses.into_iter()) as Addrs)
         })
@@ -166,87 +88,130 @@ impl UpstreamClient {
     pub fn sibling(&self) -> Result<Self, reqwest::Error> {
         Self::new(Arc::clone(&self.allowed))
     }
+}
 
-    /// Sends `request`; returns once the upstream's status and headers have
-    /// arrived (its body then streams).
-    ///
-    /// # Errors
-    /// See [`UpstreamError`].
-    pub async fn send(
-        &self,
-        request: UpstreamRequest<'_>,
-    ) -> Result<UpstreamResponse, UpstreamError> {
-        let url = request.url;
+/// The resolver's refusal, recognised in reqwest's error chain.
+#[derive(Debug, Error)]
+#[error("the upstream's address is not allowed")]
+struct AddressRefused;
+
+fn method(method: UpstreamMethod) -> reqwest::Method {
+    match method {
+        UpstreamMethod::Post => reqwest::Method::POST,
+        UpstreamMethod::Get => reqwest::Method::GET,
+        UpstreamMethod::Delete => reqwest::Method::DELETE,
+    }
+}
+
+fn headers(headers: Vec<UpstreamHeader>) -> Result<reqwest::header::HeaderMap, UpstreamFailure> {
+    let mut map = reqwest::header::HeaderMap::with_capacity(headers.len());
+    for header in headers {
+        let name = reqwest::header::HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|error| UpstreamFailure::Invalid(Box::new(error)))?;
+        let mut value = reqwest::header::HeaderValue::from_bytes(&header.value)
+            .map_err(|error| UpstreamFailure::Invalid(Box::new(error)))?;
+        value.set_sensitive(header.sensitive);
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
+#[async_trait]
+impl Upstream for UpstreamClient {
+    async fn send(&self, call: UpstreamCall<'_>) -> Result<UpstreamAnswer, UpstreamFailure> {
+        let url = call.url.as_url();
         // An address in the URL itself is dialled without the resolver, so
         // it is checked here, against the same policy.
         let literal = match url.host() {
             Some(url::Host::Ipv4(address)) => Some(IpAddr::V4(address)),
             Some(url::Host::Ipv6(address)) => Some(IpAddr::V6(address)),
             Some(url::Host::Domain(_)) => None,
-            None => return Err(UpstreamError::AddressRefused),
+            None => return Err(UpstreamFailure::AddressRefused),
         };
         if literal.is_some_and(|address| !(self.allowed)(address)) {
-            return Err(UpstreamError::AddressRefused);
+            return Err(UpstreamFailure::AddressRefused);
         }
         let mut builder = self
             .client
-            .request(request.method, url.clone())
-            .headers(request.headers);
-        if let Some(body) = request.body {
+            .request(method(call.method), url.clone())
+            .headers(headers(call.headers)?);
+        if let Some(body) = call.body {
             builder = builder.body(body);
         }
-        let built = builder.build().map_err(UpstreamError::Invalid)?;
+        let built = builder
+            .build()
+            .map_err(|error| UpstreamFailure::Invalid(Box::new(error)))?;
         let mut response =
-            match tokio::time::timeout(request.timeout, self.client.execute(built)).await {
-                Err(_elapsed) => return Err(UpstreamError::Timeout),
+            match tokio::time::timeout(call.timeout, self.client.execute(built)).await {
+                Err(_elapsed) => return Err(UpstreamFailure::Timeout),
                 Ok(Err(error)) => return Err(classify(error)),
                 Ok(Ok(response)) => response,
             };
-        Ok(UpstreamResponse {
+        let answer_headers = std::mem::take(response.headers_mut());
+        let content_type = answer_headers
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(|value| {
+                value
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .unwrap_or_default();
+        let session = answer_headers.get("mcp-session-id");
+        Ok(UpstreamAnswer {
             status: response.status().as_u16(),
-            // The body streams without them.
-            headers: std::mem::take(response.headers_mut()),
-            response,
+            content_type,
+            has_session_header: session.is_some(),
+            session_id: session
+                .and_then(|value| value.to_str().ok())
+                .map(str::to_owned),
+            body: Box::pin(
+                response.bytes_stream().map(|chunk| {
+                    chunk.map_err(|error| UpstreamFailure::Unreachable(Box::new(error)))
+                }),
+            ),
         })
     }
 }
 
 /// A connection refused by the address policy surfaces from reqwest as a
 /// connect error whose cause chain holds the resolver's refusal.
-fn classify(error: reqwest::Error) -> UpstreamError {
+fn classify(error: reqwest::Error) -> UpstreamFailure {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(current) = cause {
-        if matches!(
-            current.downcast_ref::<UpstreamError>(),
-            Some(UpstreamError::AddressRefused)
-        ) {
-            return UpstreamError::AddressRefused;
+        if current.downcast_ref::<AddressRefused>().is_some() {
+            return UpstreamFailure::AddressRefused;
         }
         cause = current.source();
     }
     if error.is_timeout() {
-        return UpstreamError::Timeout;
+        return UpstreamFailure::Timeout;
     }
-    UpstreamError::Unreachable(error)
+    UpstreamFailure::Unreachable(Box::new(error))
 }
 
 #[cfg(test)]
 mod tests {
+    use cola_domain::UpstreamUrl;
+
     use super::*;
 
     fn nothing_allowed() -> UpstreamClient {
         UpstreamClient::new(Arc::new(|_| false)).expect("a client")
     }
 
-    fn parsed(url: &str) -> url::Url {
-        url::Url::parse(url).expect("a URL")
+    fn parsed(url: &str) -> UpstreamUrl {
+        UpstreamUrl::restore(url).expect("a URL")
     }
 
-    fn request(url: &url::Url) -> UpstreamRequest<'_> {
-        UpstreamRequest {
-            method: reqwest::Method::POST,
+    fn request(url: &UpstreamUrl) -> UpstreamCall<'_> {
+        UpstreamCall {
+            method: UpstreamMethod::Post,
             url,
-            headers: reqwest::header::HeaderMap::new(),
+            headers: Vec::new(),
             body: None,
             timeout: Duration::from_secs(5),
         }
@@ -258,14 +223,14 @@ mod tests {
             .send(request(&parsed("http://127.0.0.1:9/mcp")))
             .await;
         assert!(
-            matches!(refused, Err(UpstreamError::AddressRefused)),
+            matches!(refused, Err(UpstreamFailure::AddressRefused)),
             "{refused:?}"
         );
         let refused = nothing_allowed()
             .send(request(&parsed("http://[::1]:9/mcp")))
             .await;
         assert!(
-            matches!(refused, Err(UpstreamError::AddressRefused)),
+            matches!(refused, Err(UpstreamFailure::AddressRefused)),
             "{refused:?}"
         );
     }
@@ -276,7 +241,7 @@ mod tests {
             .send(request(&parsed("http://localhost:9/mcp")))
             .await;
         assert!(
-            matches!(refused, Err(UpstreamError::AddressRefused)),
+            matches!(refused, Err(UpstreamFailure::AddressRefused)),
             "{refused:?}"
         );
     }
@@ -293,7 +258,7 @@ mod tests {
         // which is not an address refusal.
         let outcome = client.send(request(&url)).await;
         assert!(
-            matches!(outcome, Err(UpstreamError::Unreachable(_))),
+            matches!(outcome, Err(UpstreamFailure::Unreachable(_))),
             "{outcome:?}"
         );
     }

@@ -1,64 +1,41 @@
-//! The gateway, `/mcp/{slug}`: a key reaches its tenant's own MCP server
-//! through Cola and gets exactly what its grant there allows.
-//!
-//! Every request passes the same gate as `/mcp`, then: the server the slug
-//! names for the key's tenant, the key's grant on it (an unknown slug and an
-//! ungranted server are the same 404), a place among the tenant's requests
-//! in flight, one strictly parsed JSON-RPC message with the stateless era's
-//! headers checked against it, the policy's verdict
-//! (`cola_application::authorise_gateway_message`), and only then the
-//! upstream, which gets the message Cola authorised re-serialised under an
-//! id of Cola's own, the server's own headers and the MCP ones, and nothing
-//! else of the client's.
+//! The gateway's HTTP surface, `/mcp/{slug}`: it parses the request,
+//! calls the gateway use case (`cola_application::GatewayService`) and
+//! renders what it answers. Every request passes the same gate as `/mcp`
+//! first; what a key may reach and see, and every word to the upstream, is
+//! the use case's.
 
-mod exchange;
-mod relay;
-mod session;
-
+use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use actix_web::middleware::from_fn;
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, web};
 use cola_application::{
-    KeyAdmission, McpPrincipal, ServerDirectory, ServerLookupError, TenantInflight, ToolCatalogue,
-    VerifiedKeyCache,
+    ClientHeaders, Closed, GatewayReply, GatewayService, McpPrincipal, Relayed,
 };
-use cola_domain::Surface;
-use cola_infrastructure::{IdentityKeys, UpstreamClient};
+use cola_infrastructure::UpstreamClient;
+use cola_protocol::era::{
+    HEADER_METHOD, HEADER_NAME, HEADER_PARAM_PREFIX, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID,
+};
+use cola_protocol::{RpcError, read_parsed, strict};
+use futures_util::StreamExt;
 
-pub use session::{Binding, Sessions};
-
-use cola_protocol::era::HEADER_PROTOCOL_VERSION;
-use cola_protocol::{Era, Headers, RpcError, read_parsed, strict};
-
-use self::exchange::Exchange;
 use crate::mcp::gate;
 use crate::mcp::handler::{HeaderText, Reply, read_json_body};
 use crate::metrics::Metrics;
 use crate::routes::method_not_allowed;
 
-/// What the gateway needs. Everything is shared by every worker but the
-/// upstream client, of which each worker has its own (see
-/// [`Gateway::for_worker`]).
+const EVENT_STREAM: &str = "text/event-stream";
+
+/// What the gateway's routes need: the use case, an upstream client to make
+/// each worker's own from, and the metrics.
 #[derive(Debug, Clone)]
 pub struct Gateway {
-    pub directory: Arc<ServerDirectory>,
+    pub service: GatewayService,
     pub client: UpstreamClient,
-    pub catalogue: Arc<ToolCatalogue>,
-    pub sessions: Sessions,
     pub metrics: Arc<Metrics>,
-    /// Announces keys that changed: a stream ends with its key's admission.
-    pub keys: Arc<VerifiedKeyCache>,
-    /// Tells whether an announced change changed a stream's key.
-    pub admission: Arc<KeyAdmission>,
-    /// Signs `X-Cola-Identity` for servers with `forward_identity`.
-    pub identity: Arc<IdentityKeys>,
-    /// `COLA_PUBLIC_URL`: the assertions' issuer and audiences' base.
-    pub public_url: String,
-    /// Each tenant's requests in flight on this instance.
-    pub inflight: Arc<TenantInflight>,
 }
 
 impl Gateway {
@@ -73,8 +50,9 @@ impl Gateway {
             self.client.clone()
         });
         Self {
+            service: self.service.for_worker(Arc::new(client.clone())),
             client,
-            ..self.clone()
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -90,86 +68,67 @@ pub fn configure(config: &mut web::ServiceConfig) {
     );
 }
 
-/// The tenant has as many gateway requests in flight on this instance as
-/// it may: 503, to try again shortly.
-fn tenant_busy() -> HttpResponse {
-    let mut response = Reply::from(RpcError::tenant_busy()).into_response();
-    response
-        .headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    response
+/// The client's MCP headers, all the use case may look at.
+fn client_headers(headers: &HeaderMap) -> ClientHeaders {
+    let bytes = |name: &str| headers.get(name).map(|value| value.as_bytes().to_vec());
+    ClientHeaders {
+        accept: bytes(header::ACCEPT.as_str()),
+        protocol_version: bytes(HEADER_PROTOCOL_VERSION),
+        mcp_method: bytes(HEADER_METHOD),
+        mcp_name: bytes(HEADER_NAME),
+        session_id: bytes(HEADER_SESSION_ID),
+        last_event_id: bytes("last-event-id"),
+        params: headers
+            .iter()
+            .filter(|(name, _)| name.as_str().starts_with(HEADER_PARAM_PREFIX))
+            .map(|(name, value)| (name.as_str().to_owned(), value.as_bytes().to_vec()))
+            .collect(),
+    }
 }
 
-/// An unknown slug, a verify-only server and an ungranted one: all alike.
-fn not_reachable() -> HttpResponse {
-    Reply::from(RpcError::server_not_reachable()).into_response()
+/// One gateway request's log line and metrics, from admission to answer.
+struct Logged<'a> {
+    gateway: &'a Gateway,
+    principal: &'a McpPrincipal,
+    slug: &'a str,
+    started: Instant,
 }
 
-/// The principal the gate admitted, and the server the slug names for its
-/// tenant, if the key may reach it; otherwise the answer to send.
-async fn open_exchange<'g>(
-    request: &HttpRequest,
-    gateway: &'g Gateway,
-    slug: &str,
-    method: String,
-) -> Result<Exchange<'g>, HttpResponse> {
-    // The gate only lets admitted requests through; without a principal the
-    // request was not admitted, whatever routed it here.
-    let Some(principal) = request.extensions().get::<McpPrincipal>().cloned() else {
-        return Err(HttpResponse::Unauthorized().finish());
-    };
-    let started = Instant::now();
-    let key = principal.key();
-    let refused = |outcome: &str, response: HttpResponse| {
-        gateway.metrics.gateway_request(outcome, started);
+impl Logged<'_> {
+    /// The one log line and the metrics of a gateway request. Never a
+    /// header value, a URL or a body: the slug names the server.
+    fn finish(
+        &self,
+        method: &str,
+        outcome: &str,
+        upstream_status: Option<u16>,
+        response: HttpResponse,
+    ) -> HttpResponse {
+        let key = self.principal.key();
         tracing::info!(
             key_prefix = %key.prefix,
             tenant = %key.tenant_id,
-            slug = %printable(slug),
+            slug = %printable(self.slug),
+            method,
             outcome,
+            upstream_status = upstream_status.map_or_else(|| "-".to_owned(), |status| status.to_string()),
+            status = response.status().as_u16(),
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
             "gateway request"
         );
+        self.gateway.metrics.gateway_request(outcome, self.started);
         response
-    };
-    let server = match gateway.directory.resolve(key.tenant_id, slug).await {
-        Ok(Some(server)) => server,
-        Ok(None) => return Err(refused("unknown_server", not_reachable())),
-        Err(error) => {
-            tracing::warn!(error = %cola_application::error_chain(&error), "a gateway server lookup failed");
-            let error = match error {
-                ServerLookupError::Unavailable(_) => RpcError::registry_unavailable(),
-                ServerLookupError::Corrupt(_) => RpcError::server_unusable(),
-            };
-            return Err(refused("lookup_failed", Reply::from(error).into_response()));
-        }
-    };
-    // A verify-only server has no endpoint, and a server the key holds no
-    // grant for is one it cannot see: both as if the slug were unknown.
-    if server.url.is_none()
-        || key
-            .permissions
-            .scope_on(Surface::Server(server.id))
-            .is_none()
-    {
-        return Err(refused("unknown_server", not_reachable()));
     }
-    let Some(slot) = gateway.inflight.enter(key.tenant_id) else {
-        return Err(refused("tenant_busy", tenant_busy()));
-    };
-    let binding = Binding {
-        tenant: key.tenant_id,
-        key: key.key_id,
-        server: server.id,
-    };
-    Ok(Exchange {
-        gateway,
-        principal,
-        server,
-        binding,
-        started,
-        method,
-        slot: Some(slot),
-    })
+
+    fn closed(&self, method: &str, closed: Closed) -> HttpResponse {
+        let response = refusal(closed.error, closed.retry_after);
+        self.finish(method, closed.outcome, None, response)
+    }
+
+    fn relayed(&self, method: &str, relayed: Relayed) -> HttpResponse {
+        let response = render(relayed.reply);
+        self.finish(method, relayed.outcome, relayed.upstream_status, response)
+    }
 }
 
 /// A slug as it may appear in a log line.
@@ -180,33 +139,100 @@ fn printable(slug: &str) -> String {
         .collect()
 }
 
+fn refusal(error: RpcError, retry_after: Option<u64>) -> HttpResponse {
+    let mut response = Reply::from(error).into_response();
+    if let Some(seconds) = retry_after
+        && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+    {
+        response.headers_mut().insert(header::RETRY_AFTER, value);
+    }
+    response
+}
+
+/// What the use case answered, as HTTP.
+fn render(reply: GatewayReply) -> HttpResponse {
+    let build = |status: u16, session_id: Option<String>| {
+        let mut builder =
+            HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY));
+        if let Some(session_id) = session_id {
+            builder.insert_header((HEADER_SESSION_ID, session_id));
+        }
+        builder
+    };
+    match reply {
+        GatewayReply::Refused { error, retry_after } => refusal(error, retry_after),
+        GatewayReply::Status { status, session_id } => build(status, session_id).finish(),
+        GatewayReply::Json {
+            status,
+            session_id,
+            body,
+        } => build(status, session_id)
+            .content_type("application/json")
+            .body(body),
+        GatewayReply::Stream {
+            status,
+            session_id,
+            events,
+        } => build(status, session_id)
+            .content_type(EVENT_STREAM)
+            .insert_header((header::CACHE_CONTROL, "no-cache"))
+            .insert_header(("x-accel-buffering", "no"))
+            .streaming(events.map(Ok::<_, Infallible>)),
+    }
+}
+
+/// The principal the gate admitted; without one the request was not
+/// admitted, whatever routed it here.
+fn admitted(request: &HttpRequest) -> Option<McpPrincipal> {
+    request.extensions().get::<McpPrincipal>().cloned()
+}
+
 pub async fn post(
     request: HttpRequest,
     payload: web::Payload,
     slug: web::Path<String>,
     gateway: web::Data<Gateway>,
 ) -> HttpResponse {
-    let exchange = match open_exchange(&request, &gateway, &slug, "-".to_owned()).await {
-        Ok(exchange) => exchange,
-        Err(response) => return response,
+    let Some(principal) = admitted(&request) else {
+        return HttpResponse::Unauthorized().finish();
+    };
+    let logged = Logged {
+        gateway: &gateway,
+        principal: &principal,
+        slug: &slug,
+        started: Instant::now(),
+    };
+    let route = match gateway.service.open(principal.clone(), &slug).await {
+        Ok(route) => route,
+        Err(closed) => return logged.closed("-", closed),
     };
     let mut payload = payload.into_inner();
     let body = match read_json_body(&request, &mut payload).await {
         Ok(body) => body,
-        Err(reply) => return exchange.refuse("bad_request", reply),
+        Err(reply) => return logged.finish("-", "bad_request", None, reply.into_response()),
     };
     let parsed = match strict::parse(&body) {
         Ok(parsed) => parsed,
         Err(error) => {
             let detail = (!error.is_syntax() && !error.is_eof()).then(|| error.to_string());
-            return exchange.refuse("bad_request", RpcError::parse_error(detail));
+            return logged.closed("-", bad_request(RpcError::parse_error(detail)));
         }
     };
     let message = match read_parsed(&HeaderText(request.headers()), parsed) {
         Ok(message) => message,
-        Err(error) => return exchange.refuse("bad_request", error),
+        Err(error) => return logged.closed("-", bad_request(error)),
     };
-    exchange.forward_message(request.headers(), message).await
+    let client = client_headers(request.headers());
+    let (method, relayed) = route.forward(&client, message).await;
+    logged.relayed(&method, relayed)
+}
+
+fn bad_request(error: RpcError) -> Closed {
+    Closed {
+        outcome: "bad_request",
+        error,
+        retry_after: None,
+    }
 }
 
 /// GET: a handshake-era session's stream of server messages. The
@@ -216,7 +242,7 @@ pub async fn get(
     slug: web::Path<String>,
     gateway: web::Data<Gateway>,
 ) -> HttpResponse {
-    session_request(request, slug, gateway, reqwest::Method::GET).await
+    session_request(request, slug, gateway, true).await
 }
 
 /// DELETE: ends a handshake-era session at the upstream.
@@ -225,28 +251,37 @@ pub async fn delete(
     slug: web::Path<String>,
     gateway: web::Data<Gateway>,
 ) -> HttpResponse {
-    session_request(request, slug, gateway, reqwest::Method::DELETE).await
+    session_request(request, slug, gateway, false).await
 }
 
 async fn session_request(
     request: HttpRequest,
     slug: web::Path<String>,
     gateway: web::Data<Gateway>,
-    method: reqwest::Method,
+    get: bool,
 ) -> HttpResponse {
-    let exchange = match open_exchange(&request, &gateway, &slug, method.as_str().to_owned()).await
-    {
-        Ok(exchange) => exchange,
-        Err(response) => return response,
+    let Some(principal) = admitted(&request) else {
+        return HttpResponse::Unauthorized().finish();
     };
-    let client = request.headers();
-    let headers = HeaderText(client);
-    if !Era::of_header(headers.text(HEADER_PROTOCOL_VERSION)).has_sessions() {
+    let method = if get { "GET" } else { "DELETE" };
+    let logged = Logged {
+        gateway: &gateway,
+        principal: &principal,
+        slug: &slug,
+        started: Instant::now(),
+    };
+    let route = match gateway.service.open(principal.clone(), &slug).await {
+        Ok(route) => route,
+        Err(closed) => return logged.closed(method, closed),
+    };
+    let client = client_headers(request.headers());
+    if !client.era().has_sessions() {
         let mut response = method_not_allowed("POST")(request.clone()).into_inner();
         response
             .headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("POST"));
-        return exchange.finish("method_not_allowed", None, response);
+        return logged.finish(method, "method_not_allowed", None, response);
     }
-    exchange.session_request(client, method).await
+    let relayed = route.session_request(&client, get).await;
+    logged.relayed(method, relayed)
 }

@@ -9,8 +9,13 @@
 
 mod answer;
 mod catalogue;
+mod handles;
 mod headers;
 mod inflight;
+mod ports;
+mod relay;
+mod route;
+mod service;
 
 use cola_domain::SurfaceScope;
 use serde_json::Value;
@@ -20,8 +25,15 @@ pub use catalogue::{
     CATALOGUE_REFETCH_INTERVAL, CATALOGUE_REFRESH_AFTER, CATALOGUE_TTL, CataloguePage,
     CatalogueTool, FetchTurn, ToolCatalogue,
 };
+pub use handles::Handles;
 pub use headers::{HeaderParam, mirrored_param_allowed};
 pub use inflight::{InflightSlot, TenantInflight};
+pub use ports::{
+    AnswerBody, Binding, HandleKind, HandleSealer, IdentityAsserter, IdentityClaims, ReadBodyError,
+    Upstream, UpstreamAnswer, UpstreamCall, UpstreamFailure, UpstreamHeader, UpstreamMethod,
+};
+pub use route::{ASSERTION_LIFETIME_SECS, ClientHeaders, EventStream, Relayed, Reply, Route};
+pub use service::{Closed, GatewayParts, GatewayService};
 
 /// A list whose answer shows only what the key may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,50 +1,141 @@
-//! One gateway request under way: the message Cola authorised, sent to the
-//! upstream under an id of Cola's own, and the upstream's answer relayed as
-//! the key may see it.
+//! One gateway request under way: the route a key's request takes to its
+//! tenant's server, the message Cola authorised sent to the upstream under
+//! an id of Cola's own, and the upstream's answer relayed as the key may see
+//! it. HTTP stays in the api crate: it gives the client's MCP headers and
+//! renders what this returns.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use actix_web::HttpResponse;
-use actix_web::http::StatusCode;
-use actix_web::http::header::{self, HeaderMap, HeaderValue};
 use bytes::Bytes;
-use cola_application::{
-    CataloguePage, Expected, Hidden, InflightSlot, MAX_LIST_ANSWER_BYTES, McpPrincipal,
-    ResolvedServer, ToolLookup, UpstreamId, Verdict, authorise_gateway_message,
-    mirrored_param_allowed,
+use cola_domain::Surface;
+use cola_protocol::era::{
+    HEADER_METHOD, HEADER_NAME, HEADER_PARAM_PREFIX, HEADER_PROTOCOL_VERSION, HEADER_SESSION_ID,
 };
-use cola_domain::{Surface, UpstreamUrl};
-use cola_infrastructure::{
-    ASSERTION_LIFETIME_SECS, IdentityClaims, ReadBodyError, UpstreamError, UpstreamRequest,
-    UpstreamResponse,
-};
+use cola_protocol::sse::event_data_of;
+use cola_protocol::{Era, Message, Notification, RawMessage, Request, RpcError};
+use futures_util::Stream;
 use serde_json::{Value, json};
 
-use cola_protocol::era::{HEADER_METHOD, HEADER_NAME, HEADER_PROTOCOL_VERSION};
-use cola_protocol::{Era, Message, Notification, RawMessage, Request, RpcError};
-
-use super::Gateway;
+use super::answer::{Expected, MAX_LIST_ANSWER_BYTES, UpstreamId};
+use super::catalogue::CataloguePage;
+use super::headers::mirrored_param_allowed;
+use super::inflight::InflightSlot;
+use super::ports::{
+    Binding, HandleKind, IdentityClaims, ReadBodyError, Upstream, UpstreamAnswer, UpstreamCall,
+    UpstreamFailure, UpstreamHeader, UpstreamMethod,
+};
 use super::relay::{self, Lens, Lifetime, Listening, Shown};
-use super::session::Binding;
-use crate::mcp::handler::Reply;
+use super::service::Shared;
+use super::{Hidden, ToolLookup, Verdict, authorise};
+use crate::principal::McpPrincipal;
+use crate::servers::ResolvedServer;
 
 /// The largest JSON answer from an upstream Cola reads (a list is refused
 /// past [`MAX_LIST_ANSWER_BYTES`]).
 const MAX_UPSTREAM_JSON_BYTES: usize = 8 * 1024 * 1024;
 /// Pages of `tools/list` read when Cola asks an upstream for its catalogue.
 const MAX_CATALOGUE_PAGES: usize = 10;
-const SESSION_HEADER: &str = "mcp-session-id";
 const IDENTITY_HEADER: &str = "x-cola-identity";
 const LAST_EVENT_ID: &str = "last-event-id";
 const EVENT_STREAM: &str = "text/event-stream";
-const DEFAULT_ACCEPT: &str = "application/json, text/event-stream";
-const PARAM_HEADER_PREFIX: &str = "mcp-param-";
+const DEFAULT_ACCEPT: &[u8] = b"application/json, text/event-stream";
+/// How long an identity assertion is valid.
+pub const ASSERTION_LIFETIME_SECS: i64 = 60;
+
+/// The client's MCP headers, as the api read them: everything of the
+/// client's request the gateway may look at. Nothing else of it reaches the
+/// upstream.
+#[derive(Debug, Clone, Default)]
+pub struct ClientHeaders {
+    pub accept: Option<Vec<u8>>,
+    pub protocol_version: Option<Vec<u8>>,
+    pub mcp_method: Option<Vec<u8>>,
+    pub mcp_name: Option<Vec<u8>>,
+    /// `Mcp-Session-Id`, as sent.
+    pub session_id: Option<Vec<u8>>,
+    pub last_event_id: Option<Vec<u8>>,
+    /// `Mcp-Param-{Name}` headers: the lowercase name and the value.
+    pub params: Vec<(String, Vec<u8>)>,
+}
+
+impl ClientHeaders {
+    /// The era of a request without a body (GET, DELETE), by its header.
+    #[must_use]
+    pub fn era(&self) -> Era {
+        let version = self
+            .protocol_version
+            .as_deref()
+            .and_then(|value| std::str::from_utf8(value).ok());
+        Era::of_header(version)
+    }
+}
+
+/// A stream of SSE bytes, relayed as they come.
+pub type EventStream = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
+
+/// What the client gets.
+pub enum Reply {
+    /// A refusal of Cola's own; `retry_after` seconds when it says so.
+    Refused {
+        error: RpcError,
+        retry_after: Option<u64>,
+    },
+    /// The status alone (an acknowledgement, a `405` …).
+    Status {
+        status: u16,
+        session_id: Option<String>,
+    },
+    Json {
+        status: u16,
+        session_id: Option<String>,
+        body: Vec<u8>,
+    },
+    Stream {
+        status: u16,
+        session_id: Option<String>,
+        events: EventStream,
+    },
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Refused { error, .. } => f.debug_tuple("Refused").field(error).finish(),
+            Self::Status { status, .. } => f.debug_tuple("Status").field(status).finish(),
+            Self::Json { status, .. } => f.debug_tuple("Json").field(status).finish(),
+            Self::Stream { status, .. } => f.debug_tuple("Stream").field(status).finish(),
+        }
+    }
+}
+
+/// How one gateway request ended: what the client gets, and for the log
+/// line and the metrics, the outcome and the upstream's status.
+#[derive(Debug)]
+pub struct Relayed {
+    pub outcome: &'static str,
+    pub upstream_status: Option<u16>,
+    pub reply: Reply,
+}
+
+impl Relayed {
+    fn refused(outcome: &'static str, error: RpcError) -> Self {
+        Self {
+            outcome,
+            upstream_status: None,
+            reply: Reply::Refused {
+                error,
+                retry_after: None,
+            },
+        }
+    }
+}
 
 /// Why a request did not reach the upstream.
 #[derive(Debug)]
 enum SendFailure {
-    Upstream(UpstreamError),
+    Upstream(UpstreamFailure),
     /// The identity assertion could not be made: nothing is sent.
     Identity,
 }
@@ -68,73 +159,70 @@ impl Answering {
     }
 }
 
-/// One gateway request under way: who, to which server, since when.
-pub(super) struct Exchange<'a> {
-    pub(super) gateway: &'a Gateway,
+/// A key's way to one of its tenant's servers, for one request.
+pub struct Route {
+    pub(super) shared: Arc<Shared>,
+    pub(super) upstream: Arc<dyn Upstream>,
     pub(super) principal: McpPrincipal,
     pub(super) server: Arc<ResolvedServer>,
     pub(super) binding: Binding,
     pub(super) started: Instant,
-    pub(super) method: String,
     /// The tenant's place in flight, held until the answer is relayed.
     pub(super) slot: Option<InflightSlot>,
 }
 
-impl Exchange<'_> {
-    /// The one log line and the metrics of a gateway request. Never a
-    /// header value, a URL or a body: the slug names the server.
-    pub(super) fn finish(
-        &self,
-        outcome: &str,
-        upstream_status: Option<u16>,
-        response: HttpResponse,
-    ) -> HttpResponse {
-        let key = self.principal.key();
-        tracing::info!(
-            key_prefix = %key.prefix,
-            tenant = %key.tenant_id,
-            slug = %self.server.slug,
-            method = %self.method,
-            outcome,
-            upstream_status = upstream_status.map_or_else(|| "-".to_owned(), |status| status.to_string()),
-            status = response.status().as_u16(),
-            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
-            "gateway request"
-        );
-        self.gateway.metrics.gateway_request(outcome, self.started);
-        response
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Route")
+            .field("slug", &self.server.slug)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Route {
+    /// The server's slug, for the log line.
+    #[must_use]
+    pub fn slug(&self) -> &str {
+        &self.server.slug
     }
 
-    /// A refusal of the gateway's own, as a JSON-RPC error.
-    pub(super) fn refuse(&self, outcome: &str, refusal: impl Into<Reply>) -> HttpResponse {
-        self.finish(outcome, None, refusal.into().into_response())
+    /// When the request was admitted to the gateway.
+    #[must_use]
+    pub fn started(&self) -> Instant {
+        self.started
     }
 
     /// A 502 naming the server by its slug, and nothing of its URL,
     /// headers or answer.
     fn bad_gateway(
         &self,
-        outcome: &str,
+        outcome: &'static str,
         id: &Value,
         what: &str,
         status: Option<u16>,
-    ) -> HttpResponse {
-        let error = RpcError::upstream_failed(&self.server.slug, what).answering(id);
-        self.finish(outcome, status, Reply::from(error).into_response())
+    ) -> Relayed {
+        Relayed {
+            upstream_status: status,
+            ..Relayed::refused(
+                outcome,
+                RpcError::upstream_failed(&self.server.slug, what).answering(id),
+            )
+        }
     }
 
     /// An upstream that took longer than `timeout_secs`: 504.
-    fn timed_out(&self, status: Option<u16>) -> HttpResponse {
-        let error = RpcError::upstream_timeout(&self.server.slug);
-        self.finish(
-            "upstream_timeout",
-            status,
-            Reply::from(error).into_response(),
-        )
+    fn timed_out(&self, status: Option<u16>) -> Relayed {
+        Relayed {
+            upstream_status: status,
+            ..Relayed::refused(
+                "upstream_timeout",
+                RpcError::upstream_timeout(&self.server.slug),
+            )
+        }
     }
 
     /// The upstream failed: 502 or 504.
-    fn upstream_failed(&self, failure: &SendFailure, status: Option<u16>) -> HttpResponse {
+    fn upstream_failed(&self, failure: &SendFailure, status: Option<u16>) -> Relayed {
         let error = match failure {
             SendFailure::Upstream(error) => error,
             // Never forwarded without the identity the server expects.
@@ -149,18 +237,18 @@ impl Exchange<'_> {
         };
         tracing::warn!(
             slug = %self.server.slug,
-            error = %cola_application::error_chain(error),
+            error = %crate::error::chain(error),
             "an upstream request failed"
         );
         match error {
-            UpstreamError::Timeout => self.timed_out(status),
-            UpstreamError::AddressRefused => self.bad_gateway(
+            UpstreamFailure::Timeout => self.timed_out(status),
+            UpstreamFailure::AddressRefused => self.bad_gateway(
                 "upstream_address_refused",
                 &Value::Null,
                 "is at an address Cola may not reach",
                 status,
             ),
-            UpstreamError::Unreachable(_) | UpstreamError::Invalid(_) => self.bad_gateway(
+            UpstreamFailure::Unreachable(_) | UpstreamFailure::Invalid(_) => self.bad_gateway(
                 "upstream_unreachable",
                 &Value::Null,
                 "could not be reached",
@@ -173,41 +261,39 @@ impl Exchange<'_> {
     /// MCP ones Cola chose to pass. Nothing else of the client's.
     fn upstream_headers(
         &self,
-        client: &HeaderMap,
+        client: &ClientHeaders,
         era: Option<Era>,
         upstream_session: Option<&str>,
-    ) -> reqwest::header::HeaderMap {
-        let mut headers = reqwest::header::HeaderMap::new();
-        for (name, value) in &self.server.headers {
-            if let (Ok(name), Ok(mut value)) = (
-                reqwest::header::HeaderName::from_bytes(name.as_bytes()),
-                reqwest::header::HeaderValue::from_str(value.expose()),
-            ) {
-                value.set_sensitive(true);
-                headers.insert(name, value);
-            }
-        }
-        let accept = client
-            .get(header::ACCEPT)
-            .map_or(DEFAULT_ACCEPT.as_bytes(), HeaderValue::as_bytes);
-        insert(&mut headers, "accept", accept);
-        insert(&mut headers, "content-type", b"application/json");
-        if let Some(version) = client.get(HEADER_PROTOCOL_VERSION) {
-            insert(&mut headers, HEADER_PROTOCOL_VERSION, version.as_bytes());
+    ) -> Vec<UpstreamHeader> {
+        let mut headers: Vec<UpstreamHeader> = self
+            .server
+            .headers
+            .iter()
+            .map(|(name, value)| UpstreamHeader::sensitive(name, value.expose().as_bytes()))
+            .collect();
+        let accept = client.accept.as_deref().unwrap_or(DEFAULT_ACCEPT);
+        headers.push(UpstreamHeader::new("accept", accept));
+        headers.push(UpstreamHeader::new("content-type", b"application/json"));
+        if let Some(version) = &client.protocol_version {
+            headers.push(UpstreamHeader::new(HEADER_PROTOCOL_VERSION, version));
         }
         // The stateless era's mirrored headers were checked against the
         // body; a handshake-era request's were not, so they are not passed.
         // `Mcp-Param-*` headers are passed by `forward_request` alone,
         // which checks each against the tool's schema and the body.
         if era == Some(Era::Stateless) {
-            for name in [HEADER_METHOD, HEADER_NAME] {
-                if let Some(value) = client.get(name) {
-                    insert(&mut headers, name, value.as_bytes());
-                }
+            if let Some(method) = &client.mcp_method {
+                headers.push(UpstreamHeader::new(HEADER_METHOD, method));
+            }
+            if let Some(name) = &client.mcp_name {
+                headers.push(UpstreamHeader::new(HEADER_NAME, name));
             }
         }
         if let Some(session) = upstream_session {
-            insert(&mut headers, SESSION_HEADER, session.as_bytes());
+            headers.push(UpstreamHeader::sensitive(
+                HEADER_SESSION_ID,
+                session.as_bytes(),
+            ));
         }
         headers
     }
@@ -216,9 +302,9 @@ impl Exchange<'_> {
     /// the tool marks `x-mcp-header` and the body backs, value for value.
     fn mirrored_params(
         &self,
-        client: &HeaderMap,
+        client: &ClientHeaders,
         request: &Request,
-        headers: &mut reqwest::header::HeaderMap,
+        headers: &mut Vec<UpstreamHeader>,
     ) {
         if request.era != Era::Stateless || request.method != "tools/call" {
             return;
@@ -227,39 +313,41 @@ impl Exchange<'_> {
             return;
         };
         let Some(params) = self
-            .gateway
+            .shared
             .catalogue
             .header_params(self.server.id.as_uuid(), name)
         else {
             return;
         };
         let arguments = request.params.get("arguments").unwrap_or(&Value::Null);
-        for (header_name, value) in client {
-            let Some(suffix) = header_name.as_str().strip_prefix(PARAM_HEADER_PREFIX) else {
+        for (header_name, value) in &client.params {
+            let Some(suffix) = header_name.strip_prefix(HEADER_PARAM_PREFIX) else {
                 continue;
             };
-            if mirrored_param_allowed(&params, arguments, suffix, value.as_bytes()) {
-                insert(headers, header_name.as_str(), value.as_bytes());
+            if mirrored_param_allowed(&params, arguments, suffix, value) {
+                headers.push(UpstreamHeader::new(header_name, value));
             }
         }
     }
 
     async fn send(
         &self,
-        method: reqwest::Method,
-        mut headers: reqwest::header::HeaderMap,
+        method: UpstreamMethod,
+        mut headers: Vec<UpstreamHeader>,
         body: Option<Vec<u8>>,
-    ) -> Result<UpstreamResponse, SendFailure> {
-        let Some(url) = self.server.url.as_ref().map(UpstreamUrl::as_url) else {
-            return Err(SendFailure::Upstream(UpstreamError::AddressRefused));
+    ) -> Result<UpstreamAnswer, SendFailure> {
+        let Some(url) = self.server.url.as_ref() else {
+            return Err(SendFailure::Upstream(UpstreamFailure::AddressRefused));
         };
         if self.server.forward_identity {
             let assertion = self.identity_assertion()?;
-            headers.insert(IDENTITY_HEADER, assertion);
+            headers.push(UpstreamHeader::sensitive(
+                IDENTITY_HEADER,
+                assertion.as_bytes(),
+            ));
         }
-        self.gateway
-            .client
-            .send(UpstreamRequest {
+        self.upstream
+            .send(UpstreamCall {
                 method,
                 url,
                 headers,
@@ -273,12 +361,13 @@ impl Exchange<'_> {
     /// `X-Cola-Identity` for this request: who is calling, signed for this
     /// server alone (by its id, as slugs repeat across tenants), valid for a
     /// minute, with an id of its own.
-    fn identity_assertion(&self) -> Result<reqwest::header::HeaderValue, SendFailure> {
+    fn identity_assertion(&self) -> Result<String, SendFailure> {
         let key = self.principal.key();
         let now = chrono::Utc::now().timestamp();
-        let audience = format!("{}/mcp/{}", self.gateway.public_url, self.server.slug);
+        let public_url = &self.shared.public_url;
+        let audience = format!("{public_url}/mcp/{}", self.server.slug);
         let claims = IdentityClaims {
-            iss: &self.gateway.public_url,
+            iss: public_url,
             aud: &audience,
             sub: key.owner.as_uuid(),
             tenant_id: key.tenant_id.as_uuid(),
@@ -289,34 +378,28 @@ impl Exchange<'_> {
             exp: now + ASSERTION_LIFETIME_SECS,
             jti: uuid::Uuid::new_v4(),
         };
-        let signed = self
-            .gateway
-            .identity
-            .current()
-            .sign(&claims)
-            .map_err(|error| {
-                tracing::error!(error = %cola_application::error_chain(&error), "identity assertion not signed");
-                SendFailure::Identity
-            })?;
-        let mut value =
-            reqwest::header::HeaderValue::from_str(&signed).map_err(|_| SendFailure::Identity)?;
-        value.set_sensitive(true);
-        Ok(value)
+        self.shared.identity.assert_identity(&claims).map_err(|error| {
+            tracing::error!(error = %crate::error::chain(&*error), "identity assertion not signed");
+            SendFailure::Identity
+        })
     }
 
     /// The upstream's session id in the client's `Mcp-Session-Id`: `Ok(None)`
     /// without one, `Err` when it is not a session of this key and server.
     fn upstream_session(
         &self,
-        client: &HeaderMap,
+        client: &ClientHeaders,
     ) -> Result<Option<zeroize::Zeroizing<String>>, ()> {
-        let Some(presented) = client.get(SESSION_HEADER) else {
+        let Some(presented) = &client.session_id else {
             return Ok(None);
         };
-        presented
-            .to_str()
+        std::str::from_utf8(presented)
             .ok()
-            .and_then(|presented| self.gateway.sessions.open(&self.binding, presented))
+            .and_then(|presented| {
+                self.shared
+                    .handles
+                    .open(HandleKind::Session, &self.binding, presented)
+            })
             .map(Some)
             .ok_or(())
     }
@@ -326,63 +409,66 @@ impl Exchange<'_> {
     /// presented is not this key's on this server.
     fn session_for(
         &self,
-        client: &HeaderMap,
+        client: &ClientHeaders,
         era: Era,
     ) -> Result<Option<zeroize::Zeroizing<String>>, ()> {
-        match (self.upstream_session(client), era) {
-            (Ok(session), Era::Handshake) => Ok(session),
-            (_, Era::Stateless) => Ok(None),
-            (Err(()), Era::Handshake) => Err(()),
+        match (self.upstream_session(client), era.has_sessions()) {
+            (Ok(session), true) => Ok(session),
+            (_, false) => Ok(None),
+            (Err(()), true) => Err(()),
         }
     }
 
-    /// The answer to a session that does not open: 404, so that the client
-    /// starts a new one (and learns nothing of why).
-    fn unknown_session(&self) -> HttpResponse {
-        self.refuse("unknown_session", RpcError::session_not_found())
-    }
-
     /// Forwards one message the client sent and relays the answer.
-    pub(super) async fn forward_message(
-        mut self,
-        client: &HeaderMap,
-        message: Message,
-    ) -> HttpResponse {
+    pub async fn forward(self, client: &ClientHeaders, message: Message) -> (String, Relayed) {
         match message {
-            Message::Request(request) => self.forward_request(client, request).await,
+            Message::Request(request) => {
+                let method = request.method.clone();
+                (method, self.forward_request(client, request).await)
+            }
             Message::Notification(notification) => {
-                self.forward_notification(client, notification).await
+                let method = notification.method.clone();
+                (
+                    method,
+                    self.forward_notification(client, notification).await,
+                )
             }
             Message::Response(response) => {
-                "response".clone_into(&mut self.method);
                 // Answers to a server's requests exist only within a
                 // handshake-era session, and carry the server's own ids.
-                let upstream_session = match self.upstream_session(client) {
-                    Ok(session) => session,
-                    Err(()) => return self.unknown_session(),
+                let Ok(upstream_session) = self.upstream_session(client) else {
+                    return ("response".to_owned(), unknown_session());
                 };
                 let session = upstream_session.as_deref().map(String::as_str);
                 let headers = self.upstream_headers(client, None, session);
-                self.forward(headers, &response, Answering::nothing(), session.is_some())
-                    .await
+                let relayed = self
+                    .post(headers, &response, Answering::nothing(), session.is_some())
+                    .await;
+                ("response".to_owned(), relayed)
             }
         }
     }
 
     async fn forward_notification(
-        mut self,
-        client: &HeaderMap,
+        self,
+        client: &ClientHeaders,
         notification: Notification,
-    ) -> HttpResponse {
-        self.method.clone_from(&notification.method);
+    ) -> Relayed {
         // Only the protocol's own notifications are passed on; anything
         // else is acknowledged and dropped, as `/mcp` does.
         if !notification.method.starts_with("notifications/") {
-            return self.finish("dropped", None, Reply::accepted().into_response());
+            return Relayed {
+                outcome: "dropped",
+                upstream_status: None,
+                reply: Reply::Status {
+                    status: 202,
+                    session_id: None,
+                },
+            };
         }
         let era = notification.era;
         let Ok(upstream_session) = self.session_for(client, era) else {
-            return self.unknown_session();
+            return unknown_session();
         };
         let mut params = notification.params;
         // A cancellation names the client's request, which went upstream
@@ -399,35 +485,32 @@ impl Exchange<'_> {
         });
         let session = upstream_session.as_deref().map(String::as_str);
         let headers = self.upstream_headers(client, Some(era), session);
-        self.forward(headers, &body, Answering::nothing(), session.is_some())
+        self.post(headers, &body, Answering::nothing(), session.is_some())
             .await
     }
 
-    async fn forward_request(mut self, client: &HeaderMap, mut request: Request) -> HttpResponse {
-        self.method.clone_from(&request.method);
+    async fn forward_request(self, client: &ClientHeaders, mut request: Request) -> Relayed {
         let era = request.era;
         let Ok(upstream_session) = self.session_for(client, era) else {
-            return self.unknown_session();
+            return unknown_session();
         };
         let session = upstream_session.as_deref().map(String::as_str);
         let verdict = match self.decide(client, &request, session).await {
             Ok(verdict) => verdict,
-            Err(response) => return response,
+            Err(relayed) => return relayed,
         };
         let list = match verdict {
             Verdict::Forward => None,
             Verdict::ForwardAndFilter(kind) => Some(kind),
             Verdict::ForwardTask => {
                 if self.open_task(&mut request.params).is_none() {
-                    return self.refuse(
-                        "unknown_task",
-                        RpcError::unknown_task().answering(&request.id),
-                    );
+                    let error = RpcError::unknown_task().answering(&request.id);
+                    return Relayed::refused("unknown_task", error);
                 }
                 None
             }
             Verdict::Refuse(item) => {
-                return self.refuse("hidden", hidden(era, &item).answering(&request.id));
+                return Relayed::refused("hidden", hidden(era, &item).answering(&request.id));
             }
             // Still unknown after asking: the decision cannot be made, so
             // the call is refused as a tool the key cannot see.
@@ -437,20 +520,16 @@ impl Exchange<'_> {
                     .get("name")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
-                return self.refuse(
-                    "hidden",
-                    RpcError::unknown_tool(name).answering(&request.id),
-                );
+                let error = RpcError::unknown_tool(name).answering(&request.id);
+                return Relayed::refused("hidden", error);
             }
             Verdict::Invalid(message) => {
-                return self.refuse(
-                    "bad_request",
-                    RpcError::invalid_params(message).answering(&request.id),
-                );
+                let error = RpcError::invalid_params(message).answering(&request.id);
+                return Relayed::refused("bad_request", error);
             }
             Verdict::UnknownMethod => {
-                let error = RpcError::method_not_found(&request.method, era);
-                return self.refuse("unknown_method", error.answering(&request.id));
+                let error = RpcError::method_not_found(&request.method, era).answering(&request.id);
+                return Relayed::refused("unknown_method", error);
             }
         };
         let mut headers = self.upstream_headers(client, Some(era), session);
@@ -475,61 +554,58 @@ impl Exchange<'_> {
             expected: Some(expected),
             listening,
         };
-        self.forward(headers, &body, answering, session.is_some())
+        self.post(headers, &body, answering, session.is_some())
             .await
     }
 
-    /// Sends `body` upstream and relays the answer.
-    async fn forward(
+    /// POSTs `body` upstream and relays the answer.
+    async fn post(
         mut self,
-        headers: reqwest::header::HeaderMap,
+        headers: Vec<UpstreamHeader>,
         body: &Value,
         answering: Answering,
         had_session: bool,
-    ) -> HttpResponse {
+    ) -> Relayed {
         let Ok(body) = serde_json::to_vec(body) else {
-            return self.refuse(
+            return Relayed::refused(
                 "bad_request",
                 RpcError::invalid_request("the message cannot be forwarded"),
             );
         };
-        match self.send(reqwest::Method::POST, headers, Some(body)).await {
-            Ok(response) => self.relay(response, answering, had_session).await,
+        match self.send(UpstreamMethod::Post, headers, Some(body)).await {
+            Ok(answer) => self.relay(answer, answering, had_session).await,
             Err(error) => self.upstream_failed(&error, None),
         }
     }
 
-    /// A handshake-era session's GET stream or DELETE.
-    pub(super) async fn session_request(
-        mut self,
-        client: &HeaderMap,
-        method: reqwest::Method,
-    ) -> HttpResponse {
+    /// A handshake-era session's GET stream (`get`) or DELETE.
+    pub async fn session_request(mut self, client: &ClientHeaders, get: bool) -> Relayed {
         let Ok(upstream_session) = self.upstream_session(client) else {
-            return self.unknown_session();
+            return unknown_session();
         };
         let session = upstream_session.as_deref().map(String::as_str);
         let mut headers = self.upstream_headers(client, Some(Era::Handshake), session);
-        headers.remove(reqwest::header::CONTENT_TYPE);
-        let listening = if method == reqwest::Method::GET {
-            insert(&mut headers, "accept", EVENT_STREAM.as_bytes());
+        headers.retain(|header| header.name != "content-type");
+        let (method, listening) = if get {
+            headers.retain(|header| header.name != "accept");
+            headers.push(UpstreamHeader::new("accept", EVENT_STREAM.as_bytes()));
             // A resumption point belongs to its session's stream: passed
             // only within a session, to that session's upstream.
             if session.is_some()
-                && let Some(last) = client.get(LAST_EVENT_ID)
+                && let Some(last) = &client.last_event_id
             {
-                insert(&mut headers, LAST_EVENT_ID, last.as_bytes());
+                headers.push(UpstreamHeader::new(LAST_EVENT_ID, last));
             }
-            Listening::Session
+            (UpstreamMethod::Get, Listening::Session)
         } else {
-            Listening::No
+            (UpstreamMethod::Delete, Listening::No)
         };
         let answering = Answering {
             listening,
             ..Answering::nothing()
         };
         match self.send(method, headers, None).await {
-            Ok(response) => self.relay(response, answering, session.is_some()).await,
+            Ok(answer) => self.relay(answer, answering, session.is_some()).await,
             Err(error) => self.upstream_failed(&error, None),
         }
     }
@@ -539,9 +615,9 @@ impl Exchange<'_> {
     fn open_task(&self, params: &mut Value) -> Option<()> {
         let task = params.get_mut("taskId")?;
         let opened = self
-            .gateway
-            .sessions
-            .open_task(&self.binding, task.as_str()?)?;
+            .shared
+            .handles
+            .open(HandleKind::Task, &self.binding, task.as_str()?)?;
         *task = Value::String(opened.to_string());
         Some(())
     }
@@ -553,11 +629,11 @@ impl Exchange<'_> {
     /// unreachable rather than that the tool does not exist.
     async fn decide(
         &self,
-        client: &HeaderMap,
+        client: &ClientHeaders,
         request: &Request,
         session: Option<&str>,
-    ) -> Result<Verdict, HttpResponse> {
-        let catalogue = &self.gateway.catalogue;
+    ) -> Result<Verdict, Relayed> {
+        let catalogue = &self.shared.catalogue;
         let server = self.server.id.as_uuid();
         let decide = || {
             self.principal
@@ -565,7 +641,7 @@ impl Exchange<'_> {
                 .permissions
                 .scope_on(Surface::Server(self.server.id))
                 .map(|scope| {
-                    authorise_gateway_message(&scope, &request.method, &request.params, |name| {
+                    authorise(&scope, &request.method, &request.params, |name| {
                         catalogue.lookup(server, name)
                     })
                 })
@@ -576,7 +652,7 @@ impl Exchange<'_> {
             *verdict == Some(Verdict::NeedsCatalogue)
                 || (request.era == Era::Stateless
                     && request.method == "tools/call"
-                    && has_param_headers(client)
+                    && !client.params.is_empty()
                     && tool
                         .is_some_and(|tool| catalogue.lookup(server, tool) == ToolLookup::Unknown))
         };
@@ -611,18 +687,18 @@ impl Exchange<'_> {
             fetch().await;
             verdict = decide();
         }
-        // The grant went away since the exchange opened.
-        verdict.ok_or_else(|| self.refuse("unknown_server", RpcError::server_not_reachable()))
+        // The grant went away since the route opened.
+        verdict.ok_or_else(|| Relayed::refused("unknown_server", RpcError::server_not_reachable()))
     }
 
     /// The upstream's answer as the client gets it.
     async fn relay(
         &mut self,
-        response: UpstreamResponse,
+        answer: UpstreamAnswer,
         answering: Answering,
         had_session: bool,
-    ) -> HttpResponse {
-        let status = response.status;
+    ) -> Relayed {
+        let status = answer.status;
         match status {
             401 | 403 => {
                 return self.bad_gateway(
@@ -641,13 +717,12 @@ impl Exchange<'_> {
                 );
             }
             404 if had_session => {
-                return self.finish(
-                    "upstream_session_gone",
-                    Some(status),
-                    Reply::from(RpcError::session_not_found()).into_response(),
-                );
+                return Relayed {
+                    upstream_status: Some(status),
+                    ..Relayed::refused("upstream_session_gone", RpcError::session_not_found())
+                };
             }
-            500..=599 => {
+            500..=599 | 0..=99 | 600.. => {
                 return self.bad_gateway(
                     "upstream_error",
                     &Value::Null,
@@ -657,31 +732,32 @@ impl Exchange<'_> {
             }
             _ => {}
         }
-        let Ok(http) = StatusCode::from_u16(status) else {
-            return self.bad_gateway(
-                "upstream_error",
-                &Value::Null,
-                "gave an unreadable answer",
-                Some(status),
-            );
-        };
-        let mut builder = HttpResponse::build(http);
-        if let Some(upstream_session) = response.headers.get(SESSION_HEADER) {
-            let sealed = upstream_session
-                .to_str()
-                .ok()
-                .and_then(|id| self.gateway.sessions.seal(&self.binding, id));
-            let Some(sealed) = sealed else {
+        let session_id = match (&answer.session_id, answer.has_session_header) {
+            (Some(upstream_session), _) => {
+                let sealed =
+                    self.shared
+                        .handles
+                        .seal(HandleKind::Session, &self.binding, upstream_session);
+                let Some(sealed) = sealed else {
+                    return self.bad_gateway(
+                        "upstream_error",
+                        &Value::Null,
+                        "gave an unusable session id",
+                        Some(status),
+                    );
+                };
+                Some(sealed)
+            }
+            (None, true) => {
                 return self.bad_gateway(
                     "upstream_error",
                     &Value::Null,
                     "gave an unusable session id",
                     Some(status),
                 );
-            };
-            builder.insert_header((SESSION_HEADER, sealed));
-        }
-        let content_type = content_type(&response.headers);
+            }
+            (None, false) => None,
+        };
         let list = answering
             .expected
             .as_ref()
@@ -692,10 +768,11 @@ impl Exchange<'_> {
             slug: self.server.slug.clone(),
             expected: answering.expected,
             answer_names_ids: answering.answer_names_ids,
-            sessions: self.gateway.sessions.clone(),
+            handles: self.shared.handles.clone(),
             binding: self.binding,
         };
-        if content_type == EVENT_STREAM && http.is_success() {
+        let success = (200..300).contains(&status);
+        if answer.content_type == EVENT_STREAM && success {
             // A listen stream waits by nature: it gives the tenant's place
             // back once it opens. An answer's stream keeps it to its end.
             let slot = match answering.listening {
@@ -704,18 +781,22 @@ impl Exchange<'_> {
             };
             let lifetime = Lifetime::of(
                 &lens,
-                self.gateway.keys.watch_changes(),
-                Arc::clone(&self.gateway.admission),
+                self.shared.keys.watch_changes(),
+                Arc::clone(&self.shared.admission),
                 answering.listening,
             );
-            let stream = relay::sse(response.into_stream(), lens, lifetime, slot);
-            let answer = builder
-                .content_type(EVENT_STREAM)
-                .insert_header((header::CACHE_CONTROL, "no-cache"))
-                .insert_header(("x-accel-buffering", "no"))
-                .streaming(stream);
-            return self.finish("relayed_stream", Some(status), answer);
+            let events = relay::sse(answer.body, lens, lifetime, slot);
+            return Relayed {
+                outcome: "relayed_stream",
+                upstream_status: Some(status),
+                reply: Reply::Stream {
+                    status,
+                    session_id,
+                    events: Box::pin(events),
+                },
+            };
         }
+        let content_type = &answer.content_type;
         if content_type == "application/json" || content_type.ends_with("+json") {
             let limit = if list.is_some() {
                 MAX_LIST_ANSWER_BYTES
@@ -725,8 +806,7 @@ impl Exchange<'_> {
             // The whole answer within the server's timeout, not only its
             // first bytes: an answer that never finishes is a 504.
             let deadline = tokio::time::Instant::from_std(self.started + self.server.timeout);
-            let body = match tokio::time::timeout_at(deadline, response.read_to_limit(limit)).await
-            {
+            let body = match tokio::time::timeout_at(deadline, answer.read_to_limit(limit)).await {
                 Ok(Ok(body)) => body,
                 Ok(Err(ReadBodyError::TooLarge)) => {
                     return self.bad_gateway(
@@ -743,14 +823,22 @@ impl Exchange<'_> {
             };
             // An acknowledgement (202) may say JSON and carry nothing.
             if body.is_empty() {
-                return self.finish("relayed", Some(status), builder.finish());
+                return Relayed {
+                    outcome: "relayed",
+                    upstream_status: Some(status),
+                    reply: Reply::Status { status, session_id },
+                };
             }
             return match lens.json_body(body) {
-                Ok(shown) => self.finish(
-                    "relayed",
-                    Some(status),
-                    builder.content_type("application/json").body(shown),
-                ),
+                Ok(shown) => Relayed {
+                    outcome: "relayed",
+                    upstream_status: Some(status),
+                    reply: Reply::Json {
+                        status,
+                        session_id,
+                        body: shown,
+                    },
+                },
                 Err(Shown::TooLarge) => self.bad_gateway(
                     "upstream_too_large",
                     &Value::Null,
@@ -767,7 +855,11 @@ impl Exchange<'_> {
         }
         // No body Cola can vouch for (a 202, a 405 without JSON …): the
         // status alone.
-        self.finish("relayed", Some(status), builder.finish())
+        Relayed {
+            outcome: "relayed",
+            upstream_status: Some(status),
+            reply: Reply::Status { status, session_id },
+        }
     }
 
     /// Asks the upstream for its tools (every page), for a decision that
@@ -777,7 +869,7 @@ impl Exchange<'_> {
     /// complete reads of Cola's own.
     async fn fetch_catalogue(
         &self,
-        client: &HeaderMap,
+        client: &ClientHeaders,
         era: Era,
         meta: Option<&Value>,
         upstream_session: Option<&str>,
@@ -797,32 +889,34 @@ impl Exchange<'_> {
             let message = json!({
                 "jsonrpc": "2.0", "id": id.to_value(), "method": "tools/list", "params": params,
             });
-            let mut headers = self.upstream_headers(&HeaderMap::new(), None, upstream_session);
-            if let Some(version) = client.get(HEADER_PROTOCOL_VERSION) {
-                insert(&mut headers, HEADER_PROTOCOL_VERSION, version.as_bytes());
-            }
-            insert(&mut headers, "accept", DEFAULT_ACCEPT.as_bytes());
-            if era == Era::Stateless {
-                insert(&mut headers, HEADER_METHOD, b"tools/list");
+            let asking = ClientHeaders {
+                protocol_version: client.protocol_version.clone(),
+                accept: Some(DEFAULT_ACCEPT.to_vec()),
+                mcp_method: (era == Era::Stateless).then(|| b"tools/list".to_vec()),
+                ..ClientHeaders::default()
+            };
+            let mut headers = self.upstream_headers(&asking, None, upstream_session);
+            if let Some(method) = &asking.mcp_method {
+                headers.push(UpstreamHeader::new(HEADER_METHOD, method));
             }
             let Ok(body) = serde_json::to_vec(&message) else {
                 return false;
             };
-            let Ok(response) = self.send(reqwest::Method::POST, headers, Some(body)).await else {
+            let Ok(answer) = self.send(UpstreamMethod::Post, headers, Some(body)).await else {
                 return false;
             };
-            if !(200..300).contains(&response.status) {
+            if !(200..300).contains(&answer.status) {
                 return false;
             }
-            let is_stream = content_type(&response.headers) == EVENT_STREAM;
+            let is_stream = answer.content_type == EVENT_STREAM;
             let deadline = tokio::time::Instant::from_std(Instant::now() + self.server.timeout);
             let read =
-                tokio::time::timeout_at(deadline, response.read_to_limit(MAX_LIST_ANSWER_BYTES));
+                tokio::time::timeout_at(deadline, answer.read_to_limit(MAX_LIST_ANSWER_BYTES));
             let Ok(Ok(body)) = read.await else {
                 return false;
             };
             let messages = if is_stream {
-                cola_protocol::sse::event_data_of(Bytes::from(body)).await
+                event_data_of(Bytes::from(body)).await
             } else {
                 String::from_utf8(body).into_iter().collect()
             };
@@ -843,7 +937,7 @@ impl Exchange<'_> {
             match page.next_cursor {
                 Some(next) => cursor = Some(next),
                 None => {
-                    self.gateway
+                    self.shared
                         .catalogue
                         .record(self.server.id.as_uuid(), tools);
                     return true;
@@ -854,35 +948,10 @@ impl Exchange<'_> {
     }
 }
 
-/// The media type of an answer, lowercased, without its parameters.
-fn content_type(headers: &reqwest::header::HeaderMap) -> String {
-    headers
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .map(|value| {
-            value
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default()
-}
-
-fn has_param_headers(client: &HeaderMap) -> bool {
-    client
-        .keys()
-        .any(|name| name.as_str().starts_with(PARAM_HEADER_PREFIX))
-}
-
-fn insert(headers: &mut reqwest::header::HeaderMap, name: &str, value: &[u8]) {
-    if let (Ok(name), Ok(value)) = (
-        reqwest::header::HeaderName::from_bytes(name.as_bytes()),
-        reqwest::header::HeaderValue::from_bytes(value),
-    ) {
-        headers.insert(name, value);
-    }
+/// The answer to a session that does not open: 404, so that the client
+/// starts a new one (and learns nothing of why).
+fn unknown_session() -> Relayed {
+    Relayed::refused("unknown_session", RpcError::session_not_found())
 }
 
 /// The refusal of a hidden item: exactly the error its absence gets.

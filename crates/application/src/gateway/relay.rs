@@ -3,15 +3,11 @@
 //! buffered), with list results filtered and notifications about hidden
 //! resources dropped.
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cola_application::{
-    Expected, KeyAdmission, KeyChanges, McpPrincipal, Unrelayable, relayed_answer,
-};
 use cola_domain::{ServerId, Surface, SurfaceScope};
 use cola_protocol::era::{META_RELATED_TASK, META_SUBSCRIPTION_ID};
 use cola_protocol::sse::sse_lines;
@@ -20,7 +16,12 @@ use eventsource_stream::{Event, Eventsource};
 use futures_util::{Stream, StreamExt};
 use serde_json::Value;
 
-use super::session::{Binding, Sessions};
+use super::answer::{Expected, Unrelayable, answer as relayed_answer};
+use super::handles::Handles;
+use super::ports::{Binding, HandleKind};
+use crate::admission::KeyAdmission;
+use crate::auth::KeyChanges;
+use crate::principal::McpPrincipal;
 
 /// A quiet stream gets a comment this often, so that proxies and clients
 /// with read timeouts keep it open.
@@ -42,7 +43,7 @@ pub struct Lens {
     /// closes): they are put as the client must see them.
     pub answer_names_ids: bool,
     /// Seals task ids for this key and server.
-    pub sessions: Sessions,
+    pub handles: Handles,
     pub binding: Binding,
 }
 
@@ -148,7 +149,7 @@ impl Lens {
             else {
                 continue;
             };
-            *id = self.sessions.seal_task(&self.binding, id)?;
+            *id = self.handles.seal(HandleKind::Task, &self.binding, id)?;
         }
         Some(())
     }
@@ -292,11 +293,11 @@ pub fn sse<S, E, T>(
     lens: Lens,
     lifetime: Lifetime,
     slot: T,
-) -> impl Stream<Item = Result<Bytes, Infallible>> + 'static
+) -> impl Stream<Item = Bytes> + Send + 'static
 where
     S: Stream<Item = Result<Bytes, E>> + Send + 'static,
     E: std::error::Error + Send + Sync + 'static,
-    T: 'static,
+    T: Send + 'static,
 {
     let heard = Arc::new(AtomicU64::new(0));
     let started = tokio::time::Instant::now();
@@ -328,11 +329,11 @@ where
                         continue;
                     }
                     tracing::info!(key_prefix = %prefix, "a gateway stream ends: its key changed");
-                    return state.lifetime.farewell().map(|bytes| (Ok(bytes), None));
+                    return state.lifetime.farewell().map(|bytes| (bytes, None));
                 }
                 () = tokio::time::sleep_until(state.lifetime.expires_at) => {
                     tracing::info!(key_prefix = %prefix, "a gateway stream ends: its key expired");
-                    return state.lifetime.farewell().map(|bytes| (Ok(bytes), None));
+                    return state.lifetime.farewell().map(|bytes| (bytes, None));
                 }
                 next = tokio::time::timeout(KEEP_ALIVE, state.events.next()) => match next {
                     Err(_quiet) => {
@@ -340,18 +341,18 @@ where
                             tracing::info!(slug = %state.lens.slug, "a gateway stream ends: its upstream was silent too long");
                             return None;
                         }
-                        return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), Some(state)));
+                        return Some((Bytes::from_static(b": keep-alive\n\n"), Some(state)));
                     }
                     Ok(None) => return None,
                     Ok(Some(Err(error))) => {
                         // The stream ends here; the client sees it close, as
                         // it would have seen the upstream's.
-                        tracing::info!(error = %cola_application::error_chain(&error), "an upstream event stream ends early");
+                        tracing::info!(error = %crate::error::chain(&error), "an upstream event stream ends early");
                         return None;
                     }
                     Ok(Some(Ok(event))) => {
                         if let Some(bytes) = relayed(&state.lens, &event) {
-                            return Some((Ok(bytes), Some(state)));
+                            return Some((bytes, Some(state)));
                         }
                     }
                 },

@@ -16,6 +16,8 @@ mod ports;
 mod relay;
 mod route;
 mod service;
+#[cfg(test)]
+mod service_tests;
 
 use cola_domain::SurfaceScope;
 use serde_json::Value;

@@ -1,10 +1,10 @@
 //! The end-to-end harness: starts the real `cola-api` binary on a free port
 //! with a fresh database, and talks to it over HTTP only — as a user would.
 //!
-//! The binary is `target/debug/cola-api` (or `$COLA_BIN`); `scripts/test`
-//! builds it first. PostgreSQL comes from `$COLA_TEST_POSTGRES_URL`
-//! (default `postgres://postgres@127.0.0.1:5432/test`); each app gets a
-//! database of its own, dropped afterwards.
+//! The binary is the `cola-api` Cargo built for the run (or `$COLA_BIN`).
+//! PostgreSQL comes from `$COLA_TEST_POSTGRES_URL` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); each app gets a database of
+//! its own, dropped afterwards.
 
 #![allow(clippy::missing_panics_doc, clippy::unwrap_used)]
 
@@ -85,19 +85,18 @@ impl Options {
     }
 }
 
-/// The path of the `cola-api` binary under test.
+/// The path of the `cola-api` binary under test: `$COLA_BIN`, else the one
+/// Cargo built for this run. The suite is the `cola-api` package's
+/// integration test, so Cargo builds the binary first and names it in
+/// `CARGO_BIN_EXE_cola-api` (whatever the target directory or profile).
 #[must_use]
 pub fn binary() -> PathBuf {
-    if let Ok(path) = std::env::var("COLA_BIN") {
-        return PathBuf::from(path);
-    }
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/cola-api");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build -p cola-api` (scripts/test does) or set COLA_BIN",
-        path.display()
-    );
-    path
+    std::env::var_os("COLA_BIN")
+        .or_else(|| std::env::var_os("CARGO_BIN_EXE_cola-api"))
+        .map(PathBuf::from)
+        .expect(
+            "run the suite with `cargo test --workspace` (Cargo names the binary) or set COLA_BIN",
+        )
 }
 
 /// A fresh PostgreSQL database, dropped with the app. Fails loudly when

@@ -9,6 +9,7 @@ mod cli;
 mod concurrent_changes;
 mod console;
 mod forwarding;
+mod gateway;
 mod http;
 mod instances;
 mod lifecycle;

@@ -19,3 +19,14 @@ ensure_wrk() {
     fi
     command -v wrk >/dev/null || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
 }
+
+# nginx (Debian's nginx-light) for the plain proxy_pass hop; NGINX_BIN is set.
+ensure_nginx() {
+    NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
+    [ -x "$NGINX_BIN" ] && return 0
+    log "installing nginx"
+    if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+        apt-get update -qq && apt-get install -y -qq nginx-light >/dev/null
+    fi
+    [ -x "$NGINX_BIN" ] || { echo "nginx is required (apt-get install nginx-light)" >&2; exit 1; }
+}

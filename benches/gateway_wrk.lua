@@ -6,6 +6,9 @@
 --   WRK_ERA     modern (2026-07-28: _meta and Mcp-* headers, default) or
 --               legacy (2025-11-25, stateless: no session)
 --   COLA_BENCH_KEY  sent as the bearer key when set
+--   WRK_SESSION sent as Mcp-Session-Id when set (a handshake-era session
+--               opened beforehand)
+-- WRK_METHOD=GET sends a plain GET (Cola's /health): only its status counts.
 -- Every answer is checked: a non-2xx status counts in wrk's own errors, a
 -- 2xx whose body is a JSON-RPC error, a failed tool call (isError) or
 -- carries no result in rpc_errors.
@@ -15,6 +18,7 @@ local tool = os.getenv("WRK_TOOL") or "search"
 local args = os.getenv("WRK_ARGS") or '{"query":"cola"}'
 local era = os.getenv("WRK_ERA") or "modern"
 local key = os.getenv("COLA_BENCH_KEY") or ""
+local session = os.getenv("WRK_SESSION") or ""
 
 local params
 if method == "tools/call" then
@@ -30,21 +34,28 @@ if era == "modern" then
 end
 params = params .. '}'
 
-wrk.method = "POST"
-wrk.body = '{"jsonrpc":"2.0","id":1,"method":"' .. method .. '","params":' .. params .. '}'
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Accept"] = "application/json, text/event-stream"
-if key ~= "" then
-  wrk.headers["Authorization"] = "Bearer " .. key
-end
-if era == "modern" then
-  wrk.headers["MCP-Protocol-Version"] = "2026-07-28"
-  wrk.headers["Mcp-Method"] = method
-  if method == "tools/call" then
-    wrk.headers["Mcp-Name"] = tool
-  end
+if method == "GET" then
+  wrk.method = "GET"
 else
-  wrk.headers["MCP-Protocol-Version"] = "2025-11-25"
+  wrk.method = "POST"
+  wrk.body = '{"jsonrpc":"2.0","id":1,"method":"' .. method .. '","params":' .. params .. '}'
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["Accept"] = "application/json, text/event-stream"
+  if key ~= "" then
+    wrk.headers["Authorization"] = "Bearer " .. key
+  end
+  if era == "modern" then
+    wrk.headers["MCP-Protocol-Version"] = "2026-07-28"
+    wrk.headers["Mcp-Method"] = method
+    if method == "tools/call" then
+      wrk.headers["Mcp-Name"] = tool
+    end
+  else
+    wrk.headers["MCP-Protocol-Version"] = "2025-11-25"
+  end
+  if session ~= "" then
+    wrk.headers["Mcp-Session-Id"] = session
+  end
 end
 
 local threads = {}
@@ -56,7 +67,7 @@ end
 rpc_errors = 0
 
 response = function(status, headers, body)
-  if status >= 200 and status < 300 then
+  if method ~= "GET" and status >= 200 and status < 300 then
     if body == nil or string.find(body, '"result"', 1, true) == nil
         or string.find(body, '"error":{', 1, true) ~= nil
         or string.find(body, '"isError":true', 1, true) ~= nil then

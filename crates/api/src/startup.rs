@@ -35,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::routes;
 use crate::routes::verify::VerifyApi;
 use crate::telemetry::RequestSpan;
-use crate::write_limit::WriteLimiter;
+use cola_application::WriteLimiter;
 
 /// How long in-flight requests may run after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -10,6 +10,7 @@ mod error;
 #[cfg(test)]
 mod fakes;
 mod gateway;
+pub mod limits;
 mod mcp;
 mod ports;
 mod principal;
@@ -49,6 +50,7 @@ pub use gateway::{
     UpstreamFailure, UpstreamHeader, UpstreamId, UpstreamMethod, Verdict, answer as relayed_answer,
     authorise as authorise_gateway_message, may_see_notification, mirrored_param_allowed,
 };
+pub use limits::{Limiter, Quota, RetryAfter, WriteLimiter};
 pub use mcp::{
     BuiltinTool, KEY_URI_PREFIX, KeyResource, McpService, ReadResourceError, RevokedView,
     ToolFailure, ToolOutput, UnknownTool, WhoAmIView,

@@ -56,18 +56,31 @@ impl AuthFailure {
         }
     }
 
-    /// A bad credential (as opposed to a good one refused for another reason).
+    /// Whether this refusal is charged to the party that presented the key
+    /// as one failed attempt (and, the credential being one that can never
+    /// work, remembered as refused). Decided here, by kind, with no
+    /// catch-all: a new kind of refusal does not compile until it is
+    /// classified.
     #[must_use]
-    pub fn is_bad_credential(self) -> bool {
-        matches!(
-            self,
+    pub fn counts_as_failure(self) -> bool {
+        match self {
+            // A bad credential: guessing, or a key that can never work again.
             Self::Missing
-                | Self::Malformed
-                | Self::Unknown
-                | Self::WrongSecret
-                | Self::Revoked
-                | Self::Expired
-        )
+            | Self::Malformed
+            | Self::Unknown
+            | Self::WrongSecret
+            | Self::Revoked
+            | Self::Expired => true,
+            // A good key from the wrong place: the allow-list is the key's
+            // own rule, not a guess (the verify API charges another
+            // tenant's key refused so, which it answers as unknown).
+            Self::IpDenied => false,
+            // Cola could not decide: the caller is not to blame.
+            Self::Saturated | Self::Unavailable => false,
+            // Refused before anything was tried: counting it again would
+            // extend the party's wait with every retry.
+            Self::TooManyAttempts(_) => false,
+        }
     }
 }
 
@@ -523,7 +536,7 @@ impl KeyAuthenticator {
     /// verification that found it already counted it): past the limit, it
     /// is answered as "too many" instead.
     fn charged(&self, refusal: Refusal, charged: Charged, charge: Charge) -> Refusal {
-        if !refusal.reason.is_bad_credential() || charged == Charged::Yes {
+        if !refusal.reason.counts_as_failure() || charged == Charged::Yes {
             return refusal;
         }
         match self.attempts.record_failure(charge) {
@@ -639,7 +652,7 @@ impl KeyAuthenticator {
                 ran_here.store(true, Ordering::Relaxed);
                 let outcome = self.verify(secret, &attempt).await;
                 match &outcome {
-                    Err(refusal) if refusal.reason.is_bad_credential() => attempt.failed(),
+                    Err(refusal) if refusal.reason.counts_as_failure() => attempt.failed(),
                     // A good key, or one that could not be decided: the
                     // caller is not to blame.
                     _ => attempt.succeeded(),
@@ -664,7 +677,7 @@ impl KeyAuthenticator {
                 self.cache
                     .admit(fingerprint, principal.clone(), waiter.flight.generation);
             }
-            Err(refusal) if refusal.reason.is_bad_credential() => {
+            Err(refusal) if refusal.reason.counts_as_failure() => {
                 self.cache.refused.insert(fingerprint, refusal.clone());
             }
             Err(_) => {}
@@ -1151,5 +1164,28 @@ mod tests {
         harness.hasher.gate.add_permits(1);
         let _ = running.await.expect("join");
         assert!(harness.cache.lock().forgotten.is_empty());
+    }
+
+    #[test]
+    fn only_bad_credentials_count_as_failures() {
+        let wait = TooManyAttempts {
+            retry_after_secs: 1,
+        };
+        let counted = [
+            AuthFailure::Missing,
+            AuthFailure::Malformed,
+            AuthFailure::Unknown,
+            AuthFailure::WrongSecret,
+            AuthFailure::Revoked,
+            AuthFailure::Expired,
+        ];
+        let not_counted = [
+            AuthFailure::IpDenied,
+            AuthFailure::Saturated,
+            AuthFailure::Unavailable,
+            AuthFailure::TooManyAttempts(wait),
+        ];
+        assert!(counted.into_iter().all(AuthFailure::counts_as_failure));
+        assert!(!not_counted.into_iter().any(AuthFailure::counts_as_failure));
     }
 }

@@ -479,7 +479,14 @@ impl KeyVerifier {
             // The admission counted bad credentials already; another
             // tenant's key refused for its address is counted here.
             AuthFailure::IpDenied => return Ok(self.failed(charge, refusal)),
-            _ => VerifyCode::NotFound,
+            // Listed, not caught by `_`: a new kind of refusal must be
+            // given its answer here.
+            AuthFailure::Missing
+            | AuthFailure::Malformed
+            | AuthFailure::Unknown
+            | AuthFailure::WrongSecret
+            | AuthFailure::Revoked
+            | AuthFailure::Expired => VerifyCode::NotFound,
         };
         Ok(Verification::Refused {
             code,

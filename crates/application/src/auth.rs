@@ -261,9 +261,6 @@ const REFUSED_TTL: Duration = Duration::from_secs(60);
 pub const FEED_FRESHNESS: Duration = Duration::from_millis(1500);
 /// How often the change feed is read.
 pub const FEED_INTERVAL: Duration = Duration::from_millis(250);
-/// How long an event id read from the feed is remembered: longer than the
-/// repository's look-back window, so no event evicts twice.
-const SEEN_EVENTS_KEPT: Duration = Duration::from_secs(30);
 
 impl VerifiedKeyCache {
     /// A cache whose entries live `ttl`; `Duration::ZERO` disables it.
@@ -328,8 +325,9 @@ impl VerifiedKeyCache {
 
     /// Forgets a key (after revocation or a permission change), so the next
     /// request is verified against the database, and no verification that
-    /// started before this call can put it back.
-    pub fn forget_key(&self, prefix: &KeyPrefix) {
+    /// started before this call can put it back. Only
+    /// [`crate::CacheInvalidation`] calls it, from the change's event.
+    pub(crate) fn forget_key(&self, prefix: &KeyPrefix) {
         let mut state = self.lock();
         state.forget(prefix);
         self.admitted.invalidate(prefix);
@@ -338,7 +336,7 @@ impl VerifiedKeyCache {
     }
 
     /// Forgets every admitted key.
-    pub fn forget_all(&self) {
+    pub(crate) fn forget_all(&self) {
         let mut state = self.lock();
         state.forget_all();
         self.admitted.invalidate_all();
@@ -373,7 +371,7 @@ impl VerifiedKeyCache {
     /// the cache may be trusted for `FEED_FRESHNESS` from then. After a gap
     /// (the feed was stale), everything remembered is forgotten first, since
     /// changes made during the gap may have been missed.
-    fn feed_caught_up(&self, read_started: Instant) {
+    pub(crate) fn feed_caught_up(&self, read_started: Instant) {
         if !self.is_fresh() {
             self.forget_all();
         }
@@ -852,42 +850,6 @@ fn verify_failure(error: HashError) -> AuthFailure {
         HashError::Failed(source) => {
             tracing::error!(error = %crate::error::chain(&*source), "key verification failed");
             AuthFailure::Unavailable
-        }
-    }
-}
-
-/// Follows the audit trail for access changes (revocations, permission and
-/// allow-list changes) made by any instance and evicts those keys from this
-/// instance's cache. Runs until `stop` turns true.
-pub async fn follow_access_changes(
-    repository: Arc<dyn ApiKeyRepository>,
-    cache: Arc<VerifiedKeyCache>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    // Each read returns the changes of the repository's look-back window, so
-    // the same event comes back for a while: each one evicts once.
-    let mut seen: HashMap<uuid::Uuid, Instant> = HashMap::new();
-    let mut ticker = tokio::time::interval(FEED_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let read_started = Instant::now();
-        match repository.recent_access_changes().await {
-            Ok(changes) => {
-                for change in changes {
-                    if seen.insert(change.event_id, read_started).is_none() {
-                        cache.forget_key(&change.key_prefix);
-                    }
-                }
-                seen.retain(|_, at| at.elapsed() < SEEN_EVENTS_KEPT);
-                cache.feed_caught_up(read_started);
-            }
-            Err(error) => {
-                tracing::warn!(error = %crate::error::chain(&error), "cannot read the change feed; cached admissions expire");
-            }
         }
     }
 }

@@ -19,7 +19,6 @@ pub mod routes;
 pub mod secret_scanning;
 pub mod startup;
 pub mod telemetry;
-pub mod token_buckets;
 pub mod write_limit;
 
 pub use startup::{Application, StartupError};

@@ -9,11 +9,11 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use cola_application::{
-    ApiKeyRepository, ApiKeyService, AttemptLimiter, Clock, ConsoleSessionService,
-    CredentialSealer, GatewayParts, GatewayService, Handles, KeyAdmission, KeyAuthenticator,
-    KeyPolicy, KeyReports, KeyVerifier, McpService, PresentedKeys, SecretHasher, ServerDirectory,
-    ServerRepository, ServerService, ServerServiceParts, ServerTokens, SystemClock, TenantInflight,
-    UsageRecorder, VerifiedKeyCache, follow_access_changes,
+    ApiKeyRepository, ApiKeyService, AttemptLimiter, CacheInvalidation, Clock,
+    ConsoleSessionService, CredentialSealer, GatewayParts, GatewayService, Handles, KeyAdmission,
+    KeyAuthenticator, KeyPolicy, KeyReports, KeyVerifier, McpService, PresentedKeys, SecretHasher,
+    ServerDirectory, ServerRepository, ServerService, ServerServiceParts, ServerTokens,
+    SystemClock, TenantInflight, UsageRecorder, VerifiedKeyCache, follow_access_changes,
 };
 use cola_domain::ExpiryPolicy;
 use cola_infrastructure::{
@@ -35,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::routes;
 use crate::routes::verify::VerifyApi;
 use crate::telemetry::RequestSpan;
-use crate::write_limit::WriteLimiter;
+use cola_application::WriteLimiter;
 
 /// How long in-flight requests may run after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -133,24 +133,29 @@ impl Application {
             Arc::clone(&server_repository),
             credentials.clone(),
         ));
+        let tokens = Arc::new(ServerTokens::new(Arc::clone(&server_repository)));
+        // Every committed change, here or (through the change feed) on
+        // another instance, reaches the caches through this one component.
+        let invalidation = Arc::new(CacheInvalidation::new(
+            Arc::clone(&cache),
+            Arc::clone(&directory),
+            Arc::clone(&tokens),
+        ));
         let keys = Arc::new(ApiKeyService::new(
             Arc::clone(&repository),
             Arc::clone(&server_repository),
             Arc::clone(&hasher),
             Arc::clone(&clock),
-            Arc::clone(&cache),
+            Arc::clone(&invalidation),
             policy,
         ));
-        let tokens = Arc::new(ServerTokens::new(Arc::clone(&server_repository)));
         let servers = web::Data::new(ServerService::new(ServerServiceParts {
             repository: server_repository,
             resolver: Arc::new(SystemHostResolver),
             sealer: credentials,
             clock: Arc::clone(&clock),
             allowed: settings.gateway_allowed_networks.clone(),
-            directory: Arc::clone(&directory),
-            keys: Arc::clone(&cache),
-            tokens: Arc::clone(&tokens),
+            invalidation: Arc::clone(&invalidation),
         }));
         // Every attempt to present a credential, on every surface, is
         // charged to one limiter.
@@ -160,7 +165,7 @@ impl Application {
             Arc::clone(&repository),
             presented.clone(),
             Arc::clone(&clock),
-            Arc::clone(&cache),
+            Arc::clone(&invalidation),
             Arc::clone(&attempts),
         ));
         let admission = Arc::new(KeyAdmission::new(Arc::new(KeyAuthenticator::new(
@@ -337,7 +342,7 @@ impl Application {
         }
         tokio::spawn(follow_access_changes(
             Arc::clone(&repository),
-            cache,
+            invalidation,
             stopped,
         ));
 

@@ -16,18 +16,100 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use cola_application::{
-    AccessChange, ApiKeyRepository, AttemptLimiter, AuthPath, Clock, HashError, KeyAdmission,
-    KeyAuthenticator, KeyListFilter, Offboarded, PresentedKeys, RecordedEvent, RepositoryError,
-    SecretHash, SecretHasher, StoredCredential, SystemClock, UsageBatch, UsageRecorder,
-    VerifiedKeyCache, follow_access_changes,
+    AccessChange, ApiKeyRepository, AttemptLimiter, AuthPath, CacheInvalidation, Clock, HashError,
+    HeadersWrite, KeyAdmission, KeyAuthenticator, KeyListFilter, Offboarded, PresentedKeys,
+    RecordedEvent, RepositoryError, SecretHash, SecretHasher, ServerDirectory, ServerRepository,
+    ServerTokens, StoredCredential, StoredServer, SystemClock, TokenDigest, UsageBatch,
+    UsageRecorder, VerifiedKeyCache, follow_access_changes,
 };
 use cola_domain::{
     ApiKeyId, ApiKeyPermissions, ApiKeySecret, DomainEvent, IpWhitelist, KeyName, KeyPrefix,
-    KeyUsage, McpApiKey, NewKey, TenantId, UserId,
+    KeyUsage, McpApiKey, NewKey, RegisteredServer, ServerEvent, ServerId, ServerSlug, TenantId,
+    UserId,
 };
 use criterion::{Criterion, criterion_group, criterion_main};
 use rand::rngs::OsRng;
 use uuid::Uuid;
+
+/// No servers: the bench's caches of servers stay empty.
+struct NoServers;
+
+#[async_trait]
+impl ServerRepository for NoServers {
+    async fn insert(
+        &self,
+        _: &RegisteredServer,
+        _: Option<&[u8]>,
+        _: &ServerEvent,
+        _: u32,
+    ) -> Result<(), RepositoryError> {
+        Ok(())
+    }
+    async fn count(&self, _: TenantId) -> Result<u64, RepositoryError> {
+        Ok(0)
+    }
+    async fn find(
+        &self,
+        _: TenantId,
+        _: ServerId,
+    ) -> Result<Option<StoredServer>, RepositoryError> {
+        Ok(None)
+    }
+    async fn find_by_slug(
+        &self,
+        _: TenantId,
+        _: &ServerSlug,
+    ) -> Result<Option<StoredServer>, RepositoryError> {
+        Ok(None)
+    }
+    async fn find_slugs(
+        &self,
+        _: TenantId,
+        _: &[ServerSlug],
+    ) -> Result<Vec<RegisteredServer>, RepositoryError> {
+        Ok(Vec::new())
+    }
+    async fn list(
+        &self,
+        _: TenantId,
+        _: Option<ServerId>,
+        _: u64,
+    ) -> Result<Vec<RegisteredServer>, RepositoryError> {
+        Ok(Vec::new())
+    }
+    async fn update(
+        &self,
+        _: &RegisteredServer,
+        _: HeadersWrite<'_>,
+        _: &ServerEvent,
+    ) -> Result<bool, RepositoryError> {
+        Ok(false)
+    }
+    async fn delete(
+        &self,
+        _: &RegisteredServer,
+        _: &ServerEvent,
+    ) -> Result<Option<Vec<KeyPrefix>>, RepositoryError> {
+        Ok(None)
+    }
+    async fn count_with_headers(&self) -> Result<u64, RepositoryError> {
+        Ok(0)
+    }
+    async fn store_token(
+        &self,
+        _: &RegisteredServer,
+        _: &TokenDigest,
+        _: &ServerEvent,
+    ) -> Result<bool, RepositoryError> {
+        Ok(false)
+    }
+    async fn find_by_token(
+        &self,
+        _: &TokenDigest,
+    ) -> Result<Option<RegisteredServer>, RepositoryError> {
+        Ok(None)
+    }
+}
 
 /// Holds one key; `find_credential` is the only lookup the hot path could make.
 struct FakeRepository {
@@ -190,9 +272,15 @@ fn cache_hit(c: &mut Criterion) {
 
     // The cache answers only while its change feed is fresh.
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let servers: Arc<dyn ServerRepository> = Arc::new(NoServers);
+    let invalidation = Arc::new(CacheInvalidation::new(
+        cache.clone(),
+        Arc::new(ServerDirectory::new(servers.clone(), None)),
+        Arc::new(ServerTokens::new(servers)),
+    ));
     runtime.spawn(follow_access_changes(
         repository.clone(),
-        cache.clone(),
+        invalidation,
         stopped,
     ));
     runtime.block_on(async {

@@ -56,18 +56,31 @@ impl AuthFailure {
         }
     }
 
-    /// A bad credential (as opposed to a good one refused for another reason).
+    /// Whether this refusal is charged to the party that presented the key
+    /// as one failed attempt (and, the credential being one that can never
+    /// work, remembered as refused). Decided here, by kind, with no
+    /// catch-all: a new kind of refusal does not compile until it is
+    /// classified.
     #[must_use]
-    pub fn is_bad_credential(self) -> bool {
-        matches!(
-            self,
+    pub fn counts_as_failure(self) -> bool {
+        match self {
+            // A bad credential: guessing, or a key that can never work again.
             Self::Missing
-                | Self::Malformed
-                | Self::Unknown
-                | Self::WrongSecret
-                | Self::Revoked
-                | Self::Expired
-        )
+            | Self::Malformed
+            | Self::Unknown
+            | Self::WrongSecret
+            | Self::Revoked
+            | Self::Expired => true,
+            // A good key from the wrong place: the allow-list is the key's
+            // own rule, not a guess (the verify API charges another
+            // tenant's key refused so, which it answers as unknown).
+            Self::IpDenied => false,
+            // Cola could not decide: the caller is not to blame.
+            Self::Saturated | Self::Unavailable => false,
+            // Refused before anything was tried: counting it again would
+            // extend the party's wait with every retry.
+            Self::TooManyAttempts(_) => false,
+        }
     }
 }
 
@@ -248,9 +261,6 @@ const REFUSED_TTL: Duration = Duration::from_secs(60);
 pub const FEED_FRESHNESS: Duration = Duration::from_millis(1500);
 /// How often the change feed is read.
 pub const FEED_INTERVAL: Duration = Duration::from_millis(250);
-/// How long an event id read from the feed is remembered: longer than the
-/// repository's look-back window, so no event evicts twice.
-const SEEN_EVENTS_KEPT: Duration = Duration::from_secs(30);
 
 impl VerifiedKeyCache {
     /// A cache whose entries live `ttl`; `Duration::ZERO` disables it.
@@ -315,8 +325,9 @@ impl VerifiedKeyCache {
 
     /// Forgets a key (after revocation or a permission change), so the next
     /// request is verified against the database, and no verification that
-    /// started before this call can put it back.
-    pub fn forget_key(&self, prefix: &KeyPrefix) {
+    /// started before this call can put it back. Only
+    /// [`crate::CacheInvalidation`] calls it, from the change's event.
+    pub(crate) fn forget_key(&self, prefix: &KeyPrefix) {
         let mut state = self.lock();
         state.forget(prefix);
         self.admitted.invalidate(prefix);
@@ -325,7 +336,7 @@ impl VerifiedKeyCache {
     }
 
     /// Forgets every admitted key.
-    pub fn forget_all(&self) {
+    pub(crate) fn forget_all(&self) {
         let mut state = self.lock();
         state.forget_all();
         self.admitted.invalidate_all();
@@ -360,7 +371,7 @@ impl VerifiedKeyCache {
     /// the cache may be trusted for `FEED_FRESHNESS` from then. After a gap
     /// (the feed was stale), everything remembered is forgotten first, since
     /// changes made during the gap may have been missed.
-    fn feed_caught_up(&self, read_started: Instant) {
+    pub(crate) fn feed_caught_up(&self, read_started: Instant) {
         if !self.is_fresh() {
             self.forget_all();
         }
@@ -523,7 +534,7 @@ impl KeyAuthenticator {
     /// verification that found it already counted it): past the limit, it
     /// is answered as "too many" instead.
     fn charged(&self, refusal: Refusal, charged: Charged, charge: Charge) -> Refusal {
-        if !refusal.reason.is_bad_credential() || charged == Charged::Yes {
+        if !refusal.reason.counts_as_failure() || charged == Charged::Yes {
             return refusal;
         }
         match self.attempts.record_failure(charge) {
@@ -639,7 +650,7 @@ impl KeyAuthenticator {
                 ran_here.store(true, Ordering::Relaxed);
                 let outcome = self.verify(secret, &attempt).await;
                 match &outcome {
-                    Err(refusal) if refusal.reason.is_bad_credential() => attempt.failed(),
+                    Err(refusal) if refusal.reason.counts_as_failure() => attempt.failed(),
                     // A good key, or one that could not be decided: the
                     // caller is not to blame.
                     _ => attempt.succeeded(),
@@ -664,7 +675,7 @@ impl KeyAuthenticator {
                 self.cache
                     .admit(fingerprint, principal.clone(), waiter.flight.generation);
             }
-            Err(refusal) if refusal.reason.is_bad_credential() => {
+            Err(refusal) if refusal.reason.counts_as_failure() => {
                 self.cache.refused.insert(fingerprint, refusal.clone());
             }
             Err(_) => {}
@@ -839,42 +850,6 @@ fn verify_failure(error: HashError) -> AuthFailure {
         HashError::Failed(source) => {
             tracing::error!(error = %crate::error::chain(&*source), "key verification failed");
             AuthFailure::Unavailable
-        }
-    }
-}
-
-/// Follows the audit trail for access changes (revocations, permission and
-/// allow-list changes) made by any instance and evicts those keys from this
-/// instance's cache. Runs until `stop` turns true.
-pub async fn follow_access_changes(
-    repository: Arc<dyn ApiKeyRepository>,
-    cache: Arc<VerifiedKeyCache>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    // Each read returns the changes of the repository's look-back window, so
-    // the same event comes back for a while: each one evicts once.
-    let mut seen: HashMap<uuid::Uuid, Instant> = HashMap::new();
-    let mut ticker = tokio::time::interval(FEED_INTERVAL);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let read_started = Instant::now();
-        match repository.recent_access_changes().await {
-            Ok(changes) => {
-                for change in changes {
-                    if seen.insert(change.event_id, read_started).is_none() {
-                        cache.forget_key(&change.key_prefix);
-                    }
-                }
-                seen.retain(|_, at| at.elapsed() < SEEN_EVENTS_KEPT);
-                cache.feed_caught_up(read_started);
-            }
-            Err(error) => {
-                tracing::warn!(error = %crate::error::chain(&error), "cannot read the change feed; cached admissions expire");
-            }
         }
     }
 }
@@ -1151,5 +1126,28 @@ mod tests {
         harness.hasher.gate.add_permits(1);
         let _ = running.await.expect("join");
         assert!(harness.cache.lock().forgotten.is_empty());
+    }
+
+    #[test]
+    fn only_bad_credentials_count_as_failures() {
+        let wait = TooManyAttempts {
+            retry_after_secs: 1,
+        };
+        let counted = [
+            AuthFailure::Missing,
+            AuthFailure::Malformed,
+            AuthFailure::Unknown,
+            AuthFailure::WrongSecret,
+            AuthFailure::Revoked,
+            AuthFailure::Expired,
+        ];
+        let not_counted = [
+            AuthFailure::IpDenied,
+            AuthFailure::Saturated,
+            AuthFailure::Unavailable,
+            AuthFailure::TooManyAttempts(wait),
+        ];
+        assert!(counted.into_iter().all(AuthFailure::counts_as_failure));
+        assert!(!not_counted.into_iter().any(AuthFailure::counts_as_failure));
     }
 }

@@ -12,7 +12,14 @@ use cola_domain::{
     KeyUsage, McpApiKey, NewKey, NewServer, RegisteredServer, Rotation, ServerEvent, ServerId,
     ServerSlug, ServerTimeout, TenantId, UserId,
 };
+use std::sync::Arc;
+
 use uuid::Uuid;
+
+use crate::auth::VerifiedKeyCache;
+use crate::invalidation::CacheInvalidation;
+use crate::servers::ServerDirectory;
+use crate::verify::ServerTokens;
 
 use crate::ports::{
     AccessChange, ApiKeyRepository, HeadersWrite, KeyListFilter, Offboarded, RecordedEvent,
@@ -430,4 +437,13 @@ impl ServerRepository for MemoryServers {
             .find(|held| held.server.id() == *id)
             .map(|held| held.server.clone()))
     }
+}
+
+/// The caches of one instance over `servers`, for a service under test.
+pub(crate) fn invalidation(servers: Arc<dyn ServerRepository>) -> Arc<CacheInvalidation> {
+    Arc::new(CacheInvalidation::new(
+        Arc::new(VerifiedKeyCache::new(std::time::Duration::from_secs(30)).expect("OS random")),
+        Arc::new(ServerDirectory::new(Arc::clone(&servers), None)),
+        Arc::new(ServerTokens::new(servers)),
+    ))
 }

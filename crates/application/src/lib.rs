@@ -10,6 +10,8 @@ mod error;
 #[cfg(test)]
 mod fakes;
 mod gateway;
+mod invalidation;
+pub mod limits;
 mod mcp;
 mod ports;
 mod principal;
@@ -25,7 +27,7 @@ pub use admission::{
 };
 pub use auth::{
     Admission, AuthFailure, AuthPath, FEED_FRESHNESS, KeyAuthenticator, KeyChanges, PresentedKeys,
-    Refusal, VerifiedKeyCache, follow_access_changes,
+    Refusal, VerifiedKeyCache,
 };
 pub use cola_domain::UpstreamSecret;
 pub use console::{
@@ -49,6 +51,8 @@ pub use gateway::{
     UpstreamFailure, UpstreamHeader, UpstreamId, UpstreamMethod, Verdict, answer as relayed_answer,
     authorise as authorise_gateway_message, may_see_notification, mirrored_param_allowed,
 };
+pub use invalidation::{CacheInvalidation, CommittedChange, follow_access_changes};
+pub use limits::{Limiter, Quota, RetryAfter, WriteLimiter};
 pub use mcp::{
     BuiltinTool, KEY_URI_PREFIX, KeyResource, McpService, ReadResourceError, RevokedView,
     ToolFailure, ToolOutput, UnknownTool, WhoAmIView,

@@ -103,6 +103,8 @@ pub const ACCESS_CHANGE_WINDOW: std::time::Duration = std::time::Duration::from_
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessChange {
     pub event_id: Uuid,
+    /// Which change: revoked, permissions changed, rotated.
+    pub kind: EventKind,
     pub key_id: ApiKeyId,
     pub key_prefix: KeyPrefix,
 }

@@ -8,12 +8,13 @@
 
 use std::sync::Arc;
 
-use cola_domain::{ApiKeySecret, EffectiveStatus, LeakReport};
+use cola_domain::{ApiKeySecret, EffectiveStatus, EventKind, LeakReport};
 use tracing::instrument;
 
 use crate::admission::{Attempt, AttemptLimiter, Charge, TooManyAttempts};
-use crate::auth::{Presented, PresentedError, PresentedKeys, VerifiedKeyCache};
+use crate::auth::{Presented, PresentedError, PresentedKeys};
 use crate::error::AppError;
+use crate::invalidation::{CacheInvalidation, CommittedChange};
 use crate::ports::{ApiKeyRepository, Clock};
 use crate::service::hash_error;
 
@@ -71,7 +72,7 @@ pub struct KeyReports {
     repository: Arc<dyn ApiKeyRepository>,
     presented: PresentedKeys,
     clock: Arc<dyn Clock>,
-    cache: Arc<VerifiedKeyCache>,
+    invalidation: Arc<CacheInvalidation>,
     attempts: Arc<AttemptLimiter>,
 }
 
@@ -87,14 +88,14 @@ impl KeyReports {
         repository: Arc<dyn ApiKeyRepository>,
         presented: PresentedKeys,
         clock: Arc<dyn Clock>,
-        cache: Arc<VerifiedKeyCache>,
+        invalidation: Arc<CacheInvalidation>,
         attempts: Arc<AttemptLimiter>,
     ) -> Self {
         Self {
             repository,
             presented,
             clock,
-            cache,
+            invalidation,
             attempts,
         }
     }
@@ -151,13 +152,23 @@ impl KeyReports {
             EffectiveStatus::Expired => ReportOutcome::Expired,
             EffectiveStatus::Active => match key.revoke_reported(report, now) {
                 Some(event) if self.repository.apply_change(&key, &event).await? => {
+                    self.invalidation.apply(&event);
                     ReportOutcome::Revoked
                 }
                 // Revoked meanwhile by someone else: the outcome asked for.
                 _ => ReportOutcome::AlreadyRevoked,
             },
         };
-        self.cache.forget_key(key.prefix());
+        if outcome == ReportOutcome::AlreadyRevoked {
+            // Perhaps a moment ago on another instance, whose event the
+            // change feed has not brought yet: not admitted here from now.
+            // (An expired key needs nothing: expiry is checked on every
+            // admission, cached or not.)
+            self.invalidation.apply(CommittedChange::Key {
+                kind: EventKind::ApiKeyRevoked,
+                prefix: key.prefix(),
+            });
+        }
         tracing::info!(
             key_prefix = %key.prefix(),
             tenant = %key.tenant_id(),
@@ -171,7 +182,6 @@ impl KeyReports {
 #[cfg(test)]
 mod tests {
     use std::net::{IpAddr, Ipv4Addr};
-    use std::time::Duration;
 
     use async_trait::async_trait;
     use rand::SeedableRng;
@@ -228,7 +238,7 @@ mod tests {
             repository.clone(),
             PresentedKeys::new(repository, hasher),
             Arc::new(SystemClock),
-            Arc::new(VerifiedKeyCache::new(Duration::from_secs(30)).expect("cache")),
+            crate::fakes::invalidation(Arc::new(crate::fakes::MemoryServers::default())),
             Arc::clone(&attempts),
         ));
         let reporter = Charge::Client(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 77)));

@@ -4,18 +4,19 @@
 use std::sync::Arc;
 
 use cola_domain::{
-    ApiKeyId, ApiKeySecret, ExpiryPolicy, KeyError, McpApiKey, NewKey, Successor, TenantId, UserId,
+    ApiKeyId, ApiKeySecret, EventKind, ExpiryPolicy, KeyError, McpApiKey, NewKey, Successor,
+    TenantId, UserId,
 };
 use rand::rngs::OsRng;
 use tracing::instrument;
 use uuid::Uuid;
 
-use crate::auth::VerifiedKeyCache;
 use crate::dto::{
     CreateKeyRequest, CreatedKeyView, EventView, KeyPage, KeyView, KnownServers, ListKeysQuery,
     OffboardView, RotateKeyRequest, UpdateMetadataRequest, UpdatePermissionsRequest, encode_cursor,
 };
 use crate::error::{AppError, FieldErrors};
+use crate::invalidation::{CacheInvalidation, CommittedChange};
 use crate::ports::{
     ApiKeyRepository, Clock, Cursor, KeyListFilter, RepositoryError, SecretHasher, ServerRepository,
 };
@@ -39,7 +40,8 @@ pub struct ApiKeyService {
     servers: Arc<dyn ServerRepository>,
     hasher: Arc<dyn SecretHasher>,
     clock: Arc<dyn Clock>,
-    cache: Arc<VerifiedKeyCache>,
+    /// Told of every committed change, so the caches follow it.
+    invalidation: Arc<CacheInvalidation>,
     policy: KeyPolicy,
 }
 
@@ -58,7 +60,7 @@ impl ApiKeyService {
         servers: Arc<dyn ServerRepository>,
         hasher: Arc<dyn SecretHasher>,
         clock: Arc<dyn Clock>,
-        cache: Arc<VerifiedKeyCache>,
+        invalidation: Arc<CacheInvalidation>,
         policy: KeyPolicy,
     ) -> Self {
         Self {
@@ -66,7 +68,7 @@ impl ApiKeyService {
             servers,
             hasher,
             clock,
-            cache,
+            invalidation,
             policy,
         }
     }
@@ -121,6 +123,7 @@ impl ApiKeyService {
             );
             match self.repository.insert(&key, &hash, &event, max).await {
                 Ok(()) => {
+                    self.invalidation.apply(&event);
                     tracing::info!(key_prefix = %key.prefix(), key_id = %key.id(), "key created");
                     return Ok(CreatedKeyView {
                         view: KeyView::of(&key, now),
@@ -220,11 +223,7 @@ impl ApiKeyService {
                 now,
             )
             .map_err(key_error)?;
-        let changed = event.is_some();
         self.persist(&key, event).await?;
-        if changed {
-            self.cache.forget_key(key.prefix());
-        }
         Ok(KeyView::of(&key, now))
     }
 
@@ -238,7 +237,14 @@ impl ApiKeyService {
             self.repository.apply_change(&key, &event).await?;
             tracing::info!(key_prefix = %key.prefix(), "key revoked");
         }
-        self.cache.forget_key(key.prefix());
+        // Applied whether or not this call revoked it: a key revoked a
+        // moment ago on another instance may still be remembered here until
+        // the change feed brings that event, and after this answer it must
+        // not be admitted here.
+        self.invalidation.apply(CommittedChange::Key {
+            kind: EventKind::ApiKeyRevoked,
+            prefix: key.prefix(),
+        });
         Ok(())
     }
 
@@ -282,7 +288,8 @@ impl ApiKeyService {
             let hash = self.hasher.hash(&secret).await.map_err(hash_error)?;
             match self.repository.rotate(&old, &rotation, &hash, max).await {
                 Ok(()) => {
-                    self.cache.forget_key(old.prefix());
+                    self.invalidation.apply(&rotation.rotated);
+                    self.invalidation.apply(&rotation.created);
                     let new = &rotation.successor;
                     tracing::info!(
                         key_prefix = %old.prefix(),
@@ -320,8 +327,13 @@ impl ApiKeyService {
             .repository
             .offboard(actor.tenant_id, user, actor.user_id, self.clock.now())
             .await?;
+        // The repository revoked them with an event each, which this
+        // service never held: the change is named by kind instead.
         for key in &offboarded.revoked {
-            self.cache.forget_key(key.prefix());
+            self.invalidation.apply(CommittedChange::Key {
+                kind: EventKind::ApiKeyRevoked,
+                prefix: key.prefix(),
+            });
         }
         tracing::info!(
             revoked = offboarded.revoked.len(),
@@ -383,6 +395,7 @@ impl ApiKeyService {
             return Ok(());
         };
         if self.repository.apply_change(key, &event).await? {
+            self.invalidation.apply(&event);
             Ok(())
         } else {
             Err(AppError::KeyRevoked)
@@ -415,7 +428,6 @@ pub(crate) fn hash_error(error: crate::HashError) -> AppError {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
 
     use async_trait::async_trait;
     use cola_domain::UserId;
@@ -476,7 +488,7 @@ mod tests {
             Arc::new(crate::fakes::MemoryServers::default()),
             Arc::clone(&hasher) as Arc<dyn SecretHasher>,
             Arc::new(SystemClock),
-            Arc::new(VerifiedKeyCache::new(Duration::from_secs(30)).expect("OS random")),
+            crate::fakes::invalidation(Arc::new(crate::fakes::MemoryServers::default())),
             KeyPolicy {
                 expiry: ExpiryPolicy::new(90, 365).expect("policy"),
                 max_active_keys_per_user: CAP,

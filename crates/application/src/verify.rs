@@ -85,11 +85,18 @@ impl std::fmt::Debug for ServerTokens {
 impl ServerTokens {
     #[must_use]
     pub fn new(repository: Arc<dyn ServerRepository>) -> Self {
+        Self::with_ttl(repository, TOKEN_LOOKUP_TTL)
+    }
+
+    /// As [`Self::new`], trusting a lookup for `ttl` (tests that must not
+    /// race the expiry).
+    #[must_use]
+    pub(crate) fn with_ttl(repository: Arc<dyn ServerRepository>, ttl: Duration) -> Self {
         Self {
             repository,
             cache: moka::future::Cache::builder()
                 .max_capacity(MAX_CACHED_TOKENS)
-                .time_to_live(TOKEN_LOOKUP_TTL)
+                .time_to_live(ttl)
                 .build(),
         }
     }
@@ -117,8 +124,9 @@ impl ServerTokens {
             .ok_or(TokenRefusal::Invalid)
     }
 
-    /// Forgets every lookup (a token was minted or a server deleted here).
-    pub fn forget_all(&self) {
+    /// Forgets every lookup (a token was minted or a server deleted; see
+    /// [`crate::CacheInvalidation`]).
+    pub(crate) fn forget_all(&self) {
         self.cache.invalidate_all();
     }
 }
@@ -479,7 +487,14 @@ impl KeyVerifier {
             // The admission counted bad credentials already; another
             // tenant's key refused for its address is counted here.
             AuthFailure::IpDenied => return Ok(self.failed(charge, refusal)),
-            _ => VerifyCode::NotFound,
+            // Listed, not caught by `_`: a new kind of refusal must be
+            // given its answer here.
+            AuthFailure::Missing
+            | AuthFailure::Malformed
+            | AuthFailure::Unknown
+            | AuthFailure::WrongSecret
+            | AuthFailure::Revoked
+            | AuthFailure::Expired => VerifyCode::NotFound,
         };
         Ok(Verification::Refused {
             code,

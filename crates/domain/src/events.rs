@@ -4,7 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use crate::{ApiKeyId, TenantId, UserId};
+use crate::{ApiKeyId, KeyPrefix, TenantId, UserId};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
@@ -49,6 +49,10 @@ pub struct DomainEvent {
     pub kind: EventKind,
     pub key_id: ApiKeyId,
     pub tenant_id: TenantId,
+    /// The key's public prefix: the identity the verified-key cache and the
+    /// change feed name a key by, so whoever applies the event to a cache
+    /// needs no lookup.
+    pub key_prefix: KeyPrefix,
     pub actor_user_id: UserId,
     pub occurred_at: DateTime<Utc>,
     pub data: Value,

@@ -396,6 +396,7 @@ impl McpApiKey {
             kind,
             key_id: self.id,
             tenant_id: self.tenant_id,
+            key_prefix: self.prefix.clone(),
             actor_user_id: actor,
             occurred_at: now,
             data,

@@ -418,6 +418,9 @@ pub struct ServerEvent {
     pub kind: ServerEventKind,
     pub server_id: ServerId,
     pub tenant_id: TenantId,
+    /// The server's slug, which never changes: what the gateway's
+    /// directory caches a server by.
+    pub slug: ServerSlug,
     pub actor_user_id: UserId,
     pub occurred_at: DateTime<Utc>,
     pub data: serde_json::Value,
@@ -577,6 +580,7 @@ impl RegisteredServer {
             kind,
             server_id: self.id,
             tenant_id: self.tenant_id,
+            slug: self.slug.clone(),
             actor_user_id: actor,
             occurred_at: now,
             data,

@@ -890,7 +890,7 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
         // Joined with the key, whose prefix the key cache is keyed by; the
         // pair (tenant, key) is the key's identity as everywhere else.
         let sql = format!(
-            "SELECT e.id, e.key_id, k.key_prefix FROM api_key_events e \
+            "SELECT e.id, e.event_type, e.key_id, k.key_prefix FROM api_key_events e \
              JOIN api_keys k ON k.tenant_id = e.tenant_id AND k.id = e.key_id \
              WHERE e.{RECORDED_AT} >= {floor} AND e.event_type IN ({}, {}, {})",
             placeholders[0], placeholders[1], placeholders[2]
@@ -916,8 +916,11 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
             .map(|row| {
                 let read = |e: DbErr| RepositoryError::Unexpected(Box::new(e));
                 let prefix: String = row.try_get("", "key_prefix").map_err(read)?;
+                let kind: String = row.try_get("", "event_type").map_err(read)?;
                 Ok(AccessChange {
                     event_id: row.try_get("", "id").map_err(read)?,
+                    kind: EventKind::parse(&kind)
+                        .ok_or_else(|| corrupt(format!("event type `{kind}`")))?,
                     key_id: ApiKeyId::from_uuid(row.try_get("", "key_id").map_err(read)?),
                     key_prefix: KeyPrefix::parse(&prefix).map_err(corrupt)?,
                 })

@@ -1030,6 +1030,7 @@ async fn the_change_feed_keeps_a_change_from_a_writer_whose_clock_lags(f: Fixtur
         .iter()
         .map(|event| AccessChange {
             event_id: event.id,
+            kind: event.kind,
             key_id: key.id(),
             key_prefix: key.prefix().clone(),
         })

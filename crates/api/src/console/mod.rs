@@ -19,9 +19,8 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
-use cola_application::{ConsoleSessionService, Principal, Role};
+use cola_application::{ConsoleSessionService, Limiter, Principal, Quota, Role};
 use cola_domain::{TenantId, UserId};
-use governor::Quota;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -30,7 +29,6 @@ use crate::config::{JwtKey, JwtSettings, Settings};
 use crate::jwt::JwtVerifier;
 use crate::problem::Problem;
 use crate::routes::method_not_allowed;
-use crate::token_buckets::TokenBuckets;
 use oidc::{OidcSignIn, PendingSignIn};
 use session::{ConsoleSessions, IssueError, Purpose, SessionRefusal};
 
@@ -80,14 +78,12 @@ pub struct Console {
     /// `COLA_PUBLIC_URL`, without a trailing slash.
     pub public_url: String,
     /// Sign-in starts per client address.
-    pub sign_in_limit: TokenBuckets<IpAddr>,
+    pub sign_in_limit: Limiter<IpAddr>,
 }
 
 fn sign_in_quota() -> Quota {
     let burst = NonZeroU32::new(SIGN_IN_BURST).unwrap_or(NonZeroU32::MIN);
-    Quota::with_period(SIGN_IN_PERIOD)
-        .unwrap_or_else(|| Quota::per_minute(burst))
-        .allow_burst(burst)
+    Quota::new(burst, SIGN_IN_PERIOD)
 }
 
 /// The console as `settings` configure it: sessions keyed by the JWT secret
@@ -132,7 +128,7 @@ pub fn build(
         sign_in,
         verifier,
         public_url: public_url.to_owned(),
-        sign_in_limit: TokenBuckets::new(sign_in_quota(), MAX_TRACKED_SIGN_IN_ADDRESSES),
+        sign_in_limit: Limiter::new(MAX_TRACKED_SIGN_IN_ADDRESSES),
     })
 }
 
@@ -310,10 +306,10 @@ async fn login(
     // Counted before any work: a sign-in writes a session (dev) or sends
     // the browser to the provider, and neither is for a loop.
     if let Some(client) = resolver.of_request(&request)
-        && let Err(wait) = console.sign_in_limit.check(client)
+        && let Err(wait) = console.sign_in_limit.check(client, sign_in_quota())
     {
         tracing::info!(client = %client, "console sign-in start rate limited");
-        let wait = wait.max(1);
+        let wait = wait.secs();
         let mut response = page(
             StatusCode::TOO_MANY_REQUESTS,
             "Too many sign-ins",

@@ -111,11 +111,11 @@ impl Verified<'_> {
     pub fn commit(self) -> Result<Admission, Denied> {
         let key = self.admission.principal.key();
         if let Some(limit) = key.rate_limit
-            && let Err(retry_after_secs) = self.admitting.key_limits.check(key.key_id, limit)
+            && let Err(wait) = self.admitting.key_limits.check(key.key_id, limit)
         {
             return Err(Denied::RateLimited {
                 admission: self.admission,
-                retry_after_secs,
+                retry_after_secs: wait.secs(),
             });
         }
         self.admitting.authenticator.record_use(&self.admission);

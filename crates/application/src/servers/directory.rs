@@ -121,8 +121,8 @@ impl ServerDirectory {
     }
 
     /// Forgets the slug's resolution on this instance, after a change to
-    /// the server or its deletion.
-    pub fn forget(&self, tenant: TenantId, slug: &ServerSlug) {
+    /// the server or its deletion (see [`crate::CacheInvalidation`]).
+    pub(crate) fn forget(&self, tenant: TenantId, slug: &ServerSlug) {
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.resolutions
             .invalidate(&(tenant, slug.as_str().to_owned()));
@@ -300,6 +300,7 @@ mod tests {
             kind: cola_domain::ServerEventKind::Created,
             server_id: ServerId::from_uuid(Uuid::nil()),
             tenant_id: TenantId::from_uuid(Uuid::nil()),
+            slug: ServerSlug::parse("dummy").expect("slug"),
             actor_user_id: UserId::from_uuid(Uuid::nil()),
             occurred_at: Utc::now(),
             data: serde_json::Value::Null,

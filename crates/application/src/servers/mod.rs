@@ -14,8 +14,8 @@ mod dto;
 use std::sync::Arc;
 
 use cola_domain::{
-    AllowedNetworks, NewServer, RegisteredServer, ServerChanges, ServerId, ServerToken, TenantId,
-    UpstreamHeaders, UpstreamHost, UpstreamUrl,
+    AllowedNetworks, EventKind, NewServer, RegisteredServer, ServerChanges, ServerId, ServerToken,
+    TenantId, UpstreamHeaders, UpstreamHost, UpstreamUrl,
 };
 use rand::rngs::OsRng;
 use tracing::instrument;
@@ -27,14 +27,13 @@ pub use dto::{
     UpdateServerRequest,
 };
 
-use crate::auth::VerifiedKeyCache;
 use crate::error::{AppError, FieldErrors};
+use crate::invalidation::{CacheInvalidation, CommittedChange};
 use crate::ports::{
     Clock, CredentialSealer, HeadersWrite, HostResolver, RepositoryError, ResolveError, SealError,
     ServerRepository, TokenDigest,
 };
 use crate::principal::{Principal, Role};
-use crate::verify::ServerTokens;
 
 /// The most servers one tenant may register (CONTRACT §8): each is state
 /// every instance caches and a target the gateway holds connections to, so
@@ -48,9 +47,8 @@ pub struct ServerService {
     sealer: Option<Arc<dyn CredentialSealer>>,
     clock: Arc<dyn Clock>,
     allowed: AllowedNetworks,
-    directory: Arc<ServerDirectory>,
-    keys: Arc<VerifiedKeyCache>,
-    tokens: Arc<ServerTokens>,
+    /// Told of every committed change, so the caches follow it.
+    invalidation: Arc<CacheInvalidation>,
 }
 
 impl std::fmt::Debug for ServerService {
@@ -68,9 +66,7 @@ pub struct ServerServiceParts {
     pub sealer: Option<Arc<dyn CredentialSealer>>,
     pub clock: Arc<dyn Clock>,
     pub allowed: AllowedNetworks,
-    pub directory: Arc<ServerDirectory>,
-    pub keys: Arc<VerifiedKeyCache>,
-    pub tokens: Arc<ServerTokens>,
+    pub invalidation: Arc<CacheInvalidation>,
 }
 
 impl std::fmt::Debug for ServerServiceParts {
@@ -88,9 +84,7 @@ impl ServerService {
             sealer: parts.sealer,
             clock: parts.clock,
             allowed: parts.allowed,
-            directory: parts.directory,
-            keys: parts.keys,
-            tokens: parts.tokens,
+            invalidation: parts.invalidation,
         }
     }
 
@@ -138,8 +132,7 @@ impl ServerService {
             Err(RepositoryError::CapReached) => return Err(AppError::ServerLimitReached { max }),
             written => written?,
         }
-        // An unknown slug may be cached as "no such server".
-        self.directory.forget(server.tenant_id(), server.slug());
+        self.invalidation.apply(&event);
         tracing::info!(server_id = %server.id(), slug = %server.slug(), "server registered");
         Ok(ServerView::of(&server))
     }
@@ -210,7 +203,7 @@ impl ServerService {
         if !self.repository.update(&server, headers, &event).await? {
             return Err(AppError::NotFound);
         }
-        self.directory.forget(server.tenant_id(), server.slug());
+        self.invalidation.apply(&event);
         tracing::info!(server_id = %server.id(), slug = %server.slug(), "server updated");
         Ok(ServerView::of(&server))
     }
@@ -227,10 +220,14 @@ impl ServerService {
         let Some(ungranted) = self.repository.delete(&server, &event).await? else {
             return Err(AppError::NotFound);
         };
-        self.directory.forget(server.tenant_id(), server.slug());
-        self.tokens.forget_all();
+        self.invalidation.apply(&event);
+        // The repository recorded each key's loss of its grant as an event
+        // of its own, which this service never held: named by kind instead.
         for prefix in &ungranted {
-            self.keys.forget_key(prefix);
+            self.invalidation.apply(CommittedChange::Key {
+                kind: EventKind::ApiKeyPermissionsUpdated,
+                prefix,
+            });
         }
         tracing::info!(server_id = %server.id(), slug = %server.slug(), keys = ungranted.len(), "server deleted");
         Ok(())
@@ -258,7 +255,7 @@ impl ServerService {
         {
             return Err(AppError::NotFound);
         }
-        self.tokens.forget_all();
+        self.invalidation.apply(&event);
         tracing::info!(server_id = %server.id(), slug = %server.slug(), "server token minted");
         Ok(MintedTokenView {
             token: token.expose().to_owned(),
@@ -351,7 +348,6 @@ fn require_admin(actor: Principal) -> Result<(), AppError> {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
 
     use async_trait::async_trait;
     use cola_domain::UserId;
@@ -393,9 +389,7 @@ mod tests {
             sealer: None,
             clock: Arc::new(SystemClock),
             allowed: AllowedNetworks::default(),
-            directory: Arc::new(ServerDirectory::new(Arc::clone(&repository), None)),
-            keys: Arc::new(VerifiedKeyCache::new(Duration::from_secs(30)).expect("OS random")),
-            tokens: Arc::new(ServerTokens::new(repository)),
+            invalidation: crate::fakes::invalidation(repository),
         });
         (service, resolver)
     }

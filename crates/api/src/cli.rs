@@ -3,12 +3,13 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use chrono::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cola_application::Role;
 use cola_domain::{AllowedNetworks, TenantId, UserId};
-use cola_infrastructure::{IdentityKey, SecretsKey};
+use cola_infrastructure::{HttpKeySetFetcher, IdentityKey, SecretsKey};
 use uuid::Uuid;
 
 use crate::config::{JwksSource, JwtKey, JwtSettings, Secret, Settings};
@@ -402,9 +403,12 @@ async fn check_provider_keys(source: &JwksSource) -> ExitCode {
         JwksSource::Url(_) => "COLA_JWT_JWKS_URL",
         JwksSource::Discovery(_) => "COLA_OIDC_ISSUER",
     };
-    let fetched = match ProviderKeys::new(source.clone()) {
-        Ok(keys) => keys.refresh().await,
-        Err(error) => Err(error),
+    let fetched = match HttpKeySetFetcher::new() {
+        Ok(fetcher) => ProviderKeys::new(source.clone(), Arc::new(fetcher))
+            .refresh()
+            .await
+            .map_err(|error| cola_application::error_chain(&error)),
+        Err(error) => Err(cola_application::error_chain(&error)),
     };
     match fetched {
         Ok(keys) => {
@@ -422,10 +426,7 @@ async fn check_provider_keys(source: &JwksSource) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!(
-                "invalid configuration: {variable}: {}",
-                cola_application::error_chain(&error)
-            );
+            eprintln!("invalid configuration: {variable}: {error}");
             ExitCode::from(2)
         }
     }

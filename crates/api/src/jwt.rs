@@ -11,7 +11,7 @@ use actix_web::dev::Payload;
 use actix_web::http::StatusCode;
 use actix_web::{FromRequest, HttpRequest, web};
 use chrono::{Duration, Utc};
-use cola_application::{AttemptLimiter, Charge, Principal, Role};
+use cola_application::{AttemptLimiter, Charge, KeySetFetcher, Principal, Role};
 use cola_domain::{ApiKeySecret, TenantId, UserId};
 use futures_util::future::LocalBoxFuture;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -92,14 +92,10 @@ impl std::fmt::Debug for JwtVerifier {
 impl JwtVerifier {
     /// Builds the verifier; a PEM that is neither an RSA nor an EC public key
     /// (on P-256 or P-384) is a configuration error.
-    pub fn new(settings: &JwtSettings) -> Result<Self, String> {
+    /// `fetcher` fetches the provider's keys in the provider mode.
+    pub fn new(settings: &JwtSettings, fetcher: &Arc<dyn KeySetFetcher>) -> Result<Self, String> {
         if let JwtKey::Jwks(source) = &settings.key {
-            let keys = ProviderKeys::new(source.clone()).map_err(|error| {
-                format!(
-                    "COLA_JWT_JWKS_URL: {}",
-                    cola_application::error_chain(&error)
-                )
-            })?;
+            let keys = ProviderKeys::new(source.clone(), Arc::clone(fetcher));
             return Ok(Self::with_provider(Arc::new(keys), settings));
         }
         let (key, algorithm) = match &settings.key {
@@ -510,6 +506,21 @@ mod tests {
     use serde_json::json;
     use uuid::Uuid;
 
+    /// These tests pin their keys: no provider is ever asked.
+    #[derive(Debug)]
+    struct NoProvider;
+
+    #[async_trait::async_trait]
+    impl KeySetFetcher for NoProvider {
+        async fn fetch(&self, _url: &str) -> Result<Vec<u8>, cola_application::DocumentFetchError> {
+            Err(cola_application::DocumentFetchError::Status(404))
+        }
+    }
+
+    fn no_provider() -> Arc<dyn KeySetFetcher> {
+        Arc::new(NoProvider)
+    }
+
     // Test keys, generated for these tests only with
     // `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` (and
     // P-384, P-521) and `openssl pkey -pubout`.
@@ -553,7 +564,7 @@ RteyW2wE94HUnTDRofo=\n\
             issuer: issuer.map(str::to_owned),
             audience: None,
             claims: ClaimNames::default(),
-        })
+        }, &no_provider())
         .expect("verifier")
     }
 
@@ -713,7 +724,7 @@ RteyW2wE94HUnTDRofo=\n\
             issuer: None,
             audience: audience.map(str::to_owned),
             claims: ClaimNames::default(),
-        })
+        }, &no_provider())
         .expect("verifier")
     }
 
@@ -787,7 +798,7 @@ RteyW2wE94HUnTDRofo=\n\
             issuer: None,
             audience: None,
             claims: ClaimNames::default(),
-        });
+        }, &no_provider());
         let _ = std::fs::remove_file(&path);
         verifier
     }

@@ -9,6 +9,7 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use cola_application::{
+    KeySetFetcher, ProviderSignIn,
     ApiKeyRepository, ApiKeyService, AttemptLimiter, Clock, ConsoleSessionService,
     CredentialSealer, GatewayParts, GatewayService, Handles, KeyAdmission, KeyAuthenticator,
     KeyPolicy, KeyReports, KeyVerifier, McpService, PresentedKeys, SecretHasher, ServerDirectory,
@@ -17,12 +18,14 @@ use cola_application::{
 };
 use cola_domain::ExpiryPolicy;
 use cola_infrastructure::{
+    HttpKeySetFetcher, OidcClientSettings, OidcSignIn,
     Argon2Hasher, Database, HasherSettings, IdentityKey, IdentityKeys, SeaOrmApiKeyRepository,
     SeaOrmConsoleSessionRepository, SeaOrmServerRepository, Sealer, SecretsKey, SystemHostResolver,
     UpstreamClient,
 };
 use thiserror::Error;
 use tokio::sync::watch;
+use zeroize::Zeroizing;
 use tracing_actix_web::TracingLogger;
 
 use crate::client_ip::ClientIpResolver;
@@ -171,10 +174,14 @@ impl Application {
             Arc::clone(&attempts),
         ))));
 
+        let key_sets: Arc<dyn KeySetFetcher> = Arc::new(
+            HttpKeySetFetcher::new()
+                .map_err(|e| StartupError::Config(cola_application::error_chain(&e)))?,
+        );
         let verifier = settings
             .jwt
             .as_ref()
-            .map(JwtVerifier::new)
+            .map(|jwt| JwtVerifier::new(jwt, &key_sets))
             .transpose()
             .map_err(StartupError::Config)?
             .map(Arc::new);
@@ -247,9 +254,13 @@ impl Application {
             Arc::clone(&clock),
             settings.dev,
         ));
-        let console =
-            crate::console::build(&settings, verifier.clone(), &public_url, console_sessions)
-                .map_err(StartupError::Config)?;
+        let console = crate::console::build(
+            &settings,
+            verifier.clone(),
+            &public_url,
+            console_sessions,
+            provider_sign_in(&settings, &public_url)?,
+        );
         let management = web::Data::new(ManagementAuth {
             verifier: verifier.clone(),
             sessions: console.sessions.clone(),
@@ -520,6 +531,30 @@ async fn flush_usage_periodically(
 /// The identity assertions' keys: `COLA_IDENTITY_KEY_FILE` (and the
 /// previous key, still published), or a key of this process alone (warned:
 /// its assertions stop verifying after a restart and differ per instance).
+/// The console's sign-in through the provider, when an OIDC client is
+/// configured and `--dev` does not sign in as the demo admin instead.
+fn provider_sign_in(
+    settings: &Settings,
+    public_url: &str,
+) -> Result<Option<Box<dyn ProviderSignIn>>, StartupError> {
+    let Some(client) = settings.oidc_client.as_ref().filter(|_| !settings.dev) else {
+        return Ok(None);
+    };
+    let provider = OidcSignIn::new(OidcClientSettings {
+        issuer: client.issuer.clone(),
+        client_id: client.client_id.clone(),
+        client_secret: Zeroizing::new(client.client_secret.expose().to_owned()),
+        redirect_url: format!("{public_url}{}", crate::console::CALLBACK_PATH),
+    })
+    .map_err(|e| {
+        StartupError::Config(format!(
+            "COLA_OIDC_ISSUER: {}",
+            cola_application::error_chain(&e)
+        ))
+    })?;
+    Ok(Some(Box::new(provider)))
+}
+
 fn identity_keys(settings: &Settings) -> Result<IdentityKeys, StartupError> {
     let current = match &settings.identity_key {
         Some(key) => Arc::clone(key),

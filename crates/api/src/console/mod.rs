@@ -6,7 +6,6 @@
 //! Starting a sign-in (`GET /console/login`) is rate limited per client
 //! address.
 
-pub mod oidc;
 pub mod session;
 
 use std::net::IpAddr;
@@ -19,7 +18,10 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
-use cola_application::{ConsoleSessionService, Principal, Role};
+use cola_application::{
+    ConsoleSessionService, PendingSignIn, Principal, ProviderSignIn, Role, SIGN_IN_TTL,
+    SignInStart,
+};
 use cola_domain::{TenantId, UserId};
 use governor::Quota;
 use serde::{Deserialize, Serialize};
@@ -31,14 +33,13 @@ use crate::jwt::JwtVerifier;
 use crate::problem::Problem;
 use crate::routes::method_not_allowed;
 use crate::token_buckets::TokenBuckets;
-use oidc::{OidcSignIn, PendingSignIn};
 use session::{ConsoleSessions, IssueError, Purpose, SessionRefusal};
 
 /// The sign-in flow's cookie: `SameSite=Lax`, since the provider's redirect
 /// back is a cross-site navigation that a `Strict` cookie would miss; scoped
 /// to the callback.
 const SIGN_IN_COOKIE: &str = "cola_sign_in";
-const CALLBACK_PATH: &str = "/console/callback";
+pub const CALLBACK_PATH: &str = "/console/callback";
 
 /// `default-src 'self'` and nothing inline: the page's script and style are
 /// files of the binary; no frame may hold the console.
@@ -62,9 +63,8 @@ const APP_CSS: &str = include_str!("assets/app.css");
 pub enum SignIn {
     /// `--dev`: as this principal (the demo admin), with no provider.
     Dev(Principal),
-    /// Boxed: it holds the provider's metadata, and the other variants are
-    /// small.
-    Oidc(Box<OidcSignIn>),
+    /// Through the provider, by the infrastructure's client.
+    Oidc(Box<dyn ProviderSignIn>),
     /// Neither: the console explains how to configure one.
     Unavailable,
 }
@@ -93,13 +93,15 @@ fn sign_in_quota() -> Quota {
 /// The console as `settings` configure it: sessions keyed by the JWT secret
 /// (static mode) or the OIDC client secret and stored through `store`;
 /// sign-in as the demo admin with `--dev`, through the provider with an OIDC
-/// client, or not at all.
+/// client (`provider`, built by the caller from the same settings), or not
+/// at all.
 pub fn build(
     settings: &Settings,
     verifier: Option<Arc<JwtVerifier>>,
     public_url: &str,
     store: Arc<ConsoleSessionService>,
-) -> Result<Console, String> {
+    provider: Option<Box<dyn ProviderSignIn>>,
+) -> Console {
     let session_secret = match (&settings.oidc_client, &settings.jwt) {
         (Some(client), _) => Some(client.client_secret.expose().as_bytes().to_vec()),
         (
@@ -119,21 +121,18 @@ pub fn build(
             user_id: UserId::from_uuid(crate::cli::DEMO_USER),
             role: Role::Admin,
         })
-    } else if let Some(client) = &settings.oidc_client {
-        SignIn::Oidc(Box::new(
-            OidcSignIn::new(client.clone(), public_url)
-                .map_err(|e| format!("COLA_OIDC_ISSUER: cannot build the HTTP client: {e}"))?,
-        ))
+    } else if let Some(provider) = provider {
+        SignIn::Oidc(provider)
     } else {
         SignIn::Unavailable
     };
-    Ok(Console {
+    Console {
         sessions,
         sign_in,
         verifier,
         public_url: public_url.to_owned(),
         sign_in_limit: TokenBuckets::new(sign_in_quota(), MAX_TRACKED_SIGN_IN_ADDRESSES),
-    })
+    }
 }
 
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -337,14 +336,14 @@ async fn login(
             }
         }
         SignIn::Oidc(provider) => match provider.begin(Utc::now()).await {
-            Ok((url, pending)) => match sessions.seal(Purpose::SignIn, &pending) {
+            Ok(SignInStart { url, pending }) => match sessions.seal(Purpose::SignIn, &pending) {
                 Some(sealed) => {
                     let cookie = sessions.cookie(
                         SIGN_IN_COOKIE,
                         &sealed,
                         CALLBACK_PATH,
                         "Lax",
-                        oidc::SIGN_IN_TTL.num_seconds(),
+                        SIGN_IN_TTL.num_seconds(),
                     );
                     see_other(&url).insert_header((SET_COOKIE, cookie)).finish()
                 }

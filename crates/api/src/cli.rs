@@ -13,9 +13,9 @@ use cola_infrastructure::{HttpKeySetFetcher, IdentityKey, SecretsKey};
 use uuid::Uuid;
 
 use crate::config::{JwksSource, JwtKey, JwtSettings, Secret, Settings};
-use crate::jwks::ProviderKeys;
-use crate::jwt::mint_token;
-use crate::startup::Application;
+use crate::auth::jwks::ProviderKeys;
+use crate::auth::jwt::mint_token;
+use crate::app::Application;
 
 /// Where `--dev` keeps the JWT secret it generates, so tokens survive restarts.
 pub const DEV_SECRET_FILE: &str = ".cola-dev-secret";
@@ -182,7 +182,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
-    crate::telemetry::init(&settings.log_filter, settings.log_format);
+    crate::observability::telemetry::init(&settings.log_filter, settings.log_format);
     let mut dev_banner_secret = None;
     settings.dev = args.dev;
     // Before anything is written or bound.

@@ -27,11 +27,11 @@ use governor::Quota;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::client_ip::ClientIpResolver;
+use crate::foundations::client_ip::ClientIpResolver;
 use crate::config::{JwtKey, JwtSettings, Settings};
-use crate::jwt::JwtVerifier;
-use crate::problem::Problem;
-use crate::routes::method_not_allowed;
+use crate::auth::jwt::JwtVerifier;
+use crate::foundations::problem::Problem;
+use crate::foundations::routing::method_not_allowed;
 use crate::token_buckets::TokenBuckets;
 use session::{ConsoleSessions, IssueError, Purpose, SessionRefusal};
 
@@ -181,7 +181,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     .route(web::post().to(logout))
                     .default_service(web::to(method_not_allowed("POST"))),
             )
-            .default_service(web::to(crate::routes::not_found)),
+            .default_service(web::to(crate::foundations::routing::not_found)),
     );
 }
 

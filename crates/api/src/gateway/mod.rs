@@ -24,8 +24,8 @@ use futures_util::StreamExt;
 
 use crate::mcp::gate;
 use crate::mcp::handler::{HeaderText, Reply, read_json_body};
-use crate::metrics::Metrics;
-use crate::routes::method_not_allowed;
+use crate::observability::metrics::Metrics;
+use crate::foundations::routing::method_not_allowed;
 
 const EVENT_STREAM: &str = "text/event-stream";
 

@@ -14,7 +14,7 @@ use actix_web::web;
 pub use gate::McpGate;
 pub use server::McpServer;
 
-use crate::routes::method_not_allowed;
+use crate::foundations::routing::method_not_allowed;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config.service(

@@ -28,16 +28,17 @@ use tokio::sync::watch;
 use zeroize::Zeroizing;
 use tracing_actix_web::TracingLogger;
 
-use crate::client_ip::ClientIpResolver;
+use crate::foundations::client_ip::ClientIpResolver;
 use crate::config::Settings;
 use crate::gateway::Gateway;
-use crate::json::MAX_BODY_BYTES;
-use crate::jwt::{JwtVerifier, ManagementAuth};
+use crate::foundations::json::MAX_BODY_BYTES;
+use crate::auth::{JwtVerifier, ManagementAuth};
 use crate::mcp::{self, McpGate, McpServer};
-use crate::metrics::Metrics;
-use crate::routes;
-use crate::routes::verify::VerifyApi;
-use crate::telemetry::RequestSpan;
+use crate::observability::metrics::Metrics;
+use crate::foundations::routing::{get_only, not_found};
+use crate::rest;
+use crate::rest::verify::VerifyApi;
+use crate::observability::telemetry::RequestSpan;
 use crate::write_limit::WriteLimiter;
 
 /// How long in-flight requests may run after a shutdown signal.
@@ -273,8 +274,8 @@ impl Application {
             if let Some(keys) = &secret_scanning {
                 app = app.app_data(keys.clone());
             }
-            app.wrap(from_fn(crate::metrics::record))
-                .wrap(from_fn(crate::telemetry::echo_request_id))
+            app.wrap(from_fn(crate::observability::metrics::record))
+                .wrap(from_fn(crate::observability::telemetry::echo_request_id))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(web::PayloadConfig::new(MAX_BODY_BYTES))
                 .app_data(resolver.clone())
@@ -294,22 +295,22 @@ impl Application {
                 // before the key routes whose `{id}` patterns need a regex.
                 .configure(mcp::configure)
                 .configure(crate::gateway::configure)
-                .service(routes::get_only("/health", routes::health::health))
-                .service(routes::get_only("/ready", routes::health::ready))
-                .service(routes::get_only("/metrics", crate::metrics::scrape))
-                .service(routes::get_only(
+                .service(get_only("/health", rest::health::health))
+                .service(get_only("/ready", rest::health::ready))
+                .service(get_only("/metrics", crate::observability::metrics::scrape))
+                .service(get_only(
                     "/api/openapi.json",
-                    crate::openapi::document,
+                    crate::rest::openapi::document,
                 ))
                 // Before the key routes: `/api/mcp/keys/report` would
                 // otherwise be taken for a key id.
-                .configure(routes::report::configure)
-                .configure(routes::keys::configure)
+                .configure(rest::report::configure)
+                .configure(rest::keys::configure)
                 .configure(crate::console::configure)
-                .configure(routes::users::configure)
-                .configure(routes::servers::configure)
-                .configure(routes::verify::configure)
-                .default_service(web::to(routes::not_found))
+                .configure(rest::users::configure)
+                .configure(rest::servers::configure)
+                .configure(rest::verify::configure)
+                .default_service(web::to(not_found))
         })
         .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
         // A client that closes its side of the connection is gone: its

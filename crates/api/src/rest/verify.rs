@@ -22,11 +22,11 @@ use cola_domain::KeyPrefix;
 use cola_infrastructure::IdentityKeys;
 use serde::Serialize;
 
-use crate::bearer::bearer;
-use crate::json::{is_json, parse_json, read_body, unsupported_media_type};
+use crate::foundations::bearer::bearer;
+use crate::foundations::json::{is_json, parse_json, read_body, unsupported_media_type};
 use crate::mcp::McpGate;
-use crate::problem::{PROBLEM_JSON, Problem};
-use crate::routes::{get_only, method_not_allowed};
+use crate::foundations::problem::{PROBLEM_JSON, Problem};
+use crate::foundations::routing::{get_only, method_not_allowed};
 
 /// What the verify API holds besides the gate's limiters.
 #[derive(Debug)]
@@ -96,11 +96,11 @@ fn answer(view: &VerifyView) -> HttpResponse {
     request_body(content = VerifyRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The outcome", body = VerifyView),
-        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 401, description = "No valid server verification token", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; `code: RATE_LIMITED`", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        crate::openapi::BodyFailures,
-        (status = 503, description = "The key cannot be verified right now", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "No valid server verification token", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited; `code: RATE_LIMITED`", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        crate::rest::openapi::BodyFailures,
+        (status = 503, description = "The key cannot be verified right now", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("server_token" = [])),
     tag = "verify",

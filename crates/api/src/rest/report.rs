@@ -19,11 +19,11 @@ use cola_domain::LeakReport;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::json::{is_json, parse_json, read_body, unsupported_media_type};
-use crate::jwt::ManagementAuth;
-use crate::problem::{ApiError, Problem};
-use crate::routes::method_not_allowed;
-use crate::secret_scanning::SecretScanningKeys;
+use crate::foundations::json::{is_json, parse_json, read_body, unsupported_media_type};
+use crate::auth::caller::ManagementAuth;
+use crate::foundations::problem::{ApiError, Problem};
+use crate::foundations::routing::method_not_allowed;
+use crate::rest::secret_scanning::SecretScanningKeys;
 
 /// The most matches one secret-scanning alert may carry: each well-formed
 /// one costs an argon2 verification.
@@ -80,9 +80,9 @@ fn too_many(error: ReportError) -> actix_web::Error {
     request_body(content = ReportKeyRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Received", body = ReportReceived),
-        (status = 400, description = "`url` or `source` is given and invalid", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than 64 KiB", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::PublicFailures,
+        (status = 400, description = "`url` or `source` is given and invalid", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 64 KiB", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::rest::openapi::PublicFailures,
     ),
     tag = "reports",
 )]
@@ -160,11 +160,11 @@ pub struct GithubLabel {
     ),
     responses(
         (status = 200, description = "One label per match, in order", body = Vec<GithubLabel>),
-        (status = 400, description = "Not an array of matches, or more than 100", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, unknown or invalid signature; nothing was revoked", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 404, description = "No secret-scanning keys are configured", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::BodyFailures,
-        crate::openapi::PublicFailures,
+        (status = 400, description = "Not an array of matches, or more than 100", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, unknown or invalid signature; nothing was revoked", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No secret-scanning keys are configured", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::rest::openapi::BodyFailures,
+        crate::rest::openapi::PublicFailures,
     ),
     tag = "reports",
 )]

@@ -12,7 +12,7 @@ use cola_infrastructure::{IdentityKey, SecretsKey, previous_public_jwk};
 use ipnet::IpNet;
 use jsonwebtoken::jwk::Jwk;
 
-use crate::secret_scanning::SecretScanningKeys;
+use crate::rest::secret_scanning::SecretScanningKeys;
 
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://cola.db?mode=rwc";
 const MIN_JWT_SECRET_BYTES: usize = 32;

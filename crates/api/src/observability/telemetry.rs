@@ -22,7 +22,7 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
-use crate::client_ip::ClientIpResolver;
+use crate::foundations::client_ip::ClientIpResolver;
 use crate::config::LogFormat;
 
 /// Installs the global subscriber, writing to stderr through [`Redacting`].

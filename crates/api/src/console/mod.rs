@@ -312,19 +312,7 @@ async fn login(
         && let Err(wait) = console.sign_in_limit.check(client)
     {
         tracing::info!(client = %client, "console sign-in start rate limited");
-        let wait = wait.max(1);
-        let mut response = page(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many sign-ins",
-            &format!(
-                "Too many sign-ins were started from your address. Try again in {wait} second{}.",
-                if wait == 1 { "" } else { "s" }
-            ),
-        );
-        if let Ok(value) = wait.to_string().parse() {
-            response.headers_mut().insert(RETRY_AFTER, value);
-        }
-        return response;
+        return too_many_sign_ins(wait.max(1));
     }
     match &console.sign_in {
         SignIn::Dev(principal) => {
@@ -335,36 +323,58 @@ async fn login(
                 Err(error) => not_issued(&error),
             }
         }
-        SignIn::Oidc(provider) => match provider.begin(Utc::now()).await {
-            Ok(SignInStart { url, pending }) => match sessions.seal(Purpose::SignIn, &pending) {
-                Some(sealed) => {
-                    let cookie = sessions.cookie(
-                        SIGN_IN_COOKIE,
-                        &sealed,
-                        CALLBACK_PATH,
-                        "Lax",
-                        SIGN_IN_TTL.num_seconds(),
-                    );
-                    see_other(&url).insert_header((SET_COOKIE, cookie)).finish()
-                }
-                None => page(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Sign-in failed",
-                    "Try again.",
-                ),
-            },
-            Err(error) => {
-                tracing::warn!(error = %cola_application::error_chain(&error), "console sign-in could not start");
-                page(
-                    StatusCode::BAD_GATEWAY,
-                    "The identity provider is unavailable",
-                    "Cola could not reach the identity provider to sign you in. Try again shortly; \
-                     if it persists, an operator should check COLA_OIDC_ISSUER.",
-                )
-            }
-        },
+        SignIn::Oidc(provider) => start_at_provider(sessions, provider.as_ref()).await,
         SignIn::Unavailable => not_configured(),
     }
+}
+
+/// Sends the browser to the provider, the pending sign-in sealed in the
+/// sign-in cookie for the callback.
+async fn start_at_provider(sessions: &ConsoleSessions, provider: &dyn ProviderSignIn) -> HttpResponse {
+    match provider.begin(Utc::now()).await {
+        Ok(SignInStart { url, pending }) => match sessions.seal(Purpose::SignIn, &pending) {
+            Some(sealed) => {
+                let cookie = sessions.cookie(
+                    SIGN_IN_COOKIE,
+                    &sealed,
+                    CALLBACK_PATH,
+                    "Lax",
+                    SIGN_IN_TTL.num_seconds(),
+                );
+                see_other(&url).insert_header((SET_COOKIE, cookie)).finish()
+            }
+            None => page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Sign-in failed",
+                "Try again.",
+            ),
+        },
+        Err(error) => {
+            tracing::warn!(error = %cola_application::error_chain(&error), "console sign-in could not start");
+            page(
+                StatusCode::BAD_GATEWAY,
+                "The identity provider is unavailable",
+                "Cola could not reach the identity provider to sign you in. Try again shortly; \
+                 if it persists, an operator should check COLA_OIDC_ISSUER.",
+            )
+        }
+    }
+}
+
+/// 429 with `Retry-After`, as a page: the person is in a browser.
+fn too_many_sign_ins(wait: u64) -> HttpResponse {
+    let mut response = page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many sign-ins",
+        &format!(
+            "Too many sign-ins were started from your address. Try again in {wait} second{}.",
+            if wait == 1 { "" } else { "s" }
+        ),
+    );
+    if let Ok(value) = wait.to_string().parse() {
+        response.headers_mut().insert(RETRY_AFTER, value);
+    }
+    response
 }
 
 fn not_configured() -> HttpResponse {
@@ -391,29 +401,15 @@ async fn callback(console: web::Data<Console>, request: HttpRequest) -> HttpResp
     };
     let clear_flow = sessions.cookie(SIGN_IN_COOKIE, "", CALLBACK_PATH, "Lax", 0);
     let failed = |detail: &str| {
-        let mut response = page(StatusCode::BAD_REQUEST, "Sign-in failed", detail);
-        if let Ok(value) = clear_flow.parse() {
-            response.headers_mut().insert(SET_COOKIE, value);
-        }
-        response
+        with_cookie(
+            page(StatusCode::BAD_REQUEST, "Sign-in failed", detail),
+            &clear_flow,
+        )
     };
-    let Ok(query) = web::Query::<CallbackQuery>::from_query(request.query_string()) else {
-        return failed("The identity provider's answer was malformed. Sign in again.");
+    let (pending, code) = match answered_sign_in(&request, sessions) {
+        Ok(answered) => answered,
+        Err(detail) => return failed(detail),
     };
-    if let Some(error) = &query.error {
-        tracing::info!(error = %error, "the identity provider refused the console sign-in");
-        return failed("The identity provider did not sign you in. Sign in again.");
-    }
-    let pending: Option<PendingSignIn> = session::cookie(&request, SIGN_IN_COOKIE)
-        .and_then(|sealed| sessions.open(Purpose::SignIn, &sealed))
-        .filter(|pending: &PendingSignIn| pending.expires_at > Utc::now());
-    let (Some(pending), Some(code), Some(state)) = (pending, query.code.clone(), &query.state)
-    else {
-        return failed("This sign-in expired or was not started here. Sign in again.");
-    };
-    if !bool::from(state.as_bytes().ct_eq(pending.state.as_bytes())) {
-        return failed("This sign-in does not match the one started here. Sign in again.");
-    }
     let signed_in = match provider.finish(pending, code).await {
         Ok(signed_in) => signed_in,
         Err(error) => {
@@ -442,14 +438,44 @@ async fn callback(console: web::Data<Console>, request: HttpRequest) -> HttpResp
                 .append_header((SET_COOKIE, clear_flow))
                 .finish()
         }
-        Err(error) => {
-            let mut response = not_issued(&error);
-            if let Ok(value) = clear_flow.parse() {
-                response.headers_mut().insert(SET_COOKIE, value);
-            }
-            response
-        }
+        Err(error) => with_cookie(not_issued(&error), &clear_flow),
     }
+}
+
+/// The sign-in the provider's redirect answers, and its code; or what to
+/// tell the person when it is not one started here, still fresh, that the
+/// provider granted.
+fn answered_sign_in(
+    request: &HttpRequest,
+    sessions: &ConsoleSessions,
+) -> Result<(PendingSignIn, String), &'static str> {
+    let Ok(query) = web::Query::<CallbackQuery>::from_query(request.query_string()) else {
+        return Err("The identity provider's answer was malformed. Sign in again.");
+    };
+    if let Some(error) = &query.error {
+        tracing::info!(error = %error, "the identity provider refused the console sign-in");
+        return Err("The identity provider did not sign you in. Sign in again.");
+    }
+    let pending: Option<PendingSignIn> = session::cookie(request, SIGN_IN_COOKIE)
+        .and_then(|sealed| sessions.open(Purpose::SignIn, &sealed))
+        .filter(|pending: &PendingSignIn| pending.expires_at > Utc::now());
+    let (Some(pending), Some(code), Some(state)) = (pending, query.code.clone(), &query.state)
+    else {
+        return Err("This sign-in expired or was not started here. Sign in again.");
+    };
+    // Constant-time: the state is the callback's CSRF token.
+    if !bool::from(state.as_bytes().ct_eq(pending.state.as_bytes())) {
+        return Err("This sign-in does not match the one started here. Sign in again.");
+    }
+    Ok((pending, code))
+}
+
+/// `response` with `cookie` set (here: the sign-in cookie cleared).
+fn with_cookie(mut response: HttpResponse, cookie: &str) -> HttpResponse {
+    if let Ok(value) = cookie.parse() {
+        response.headers_mut().insert(SET_COOKIE, value);
+    }
+    response
 }
 
 /// Signs out: the stored session is ended, so its cookie is refused by every

@@ -8,6 +8,7 @@
 //! client's address, as a bad key at `/mcp` does.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::CACHE_CONTROL;
@@ -191,28 +192,7 @@ pub(crate) async fn github(
     let body = read_body(&request, &mut payload.into_inner())
         .await
         .map_err(Problem::from)?;
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-    };
-    if let Err(refusal) = signers.verify(
-        header("github-public-key-identifier"),
-        header("github-public-key-signature"),
-        &body,
-    ) {
-        tracing::info!(reason = %refusal, "secret-scanning alert refused");
-        if let Err(wait) = auth.limiter.record_failure(Charge::Client(client)) {
-            return Err(Problem::too_many_requests(wait.retry_after_secs).into());
-        }
-        return Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid-signature",
-            "the alert is not signed by a configured secret-scanning key",
-        )
-        .into());
-    }
+    check_signature(&request, &signers, &auth, client, &body)?;
     // A replay of an alert already answered (GitHub's retry, or someone
     // who captured it) gets the same answer and costs no work again.
     if let Some(answer) = signers.answered(&body) {
@@ -227,7 +207,55 @@ pub(crate) async fn github(
         ))
         .into());
     }
-    // A token repeated in one alert is verified once.
+    let labels = label_matches(&reports, matches).await?;
+    tracing::info!(matches = labels.len(), "secret-scanning alert handled");
+    let answer = bytes::Bytes::from(serde_json::to_vec(&labels).map_err(|error| {
+        tracing::error!(error = %error, "secret-scanning answer not serialised");
+        Problem::internal()
+    })?);
+    signers.remember(&body, answer.clone());
+    Ok(labels_response(answer))
+}
+
+/// Refuses an alert not signed by a configured key; the refusal counts
+/// against the sender's address.
+fn check_signature(
+    request: &HttpRequest,
+    signers: &SecretScanningKeys,
+    auth: &ManagementAuth,
+    client: IpAddr,
+    body: &[u8],
+) -> Result<(), Problem> {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    };
+    let Err(refusal) = signers.verify(
+        header("github-public-key-identifier"),
+        header("github-public-key-signature"),
+        body,
+    ) else {
+        return Ok(());
+    };
+    tracing::info!(reason = %refusal, "secret-scanning alert refused");
+    if let Err(wait) = auth.limiter.record_failure(Charge::Client(client)) {
+        return Err(Problem::too_many_requests(wait.retry_after_secs));
+    }
+    Err(Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid-signature",
+        "the alert is not signed by a configured secret-scanning key",
+    ))
+}
+
+/// Reports every match (a real active key is revoked) and labels it as
+/// GitHub expects, in order. A token repeated in one alert is verified once.
+async fn label_matches(
+    reports: &KeyReports,
+    matches: Vec<GithubMatch>,
+) -> Result<Vec<GithubLabel>, actix_web::Error> {
     let mut decided: HashMap<String, ReportOutcome> = HashMap::new();
     let mut labels = Vec::with_capacity(matches.len());
     for found in matches {
@@ -256,13 +284,7 @@ pub(crate) async fn github(
             },
         });
     }
-    tracing::info!(matches = labels.len(), "secret-scanning alert handled");
-    let answer = bytes::Bytes::from(serde_json::to_vec(&labels).map_err(|error| {
-        tracing::error!(error = %error, "secret-scanning answer not serialised");
-        Problem::internal()
-    })?);
-    signers.remember(&body, answer.clone());
-    Ok(labels_response(answer))
+    Ok(labels)
 }
 
 fn labels_response(answer: bytes::Bytes) -> HttpResponse {

@@ -120,28 +120,52 @@ pub(crate) async fn verify(
         gate.metrics.verify_answer("RATE_LIMITED");
         return rate_limited(TOO_MANY_FAILURES, wait.retry_after_secs);
     }
-    let server = match api.tokens.authenticate(bearer(request.headers())).await {
+    let server = match calling_server(&request, &gate, &api, caller).await {
         Ok(server) => server,
-        Err(TokenRefusal::Invalid) => {
-            gate.metrics.verify_answer("BAD_TOKEN");
-            tracing::info!(client = %caller, outcome = "bad_server_token", "verify request");
-            if let Err(wait) = attempts.record_failure(Charge::Client(caller)) {
-                return rate_limited(TOO_MANY_FAILURES, wait.retry_after_secs);
-            }
-            return Problem::unauthorized("a valid server verification token is required")
-                .response();
-        }
-        Err(TokenRefusal::Unavailable(error)) => {
-            gate.metrics.verify_answer("UNAVAILABLE");
-            tracing::warn!(error = %cola_application::error_chain(&error), "server token lookup failed");
-            return Problem::unavailable().response();
-        }
+        Err(response) => return response,
     };
     let command = match read_command(&request, payload).await {
         Ok(command) => command,
         Err(problem) => return problem.response(),
     };
-    match api.verifier.verify(&server, caller, &command).await {
+    let verification = api.verifier.verify(&server, caller, &command).await;
+    render(&gate, &server, caller, verification)
+}
+
+/// The server a verification token names, or the answer refusing it: a bad
+/// token counts against the caller's address.
+async fn calling_server(
+    request: &HttpRequest,
+    gate: &McpGate,
+    api: &VerifyApi,
+    caller: IpAddr,
+) -> Result<Arc<CallingServer>, HttpResponse> {
+    match api.tokens.authenticate(bearer(request.headers())).await {
+        Ok(server) => Ok(server),
+        Err(TokenRefusal::Invalid) => {
+            gate.metrics.verify_answer("BAD_TOKEN");
+            tracing::info!(client = %caller, outcome = "bad_server_token", "verify request");
+            if let Err(wait) = gate.admission.attempts().record_failure(Charge::Client(caller)) {
+                return Err(rate_limited(TOO_MANY_FAILURES, wait.retry_after_secs));
+            }
+            Err(Problem::unauthorized("a valid server verification token is required").response())
+        }
+        Err(TokenRefusal::Unavailable(error)) => {
+            gate.metrics.verify_answer("UNAVAILABLE");
+            tracing::warn!(error = %cola_application::error_chain(&error), "server token lookup failed");
+            Err(Problem::unavailable().response())
+        }
+    }
+}
+
+/// The answer to a verification, counted and logged.
+fn render(
+    gate: &McpGate,
+    server: &CallingServer,
+    caller: IpAddr,
+    verification: Result<Verification, VerifyError>,
+) -> HttpResponse {
+    match verification {
         Ok(Verification::Valid(valid)) => {
             let key = valid.admission.principal.key();
             gate.metrics.verify_answer("VALID");
@@ -156,7 +180,7 @@ pub(crate) async fn verify(
             answer(&valid.view)
         }
         Ok(Verification::Refused { code, refusal }) => {
-            log_answer(&server, caller, refusal.as_ref(), code.as_str());
+            log_answer(server, caller, refusal.as_ref(), code.as_str());
             gate.metrics.verify_answer(code.as_str());
             answer(&VerifyView::refused(code))
         }
@@ -165,7 +189,7 @@ pub(crate) async fn verify(
             retry_after_secs,
             refusal,
         }) => {
-            log_answer(&server, caller, refusal.as_ref(), "RATE_LIMITED");
+            log_answer(server, caller, refusal.as_ref(), "RATE_LIMITED");
             gate.metrics.verify_answer("RATE_LIMITED");
             let detail = if by_key {
                 "this key's rate limit is reached; try again later"

@@ -181,7 +181,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
-    crate::observability::telemetry::init(&settings.log_filter, settings.log_format);
+    crate::observability::telemetry::init(&settings.telemetry.log_filter, settings.telemetry.log_format);
     settings.dev = args.dev;
     // Before anything is written or bound.
     if let Some(refusal) = settings.dev_listen_refusal() {
@@ -227,17 +227,17 @@ async fn serve(args: ServeArgs) -> ExitCode {
 /// and loopback upstreams allowed; the secret, to mint the demo token with.
 fn prepare_dev(settings: &mut Settings) -> Result<String, ExitCode> {
     let secret = dev_jwt_secret(settings)?;
-    if settings.secrets_key.is_none() {
+    if settings.gateway.secrets_key.is_none() {
         let key = dev_secrets_key(&PathBuf::from(DEV_SECRETS_KEY_FILE)).map_err(dev_failure)?;
-        settings.secrets_key = Some(key);
+        settings.gateway.secrets_key = Some(key);
     }
-    if settings.identity_key.is_none() {
+    if settings.gateway.identity_key.is_none() {
         let key = dev_identity_key(&PathBuf::from(DEV_IDENTITY_KEY_FILE)).map_err(dev_failure)?;
-        settings.identity_key = Some(std::sync::Arc::new(key));
+        settings.gateway.identity_key = Some(std::sync::Arc::new(key));
     }
     // A local demo registers servers on the same machine.
-    if settings.gateway_allowed_networks.is_empty() {
-        settings.gateway_allowed_networks = AllowedNetworks::loopback();
+    if settings.gateway.allowed_networks.is_empty() {
+        settings.gateway.allowed_networks = AllowedNetworks::loopback();
     }
     Ok(secret)
 }
@@ -318,7 +318,7 @@ async fn migrate() -> ExitCode {
     };
     let result = async {
         let database =
-            cola_infrastructure::Database::connect(settings.database_url.expose()).await?;
+            cola_infrastructure::Database::connect(settings.database.url.expose()).await?;
         database.migrate().await?;
         let status = database.migration_status().await?;
         database.close().await;

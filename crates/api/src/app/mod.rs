@@ -91,11 +91,12 @@ impl Application {
         if let Some(refusal) = settings.dev_listen_refusal() {
             return Err(StartupError::DevListen(refusal));
         }
-        let database = Database::connect(settings.database_url.expose()).await?;
+        let database = Database::connect(settings.database.url.expose()).await?;
         database.migrate().await?;
         let services = Services::build(&settings, &database).await?;
         let (listener, address) = bind(&settings)?;
         let public_url = settings
+            .server
             .public_url
             .clone()
             .unwrap_or_else(|| format!("http://{address}"));
@@ -106,7 +107,7 @@ impl Application {
         );
         let shared = Shared::new(&settings, &services, &public_url, console_sessions)?;
         let server = serve(shared, listener).map_err(|source| StartupError::Listen {
-            address: settings.listen,
+            address: settings.server.listen,
             source,
         })?;
         let (stop_flusher, flusher) = start_background(&settings, &services);
@@ -153,10 +154,10 @@ impl Application {
 /// The listener on `COLA_LISTEN`, and the address it got (port 0 picks one).
 fn bind(settings: &Settings) -> Result<(TcpListener, SocketAddr), StartupError> {
     let listen_error = |source| StartupError::Listen {
-        address: settings.listen,
+        address: settings.server.listen,
         source,
     };
-    let listener = TcpListener::bind(settings.listen).map_err(listen_error)?;
+    let listener = TcpListener::bind(settings.server.listen).map_err(listen_error)?;
     let address = listener.local_addr().map_err(listen_error)?;
     Ok((listener, address))
 }
@@ -191,7 +192,7 @@ fn start_background(
     let flusher = tokio::spawn(tasks::flush_usage_periodically(
         Arc::clone(&services.usage),
         Arc::clone(&services.repository),
-        settings.usage_flush_interval,
+        settings.usage.flush_interval,
         stopped.clone(),
     ));
     if let Some(keys) = services.verifier.as_ref().and_then(|v| v.provider_keys()) {

@@ -75,7 +75,7 @@ impl Adapters {
             ),
             clock: Arc::new(SystemClock),
             cache: Arc::new(
-                VerifiedKeyCache::new(settings.auth_cache_ttl).map_err(StartupError::Randomness)?,
+                VerifiedKeyCache::new(settings.keys.auth_cache_ttl).map_err(StartupError::Randomness)?,
             ),
             usage: Arc::new(UsageRecorder::new()),
         })
@@ -108,12 +108,12 @@ impl Services {
             resolver: Arc::new(SystemHostResolver),
             sealer: credentials,
             clock: Arc::clone(&adapters.clock),
-            allowed: settings.gateway_allowed_networks.clone(),
+            allowed: settings.gateway.allowed_networks.clone(),
             directory: Arc::clone(&directory),
             keys: Arc::clone(&adapters.cache),
             tokens: Arc::clone(&tokens),
         }));
-        let attempts = Arc::new(AttemptLimiter::new(settings.auth_failure_limit));
+        let attempts = Arc::new(AttemptLimiter::new(settings.keys.auth_failure_limit));
         let (reports, admission) = key_admission(&adapters, &attempts);
         let metrics = Arc::new(
             Metrics::new(
@@ -145,9 +145,9 @@ impl Services {
 
 fn key_policy(settings: &Settings) -> Result<KeyPolicy, StartupError> {
     Ok(KeyPolicy {
-        expiry: ExpiryPolicy::new(settings.default_key_ttl_days, settings.max_key_ttl_days)
+        expiry: ExpiryPolicy::new(settings.keys.default_key_ttl_days, settings.keys.max_key_ttl_days)
             .map_err(StartupError::KeyPolicy)?,
-        max_active_keys_per_user: settings.max_active_keys_per_user,
+        max_active_keys_per_user: settings.keys.max_active_keys_per_user,
     })
 }
 
@@ -157,7 +157,7 @@ async fn sealer(
     settings: &Settings,
     servers: &dyn ServerRepository,
 ) -> Result<Option<Arc<Sealer>>, StartupError> {
-    if let Some(key) = &settings.secrets_key {
+    if let Some(key) = &settings.gateway.secrets_key {
         return Ok(Some(Arc::new(Sealer::new(key))));
     }
     let sealed = servers
@@ -244,7 +244,7 @@ impl Shared {
         public_url: &str,
         console_sessions: ConsoleSessionService,
     ) -> Result<Self, StartupError> {
-        let client_ip = ClientIpResolver::new(settings.trusted_proxies.clone());
+        let client_ip = ClientIpResolver::new(settings.server.trusted_proxies.clone());
         let identity = Arc::new(identity_keys(settings)?);
         let gateway = gateway(settings, services, Arc::clone(&identity), public_url)?;
         let console = crate::console::build(
@@ -269,7 +269,7 @@ impl Shared {
                 tokens: Arc::clone(&services.tokens),
                 verifier: KeyVerifier::new(
                     Arc::clone(&services.admission),
-                    settings.auth_cache_ttl,
+                    settings.keys.auth_cache_ttl,
                 ),
             }),
             identity: web::Data::from(identity),
@@ -282,7 +282,7 @@ impl Shared {
             console: web::Data::new(console),
             resolver: web::Data::new(client_ip),
             write_limiter: web::Data::new(WriteLimiter::new()),
-            secret_scanning: settings.secret_scanning_keys.clone().map(web::Data::new),
+            secret_scanning: settings.keys.secret_scanning_keys.clone().map(web::Data::new),
         })
     }
 }
@@ -292,7 +292,7 @@ fn mcp_gate(settings: &Settings, services: &Services, client_ip: ClientIpResolve
         admission: Arc::clone(&services.admission),
         metrics: Arc::clone(&services.metrics),
         client_ip,
-        allowed_origins: settings.allowed_origins.clone(),
+        allowed_origins: settings.server.allowed_origins.clone(),
     }
 }
 
@@ -319,7 +319,7 @@ fn provider_sign_in(
 /// previous key, still published), or a key of this process alone (warned:
 /// its assertions stop verifying after a restart and differ per instance).
 fn identity_keys(settings: &Settings) -> Result<IdentityKeys, StartupError> {
-    let current = match &settings.identity_key {
+    let current = match &settings.gateway.identity_key {
         Some(key) => Arc::clone(key),
         None => {
             tracing::warn!(
@@ -331,7 +331,7 @@ fn identity_keys(settings: &Settings) -> Result<IdentityKeys, StartupError> {
     };
     Ok(IdentityKeys::new(
         current,
-        settings.identity_previous_key.clone(),
+        settings.gateway.identity_previous_key.clone(),
     ))
 }
 
@@ -346,7 +346,7 @@ fn gateway(
     identity: Arc<IdentityKeys>,
     public_url: &str,
 ) -> Result<Gateway, StartupError> {
-    let allowed = settings.gateway_allowed_networks.clone();
+    let allowed = settings.gateway.allowed_networks.clone();
     let client = UpstreamClient::new(Arc::new(move |address| allowed.permits(address)))
         .map_err(|e| StartupError::UpstreamClient(e.into()))?;
     let sealer = match &services.sealer {
@@ -362,7 +362,7 @@ fn gateway(
     let service = GatewayService::new(GatewayParts {
         directory: Arc::clone(&services.directory),
         handles: Handles::new(Arc::new(sealer)),
-        inflight: TenantInflight::new(settings.gateway_max_inflight_per_tenant),
+        inflight: TenantInflight::new(settings.gateway.max_inflight_per_tenant),
         keys: Arc::clone(&services.cache),
         admission: Arc::clone(&services.admission),
         identity,

@@ -1,4 +1,5 @@
-//! An identity provider's signing keys (CONTRACT §11): the JWKS at
+//! An identity provider's signing keys (docs/operations.md, "Pointing
+//! Cola at Keycloak or any OIDC provider"): the JWKS at
 //! `COLA_JWT_JWKS_URL`, or the one `COLA_OIDC_ISSUER`'s discovery document
 //! names. Fetched at start and kept fresh in the background; a token naming
 //! a `kid` the set does not hold triggers one refetch, at most once per

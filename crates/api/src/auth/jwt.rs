@@ -57,7 +57,7 @@ pub struct JwtVerifier {
 
 enum VerificationKeys {
     /// One key, one algorithm (`COLA_JWT_SECRET`, `COLA_JWT_PUBLIC_KEY_FILE`);
-    /// the claims are read as CONTRACT §4 names them.
+    /// the claims are read as docs/decisions.md, "Management JWT", names them.
     Pinned(DecodingKey),
     /// The provider's JWKS; the claims are read where `ClaimNames` says, and
     /// non-UUID ids are mapped (see [`mapped_id`]).
@@ -251,7 +251,8 @@ fn pinned_principal(claims: Claims) -> Result<Principal, TokenRefusal> {
     })
 }
 
-/// A provider token's principal (CONTRACT §11): `sub` and the tenant claim
+/// A provider token's principal (docs/operations.md, "Pointing Cola at Keycloak or
+/// any OIDC provider"): `sub` and the tenant claim
 /// as ids (mapped when they are not UUIDs), admin when the role claim — a
 /// string or an array of strings — holds one of the admin roles, member when
 /// it holds none or is missing.

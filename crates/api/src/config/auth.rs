@@ -30,7 +30,7 @@ pub enum JwksSource {
 }
 
 /// Where a provider's token carries the tenant and the role (JWKS mode only;
-/// the static modes read `tenant_id` and `role` as CONTRACT §4 has them).
+/// the static modes read `tenant_id` and `role` as docs/decisions.md, "Management JWT", has them).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClaimNames {
     /// A claim name, or a dotted path into nested objects

@@ -1,4 +1,4 @@
-//! The web console at `/console` (CONTRACT §11): a small page served from
+//! The web console at `/console` (docs/console.md): a small page served from
 //! the binary (its files are compiled in; nothing is fetched from anywhere
 //! else) that manages keys through the REST API, authenticated by the
 //! console's session cookie. Sign-in is OpenID Connect with the provider of

@@ -1,4 +1,4 @@
-//! The MCP endpoint (`POST /mcp`, CONTRACT §6): stateless Streamable HTTP
+//! The MCP endpoint (`POST /mcp`, docs/mcp.md): stateless Streamable HTTP
 //! with JSON responses, serving both protocol eras, behind key
 //! authentication.
 

@@ -1,4 +1,5 @@
-//! `/api/mcp/keys`: the key-management REST API (CONTRACT §5). Reads take a
+//! `/api/mcp/keys`: the key-management REST API (README.md, "The
+//! management API"). Reads take a
 //! [`Caller`]; writes a [`Writer`], which is also held to the per-user write
 //! limit.
 

@@ -1,4 +1,4 @@
-//! The OpenAPI 3.1 document of the management API (CONTRACT §5, §7), built
+//! The OpenAPI 3.1 document of the management API (README.md, "The management API"), built
 //! from the handlers' `#[utoipa::path]` annotations and the DTOs' schemas,
 //! served at `GET /api/openapi.json`.
 

@@ -1,4 +1,4 @@
-//! Reporting a leaked key (CONTRACT §10): `POST /api/mcp/keys/report`, public,
+//! Reporting a leaked key (docs/operations.md, "If a key leaks"): `POST /api/mcp/keys/report`, public,
 //! and GitHub's secret-scanning partner format at
 //! `POST /api/secret-scanning/github`, signed by GitHub.
 //!

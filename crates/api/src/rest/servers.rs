@@ -1,5 +1,5 @@
 //! `/api/mcp/servers`: the tenant's registered upstream MCP servers
-//! (CONTRACT §8). Reads take a [`Caller`] of any role; changes a [`Writer`]
+//! (docs/gateway.md). Reads take a [`Caller`] of any role; changes a [`Writer`]
 //! (held to the per-user write limit), and the service lets only admins
 //! through. No response, log line or error ever holds a header value.
 

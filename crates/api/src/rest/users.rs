@@ -1,4 +1,4 @@
-//! `/api/mcp/users/{user_id}/keys`: offboarding a user (CONTRACT §10).
+//! `/api/mcp/users/{user_id}/keys`: offboarding a user (docs/operations.md, "Offboarding").
 
 use actix_web::{HttpResponse, web};
 use cola_application::{ApiKeyService, FieldErrors};

@@ -1,4 +1,4 @@
-//! The verify API (CONTRACT §9): `POST /api/mcp/verify`, for a tenant's own
+//! The verify API (docs/verify.md): `POST /api/mcp/verify`, for a tenant's own
 //! MCP server that checks keys itself, and `GET /.well-known/jwks.json`,
 //! the public keys of the identity assertions the gateway sends.
 //!

@@ -12,10 +12,10 @@ use cola_domain::{AllowedNetworks, TenantId, UserId};
 use cola_infrastructure::{HttpKeySetFetcher, IdentityKey, SecretsKey};
 use uuid::Uuid;
 
-use crate::config::{JwksSource, JwtKey, JwtSettings, Secret, Settings};
+use crate::app::Application;
 use crate::auth::jwks::ProviderKeys;
 use crate::auth::jwt::mint_token;
-use crate::app::Application;
+use crate::config::{JwksSource, JwtKey, JwtSettings, Secret, Settings};
 
 /// Where `--dev` keeps the JWT secret it generates, so tokens survive restarts.
 pub const DEV_SECRET_FILE: &str = ".cola-dev-secret";
@@ -181,7 +181,10 @@ async fn serve(args: ServeArgs) -> ExitCode {
         Ok(settings) => settings,
         Err(code) => return code,
     };
-    crate::observability::telemetry::init(&settings.telemetry.log_filter, settings.telemetry.log_format);
+    crate::observability::telemetry::init(
+        &settings.telemetry.log_filter,
+        settings.telemetry.log_format,
+    );
     settings.dev = args.dev;
     // Before anything is written or bound.
     if let Some(refusal) = settings.dev_listen_refusal() {

@@ -17,7 +17,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use cola_application::{
+    PendingSignIn, ProviderSignIn, SIGN_IN_TTL, SignInError, SignInStart, SignedIn,
+};
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenClaims, CoreProviderMetadata,
 };
@@ -26,8 +30,6 @@ use openidconnect::{
     EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge,
     PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError, TokenResponse,
 };
-use async_trait::async_trait;
-use cola_application::{PendingSignIn, ProviderSignIn, SIGN_IN_TTL, SignInError, SignInStart, SignedIn};
 use zeroize::Zeroizing;
 
 /// The console's OpenID Connect client, as configured.
@@ -226,7 +228,6 @@ impl OidcSignIn {
         )
         .set_redirect_uri(redirect))
     }
-
 }
 
 #[async_trait]

@@ -9,9 +9,11 @@ mod tasks;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
-use actix_web::dev::Server;
 use actix_web::HttpServer;
-use cola_application::{ApiKeyRepository, ConsoleSessionService, UsageRecorder, follow_access_changes};
+use actix_web::dev::Server;
+use cola_application::{
+    ApiKeyRepository, ConsoleSessionService, UsageRecorder, follow_access_changes,
+};
 use cola_infrastructure::{Database, SeaOrmConsoleSessionRepository};
 use thiserror::Error;
 use tokio::sync::watch;
@@ -30,7 +32,9 @@ pub enum StartupError {
     /// `--dev` asked to listen beyond loopback (the whole message).
     #[error("{0}")]
     DevListen(String),
-    #[error("invalid configuration: COLA_SECRETS_KEY: required: {sealed} registered server(s) hold encrypted upstream headers")]
+    #[error(
+        "invalid configuration: COLA_SECRETS_KEY: required: {sealed} registered server(s) hold encrypted upstream headers"
+    )]
     SecretsKeyRequired { sealed: u64 },
     #[error("cannot count the servers that hold encrypted headers: {0}")]
     Repository(#[source] cola_application::RepositoryError),

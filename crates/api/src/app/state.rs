@@ -16,8 +16,8 @@ use cola_application::{
 use cola_domain::ExpiryPolicy;
 use cola_infrastructure::{
     Argon2Hasher, Database, HasherSettings, HttpKeySetFetcher, IdentityKey, IdentityKeys,
-    OidcClientSettings, OidcSignIn, SeaOrmApiKeyRepository,
-    SeaOrmServerRepository, Sealer, SecretsKey, SystemHostResolver, UpstreamClient,
+    OidcClientSettings, OidcSignIn, SeaOrmApiKeyRepository, SeaOrmServerRepository, Sealer,
+    SecretsKey, SystemHostResolver, UpstreamClient,
 };
 use zeroize::Zeroizing;
 
@@ -75,7 +75,8 @@ impl Adapters {
             ),
             clock: Arc::new(SystemClock),
             cache: Arc::new(
-                VerifiedKeyCache::new(settings.keys.auth_cache_ttl).map_err(StartupError::Randomness)?,
+                VerifiedKeyCache::new(settings.keys.auth_cache_ttl)
+                    .map_err(StartupError::Randomness)?,
             ),
             usage: Arc::new(UsageRecorder::new()),
         })
@@ -145,8 +146,11 @@ impl Services {
 
 fn key_policy(settings: &Settings) -> Result<KeyPolicy, StartupError> {
     Ok(KeyPolicy {
-        expiry: ExpiryPolicy::new(settings.keys.default_key_ttl_days, settings.keys.max_key_ttl_days)
-            .map_err(StartupError::KeyPolicy)?,
+        expiry: ExpiryPolicy::new(
+            settings.keys.default_key_ttl_days,
+            settings.keys.max_key_ttl_days,
+        )
+        .map_err(StartupError::KeyPolicy)?,
         max_active_keys_per_user: settings.keys.max_active_keys_per_user,
     })
 }
@@ -282,7 +286,11 @@ impl Shared {
             console: web::Data::new(console),
             resolver: web::Data::new(client_ip),
             write_limiter: web::Data::new(WriteLimiter::new()),
-            secret_scanning: settings.keys.secret_scanning_keys.clone().map(web::Data::new),
+            secret_scanning: settings
+                .keys
+                .secret_scanning_keys
+                .clone()
+                .map(web::Data::new),
         })
     }
 }

@@ -14,9 +14,9 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use cola_application::{DocumentFetchError, KeySetFetcher, MAX_PROVIDER_DOCUMENT_BYTES};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
-use cola_application::{DocumentFetchError, KeySetFetcher, MAX_PROVIDER_DOCUMENT_BYTES};
 use serde::Deserialize;
 use tokio::sync::{Mutex, watch};
 

@@ -474,12 +474,15 @@ RteyW2wE94HUnTDRofo=\n\
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
     fn verifier(issuer: Option<&str>) -> JwtVerifier {
-        JwtVerifier::new(&JwtSettings {
-            key: JwtKey::Secret(Secret::new(SECRET.into())),
-            issuer: issuer.map(str::to_owned),
-            audience: None,
-            claims: ClaimNames::default(),
-        }, &no_provider())
+        JwtVerifier::new(
+            &JwtSettings {
+                key: JwtKey::Secret(Secret::new(SECRET.into())),
+                issuer: issuer.map(str::to_owned),
+                audience: None,
+                claims: ClaimNames::default(),
+            },
+            &no_provider(),
+        )
         .expect("verifier")
     }
 
@@ -634,12 +637,15 @@ RteyW2wE94HUnTDRofo=\n\
     }
 
     fn with_audience(audience: Option<&str>) -> JwtVerifier {
-        JwtVerifier::new(&JwtSettings {
-            key: JwtKey::Secret(Secret::new(SECRET.into())),
-            issuer: None,
-            audience: audience.map(str::to_owned),
-            claims: ClaimNames::default(),
-        }, &no_provider())
+        JwtVerifier::new(
+            &JwtSettings {
+                key: JwtKey::Secret(Secret::new(SECRET.into())),
+                issuer: None,
+                audience: audience.map(str::to_owned),
+                claims: ClaimNames::default(),
+            },
+            &no_provider(),
+        )
         .expect("verifier")
     }
 
@@ -708,12 +714,15 @@ RteyW2wE94HUnTDRofo=\n\
     fn from_public_key(pem: &str) -> Result<JwtVerifier, String> {
         let path = std::env::temp_dir().join(format!("cola-jwt-{}.pem", Uuid::new_v4().simple()));
         std::fs::write(&path, pem).expect("write the key");
-        let verifier = JwtVerifier::new(&JwtSettings {
-            key: JwtKey::PublicKeyFile(path.clone()),
-            issuer: None,
-            audience: None,
-            claims: ClaimNames::default(),
-        }, &no_provider());
+        let verifier = JwtVerifier::new(
+            &JwtSettings {
+                key: JwtKey::PublicKeyFile(path.clone()),
+                issuer: None,
+                audience: None,
+                claims: ClaimNames::default(),
+            },
+            &no_provider(),
+        );
         let _ = std::fs::remove_file(&path);
         verifier
     }

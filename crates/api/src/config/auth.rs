@@ -99,7 +99,11 @@ pub(super) fn read(read: &mut Reader<'_>, oidc_issuer: Option<&url::Url>) -> Opt
 /// The one key configured, or `None`; more than one is an error.
 fn jwt_key(read: &mut Reader<'_>, choice: KeyChoice) -> Option<JwtKey> {
     let provider = choice.jwks_url.is_some() || choice.oidc_issuer.is_some();
-    let chosen = [choice.secret.is_some(), choice.public_key.is_some(), provider];
+    let chosen = [
+        choice.secret.is_some(),
+        choice.public_key.is_some(),
+        provider,
+    ];
     if chosen.iter().filter(|set| **set).count() > 1 {
         read.fail(
             if choice.secret.is_some() {
@@ -170,8 +174,14 @@ pub(super) fn describe(jwt: Option<&JwtSettings>) -> Vec<(&'static str, String)>
     let claims = jwt.map(|j| j.claims.clone()).unwrap_or_default();
     vec![
         ("JWT", key),
-        ("COLA_JWT_ISSUER", or_unset(jwt.and_then(|j| j.issuer.clone()))),
-        ("COLA_JWT_AUDIENCE", or_unset(jwt.and_then(|j| j.audience.clone()))),
+        (
+            "COLA_JWT_ISSUER",
+            or_unset(jwt.and_then(|j| j.issuer.clone())),
+        ),
+        (
+            "COLA_JWT_AUDIENCE",
+            or_unset(jwt.and_then(|j| j.audience.clone())),
+        ),
         ("COLA_JWT_TENANT_CLAIM", claims.tenant),
         ("COLA_JWT_ROLE_CLAIM", claims.role),
         ("COLA_JWT_ADMIN_ROLES", claims.admin_roles.join(",")),

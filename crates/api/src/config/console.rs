@@ -18,10 +18,7 @@ pub struct OidcClientSettings {
 
 /// The console's client, `None` when neither the id nor the secret is set.
 /// Either without the other, or without the issuer, is an error.
-pub(super) fn read(
-    read: &mut Reader<'_>,
-    issuer: Option<&url::Url>,
-) -> Option<OidcClientSettings> {
+pub(super) fn read(read: &mut Reader<'_>, issuer: Option<&url::Url>) -> Option<OidcClientSettings> {
     let client_id = read.text("COLA_OIDC_CLIENT_ID");
     let client_secret = read.text("COLA_OIDC_CLIENT_SECRET");
     let (client_id, secret, issuer) = match (client_id, client_secret, issuer) {

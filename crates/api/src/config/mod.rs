@@ -209,7 +209,10 @@ mod tests {
         assert_eq!(s.database.url.expose(), DEFAULT_DATABASE_URL);
         assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
         assert!(s.jwt.is_none());
-        assert_eq!((s.keys.default_key_ttl_days, s.keys.max_key_ttl_days), (90, 365));
+        assert_eq!(
+            (s.keys.default_key_ttl_days, s.keys.max_key_ttl_days),
+            (90, 365)
+        );
         assert_eq!(s.keys.max_active_keys_per_user, 25);
         assert_eq!(s.usage.flush_interval, Duration::from_millis(5000));
         assert_eq!(s.keys.auth_cache_ttl, Duration::from_secs(30));

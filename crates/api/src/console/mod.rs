@@ -19,17 +19,16 @@ use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
 use cola_application::{
-    ConsoleSessionService, PendingSignIn, Principal, ProviderSignIn, Role, SIGN_IN_TTL,
-    SignInStart,
+    ConsoleSessionService, PendingSignIn, Principal, ProviderSignIn, Role, SIGN_IN_TTL, SignInStart,
 };
 use cola_domain::{TenantId, UserId};
 use governor::Quota;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::foundations::client_ip::ClientIpResolver;
-use crate::config::{JwtKey, JwtSettings, Settings};
 use crate::auth::jwt::JwtVerifier;
+use crate::config::{JwtKey, JwtSettings, Settings};
+use crate::foundations::client_ip::ClientIpResolver;
 use crate::foundations::problem::Problem;
 use crate::foundations::routing::method_not_allowed;
 use crate::token_buckets::TokenBuckets;
@@ -330,7 +329,10 @@ async fn login(
 
 /// Sends the browser to the provider, the pending sign-in sealed in the
 /// sign-in cookie for the callback.
-async fn start_at_provider(sessions: &ConsoleSessions, provider: &dyn ProviderSignIn) -> HttpResponse {
+async fn start_at_provider(
+    sessions: &ConsoleSessions,
+    provider: &dyn ProviderSignIn,
+) -> HttpResponse {
     match provider.begin(Utc::now()).await {
         Ok(SignInStart { url, pending }) => match sessions.seal(Purpose::SignIn, &pending) {
             Some(sealed) => {

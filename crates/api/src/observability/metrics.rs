@@ -150,8 +150,7 @@ impl Metrics {
         let registry = Registry::new();
         let r = &registry;
         let (name, help) = GATEWAY_DURATION;
-        let gateway_duration =
-            prometheus::Histogram::with_opts(HistogramOpts::new(name, help))?;
+        let gateway_duration = prometheus::Histogram::with_opts(HistogramOpts::new(name, help))?;
         Ok(Self {
             http_requests: counter(r, HTTP_REQUESTS, &["route", "method", "status"])?,
             http_duration: histogram(r, HTTP_DURATION, None, &["route"])?,

@@ -10,8 +10,8 @@ use cola_application::{
 };
 use cola_domain::ApiKeyId;
 
-use crate::foundations::json::{JsonBody, OptionalJsonBody, parse_query};
 use crate::auth::caller::Caller;
+use crate::foundations::json::{JsonBody, OptionalJsonBody, parse_query};
 use crate::foundations::problem::{ApiError, Problem};
 use crate::foundations::routing::method_not_allowed;
 use crate::write_limit::Writer;

@@ -20,8 +20,8 @@ use cola_domain::LeakReport;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::foundations::json::{is_json, parse_json, read_body, unsupported_media_type};
 use crate::auth::caller::ManagementAuth;
+use crate::foundations::json::{is_json, parse_json, read_body, unsupported_media_type};
 use crate::foundations::problem::{ApiError, Problem};
 use crate::foundations::routing::method_not_allowed;
 use crate::rest::secret_scanning::SecretScanningKeys;

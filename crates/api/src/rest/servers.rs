@@ -7,8 +7,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use cola_application::{CreateServerRequest, ListServersQuery, ServerService, UpdateServerRequest};
 use cola_domain::ServerId;
 
-use crate::foundations::json::{JsonBody, parse_query};
 use crate::auth::caller::Caller;
+use crate::foundations::json::{JsonBody, parse_query};
 use crate::foundations::problem::{ApiError, Problem};
 use crate::foundations::routing::method_not_allowed;
 use crate::write_limit::Writer;

@@ -24,9 +24,9 @@ use serde::Serialize;
 
 use crate::foundations::bearer::bearer;
 use crate::foundations::json::{is_json, parse_json, read_body, unsupported_media_type};
-use crate::mcp::McpGate;
 use crate::foundations::problem::{PROBLEM_JSON, Problem};
 use crate::foundations::routing::{get_only, method_not_allowed};
+use crate::mcp::McpGate;
 
 /// What the verify API holds besides the gate's limiters.
 #[derive(Debug)]
@@ -145,7 +145,11 @@ async fn calling_server(
         Err(TokenRefusal::Invalid) => {
             gate.metrics.verify_answer("BAD_TOKEN");
             tracing::info!(client = %caller, outcome = "bad_server_token", "verify request");
-            if let Err(wait) = gate.admission.attempts().record_failure(Charge::Client(caller)) {
+            if let Err(wait) = gate
+                .admission
+                .attempts()
+                .record_failure(Charge::Client(caller))
+            {
                 return Err(rate_limited(TOO_MANY_FAILURES, wait.retry_after_secs));
             }
             Err(Problem::unauthorized("a valid server verification token is required").response())

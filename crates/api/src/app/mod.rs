@@ -47,8 +47,8 @@ pub enum StartupError {
     #[error("metrics: {0}")]
     Metrics(#[source] prometheus::Error),
     /// The management JWT key (the message names the variable).
-    #[error("{0}")]
-    JwtKey(String),
+    #[error(transparent)]
+    JwtKey(#[from] crate::auth::jwt::JwtKeyError),
     #[error("COLA_JWT_JWKS_URL: {0}")]
     ProviderClient(#[source] cola_infrastructure::HttpClientError),
     #[error("COLA_OIDC_ISSUER: {0}")]

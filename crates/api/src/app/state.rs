@@ -201,7 +201,8 @@ fn key_admission(
 }
 
 /// The management JWT verifier, if a key is configured; the provider's
-/// documents are fetched by the infrastructure's client.
+/// documents are fetched by the infrastructure's client, built only when a
+/// provider is configured.
 fn verifier(settings: &Settings) -> Result<Option<Arc<JwtVerifier>>, StartupError> {
     let Some(jwt) = &settings.jwt else {
         if !settings.dev {
@@ -213,9 +214,10 @@ fn verifier(settings: &Settings) -> Result<Option<Arc<JwtVerifier>>, StartupErro
         }
         return Ok(None);
     };
-    let key_sets: Arc<dyn KeySetFetcher> =
-        Arc::new(HttpKeySetFetcher::new().map_err(StartupError::ProviderClient)?);
-    let verifier = JwtVerifier::new(jwt, &key_sets).map_err(StartupError::JwtKey)?;
+    let verifier = JwtVerifier::new(jwt, || {
+        let fetcher = HttpKeySetFetcher::new().map_err(StartupError::ProviderClient)?;
+        Ok::<Arc<dyn KeySetFetcher>, StartupError>(Arc::new(fetcher))
+    })?;
     Ok(Some(Arc::new(verifier)))
 }
 

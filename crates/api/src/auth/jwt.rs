@@ -4,6 +4,7 @@
 //! turned into a `Principal`, which the `Caller` extractor (`caller.rs`)
 //! hands to the management routes.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
@@ -82,44 +83,23 @@ impl std::fmt::Debug for JwtVerifier {
 
 impl JwtVerifier {
     /// Builds the verifier; a PEM that is neither an RSA nor an EC public key
-    /// (on P-256 or P-384) is a configuration error.
-    /// `fetcher` fetches the provider's keys in the provider mode.
-    pub fn new(settings: &JwtSettings, fetcher: &Arc<dyn KeySetFetcher>) -> Result<Self, String> {
-        if let JwtKey::Jwks(source) = &settings.key {
-            let keys = ProviderKeys::new(source.clone(), Arc::clone(fetcher));
-            return Ok(Self::with_provider(Arc::new(keys), settings));
-        }
+    /// (on P-256 or P-384) is a configuration error. `fetcher` gives what
+    /// fetches the provider's keys; it is called in the provider mode only,
+    /// so a pinned key builds no HTTP client.
+    pub fn new<E: From<JwtKeyError>>(
+        settings: &JwtSettings,
+        fetcher: impl FnOnce() -> Result<Arc<dyn KeySetFetcher>, E>,
+    ) -> Result<Self, E> {
         let (key, algorithm) = match &settings.key {
+            JwtKey::Jwks(source) => {
+                let keys = ProviderKeys::new(source.clone(), fetcher()?);
+                return Ok(Self::with_provider(Arc::new(keys), settings));
+            }
             JwtKey::Secret(secret) => (
                 DecodingKey::from_secret(secret.expose().as_bytes()),
                 Algorithm::HS256,
             ),
-            JwtKey::PublicKeyFile(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    format!(
-                        "COLA_JWT_PUBLIC_KEY_FILE: cannot read {}: {e}",
-                        path.display()
-                    )
-                })?;
-                if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
-                    (key, Algorithm::RS256)
-                } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
-                    let algorithm = ec_algorithm(&key).ok_or_else(|| {
-                        format!(
-                            "COLA_JWT_PUBLIC_KEY_FILE: {} is an EC key on a curve other than \
-                             P-256 (ES256) or P-384 (ES384), the two supported",
-                            path.display()
-                        )
-                    })?;
-                    (key, algorithm)
-                } else {
-                    return Err(format!(
-                        "COLA_JWT_PUBLIC_KEY_FILE: {} is not an RSA or EC public key in PEM form",
-                        path.display()
-                    ));
-                }
-            }
-            JwtKey::Jwks(_) => return Err("unreachable: handled above".into()),
+            JwtKey::PublicKeyFile(path) => public_key(path)?,
         };
         // Exactly one algorithm: a token signed otherwise (`none` included)
         // is refused before its claims are read.
@@ -201,6 +181,50 @@ impl JwtVerifier {
             }
         }
     }
+}
+
+/// Why the configured public key (`COLA_JWT_PUBLIC_KEY_FILE`) cannot be
+/// used; the message names the variable, never the file's contents.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtKeyError {
+    #[error("COLA_JWT_PUBLIC_KEY_FILE: cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "COLA_JWT_PUBLIC_KEY_FILE: {} is an EC key on a curve other than P-256 (ES256) or \
+         P-384 (ES384), the two supported",
+        path.display()
+    )]
+    UnsupportedCurve { path: PathBuf },
+    #[error(
+        "COLA_JWT_PUBLIC_KEY_FILE: {} is not an RSA or EC public key in PEM form",
+        path.display()
+    )]
+    NotAPublicKey { path: PathBuf },
+}
+
+/// The PEM public key at `path` and the one algorithm it verifies: RS256
+/// for RSA, ES256 or ES384 by the EC key's curve.
+fn public_key(path: &Path) -> Result<(DecodingKey, Algorithm), JwtKeyError> {
+    let pem = std::fs::read(path).map_err(|source| JwtKeyError::Unreadable {
+        path: path.to_owned(),
+        source,
+    })?;
+    if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+        return Ok((key, Algorithm::RS256));
+    }
+    let Ok(key) = DecodingKey::from_ec_pem(&pem) else {
+        return Err(JwtKeyError::NotAPublicKey {
+            path: path.to_owned(),
+        });
+    };
+    let algorithm = ec_algorithm(&key).ok_or_else(|| JwtKeyError::UnsupportedCurve {
+        path: path.to_owned(),
+    })?;
+    Ok((key, algorithm))
 }
 
 /// What every token is checked for, whatever its key: `exp` (with
@@ -432,8 +456,8 @@ mod tests {
         }
     }
 
-    fn no_provider() -> Arc<dyn KeySetFetcher> {
-        Arc::new(NoProvider)
+    fn no_provider() -> Result<Arc<dyn KeySetFetcher>, JwtKeyError> {
+        Ok(Arc::new(NoProvider))
     }
 
     // Test keys, generated for these tests only with
@@ -481,7 +505,7 @@ RteyW2wE94HUnTDRofo=\n\
                 audience: None,
                 claims: ClaimNames::default(),
             },
-            &no_provider(),
+            no_provider,
         )
         .expect("verifier")
     }
@@ -644,7 +668,7 @@ RteyW2wE94HUnTDRofo=\n\
                 audience: audience.map(str::to_owned),
                 claims: ClaimNames::default(),
             },
-            &no_provider(),
+            no_provider,
         )
         .expect("verifier")
     }
@@ -711,7 +735,7 @@ RteyW2wE94HUnTDRofo=\n\
     }
 
     /// A verifier reading `pem` as `COLA_JWT_PUBLIC_KEY_FILE`.
-    fn from_public_key(pem: &str) -> Result<JwtVerifier, String> {
+    fn from_public_key(pem: &str) -> Result<JwtVerifier, JwtKeyError> {
         let path = std::env::temp_dir().join(format!("cola-jwt-{}.pem", Uuid::new_v4().simple()));
         std::fs::write(&path, pem).expect("write the key");
         let verifier = JwtVerifier::new(
@@ -721,7 +745,7 @@ RteyW2wE94HUnTDRofo=\n\
                 audience: None,
                 claims: ClaimNames::default(),
             },
-            &no_provider(),
+            no_provider,
         );
         let _ = std::fs::remove_file(&path);
         verifier
@@ -766,7 +790,9 @@ RteyW2wE94HUnTDRofo=\n\
 
     #[tokio::test]
     async fn a_key_on_another_curve_is_refused_at_start_up_by_name() {
-        let error = from_public_key(P521_PUBLIC).expect_err("P-521 is not supported");
+        let error = from_public_key(P521_PUBLIC)
+            .expect_err("P-521 is not supported")
+            .to_string();
         assert!(error.starts_with("COLA_JWT_PUBLIC_KEY_FILE: "), "{error}");
         assert!(
             error.contains("P-256") && error.contains("P-384"),

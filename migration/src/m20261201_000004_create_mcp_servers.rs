@@ -1,4 +1,4 @@
-//! The tenants' registered upstream MCP servers (CONTRACT §8). Header
+//! The tenants' registered upstream MCP servers (docs/gateway.md). Header
 //! values are never stored in clear: `sealed_headers` is an AEAD box bound
 //! to the row's tenant and id, `header_names` the names alone.
 //!

@@ -1,4 +1,4 @@
-//! A registered server's verification token (CONTRACT §9): only its SHA-256
+//! A registered server's verification token (docs/verify.md): only its SHA-256
 //! digest (`verify_token_digest`, hex) is stored, unique across tenants since
 //! the verify API finds the calling server by it, and when it was minted.
 //! Minting again overwrites both, so the previous token stops working.

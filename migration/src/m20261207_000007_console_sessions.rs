@@ -1,4 +1,4 @@
-//! The console's sessions (CONTRACT §11), one row per sign-in, so that
+//! The console's sessions (docs/console.md), one row per sign-in, so that
 //! sign-out and offboarding end a session on every instance. The session id
 //! travels in the signed cookie; only its SHA-256 (`id_digest`, hex) is
 //! stored, so a copy of the table signs no one in. `ended_at` is set by

@@ -1,5 +1,5 @@
 """Every control of the console has an accessible name that contains its
-visible text (WCAG 2.5.3, CONTRACT §11): a person using speech input says
+visible text (WCAG 2.5.3, docs/console.md): a person using speech input says
 what they see ("click Copy"), and a screen-reader user hears it. Chromium
 computes the names; the test visits every page and dialog of the console
 with `--dev`, in each state its buttons can take."""

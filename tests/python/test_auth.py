@@ -1,6 +1,6 @@
 """Admission at `/mcp` over raw HTTP: credentials, revocation, expiry,
 permission changes, IP allow-lists, Origin and failure rate limiting
-(CONTRACT §2, §5, §6).
+(README.md and docs/mcp.md).
 
 Tests that provoke failed authentications run against `cola_proxy` with a
 client address of their own (`X-Forwarded-For` from the trusted 127.0.0.1),
@@ -177,7 +177,7 @@ def test_permission_change_applies_to_the_next_request(cola: ColaServer, owner: 
     assert cola.tool_names(key["key"]) == ["whoami"]
     r = cola.call_tool(key["key"], "list_api_keys", {})
     assert r.status_code == 200 and r.json()["error"]["code"] == -32602
-    # A field left out keeps its value (CONTRACT §5): the tool list goes
+    # A field left out keeps its value (docs/decisions.md, decision 127): the tool list goes
     # only when given as null.
     owner.patch_permissions(key["id"], permissions={"read": False, "write": True})
     assert cola.tool_names(key["key"]) == []

@@ -1,4 +1,4 @@
-"""The gateway `/mcp/{slug}` (CONTRACT §8) end to end: the real binary in
+"""The gateway `/mcp/{slug}` (docs/gateway.md) end to end: the real binary in
 front of real upstream MCP servers built with the official Python SDK
 (`upstream_server.py`), reached by the official Python SDK client in every
 mode and by raw HTTP. Each upstream records what it received, so a test

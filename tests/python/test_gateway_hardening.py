@@ -1,5 +1,5 @@
 """What the gateway never trusts an upstream (or a client) to do
-(CONTRACT §8): echo ids, stay small, finish, describe its tools, carry
+(docs/gateway.md): echo ids, stay small, finish, describe its tools, carry
 headers the body does not back, keep tasks apart. Each test reproduces a way
 around the gateway's filter or bounds that once worked, against
 `raw_upstream.py` (which misbehaves on purpose) or the SDK upstream."""

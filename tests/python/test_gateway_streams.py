@@ -1,4 +1,4 @@
-"""The gateway's streams (CONTRACT §8) end to end, against the real binary in
+"""The gateway's streams (docs/gateway.md) end to end, against the real binary in
 front of `upstream_server.py` (the official Python SDK's server, answering
 with SSE and keeping handshake-era sessions):
 

@@ -1,6 +1,7 @@
-"""Two `cola-api` instances sharing one database (CONTRACT §6: "Revocation,
-expiry and permission changes apply to the very next request on the
-instance that made them, and on every other instance within 2 seconds")."""
+"""Two `cola-api` instances sharing one database (docs/operations.md,
+"Running several instances": a revocation, expiry or permission change applies
+to the next request on the instance that made it, and on every other instance
+within 2 s)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The MCP wire protocol at `/mcp` over raw HTTP: both eras, the
 2026-07-28 header and `_meta` rules, result shapes and malformed input
-(CONTRACT §6, MCP-NOTES)."""
+(docs/mcp.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The official MCP Python SDK client (`mcp` 2.x) against the real server,
-in each connection mode, with nothing but a header (CONTRACT §6)."""
+in each connection mode, with nothing but a header (docs/mcp.md)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """What the built-in tools and resources do, over raw HTTP: every call acts
 as the key's owner (even an admin's key sees only its owner's keys) and
-answers as the REST API does (CONTRACT §6)."""
+answers as the REST API does (docs/mcp.md)."""
 
 from __future__ import annotations
 

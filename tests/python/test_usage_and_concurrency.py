@@ -1,5 +1,6 @@
 """Usage accounting and tenant isolation under concurrent load
-(CONTRACT §6: "Each admitted request adds one to the key's usage_count")."""
+(docs/architecture.md, "Batched usage counting": each admitted request adds
+one to the key's usage_count)."""
 
 from __future__ import annotations
 

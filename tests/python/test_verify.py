@@ -1,4 +1,4 @@
-"""Tenant servers know who is calling (CONTRACT §9) end to end, against the
+"""Tenant servers know who is calling (docs/verify.md) end to end, against the
 real binary:
 
 - `POST /api/mcp/verify` as a server sees it: every answer code, the

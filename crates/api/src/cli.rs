@@ -3,18 +3,19 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use chrono::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use cola_application::Role;
 use cola_domain::{AllowedNetworks, TenantId, UserId};
-use cola_infrastructure::{IdentityKey, SecretsKey};
+use cola_infrastructure::{HttpKeySetFetcher, IdentityKey, SecretsKey};
 use uuid::Uuid;
 
+use crate::app::Application;
+use crate::auth::jwks::ProviderKeys;
+use crate::auth::jwt::mint_token;
 use crate::config::{JwksSource, JwtKey, JwtSettings, Secret, Settings};
-use crate::jwks::ProviderKeys;
-use crate::jwt::mint_token;
-use crate::startup::Application;
 
 /// Where `--dev` keeps the JWT secret it generates, so tokens survive restarts.
 pub const DEV_SECRET_FILE: &str = ".cola-dev-secret";
@@ -175,73 +176,29 @@ fn dev_identity_key(path: &Path) -> Result<IdentityKey, String> {
     }
 }
 
-#[allow(clippy::print_stdout)]
 async fn serve(args: ServeArgs) -> ExitCode {
     let mut settings = match load_settings() {
         Ok(settings) => settings,
         Err(code) => return code,
     };
-    crate::telemetry::init(&settings.log_filter, settings.log_format);
-    let mut dev_banner_secret = None;
+    crate::observability::telemetry::init(
+        &settings.telemetry.log_filter,
+        settings.telemetry.log_format,
+    );
     settings.dev = args.dev;
     // Before anything is written or bound.
     if let Some(refusal) = settings.dev_listen_refusal() {
         eprintln!("{refusal}");
         return ExitCode::from(2);
     }
-    if args.dev {
-        let secret = match &settings.jwt {
-            Some(JwtSettings {
-                key: JwtKey::Secret(secret),
-                ..
-            }) => secret.expose().to_owned(),
-            Some(_) => {
-                eprintln!(
-                    "--dev mints HS256 tokens; it cannot be combined with COLA_JWT_PUBLIC_KEY_FILE, \
-                     COLA_JWT_JWKS_URL or COLA_OIDC_ISSUER"
-                );
-                return ExitCode::from(2);
-            }
-            None => match dev_secret(&PathBuf::from(DEV_SECRET_FILE)) {
-                Ok(secret) => {
-                    settings.jwt = Some(JwtSettings {
-                        key: JwtKey::Secret(Secret::new(secret.clone())),
-                        issuer: None,
-                        audience: None,
-                        claims: crate::config::ClaimNames::default(),
-                    });
-                    secret
-                }
-                Err(error) => {
-                    eprintln!("--dev: cannot keep a secret in {DEV_SECRET_FILE}: {error}");
-                    return ExitCode::from(1);
-                }
-            },
-        };
-        dev_banner_secret = Some(secret);
-        if settings.secrets_key.is_none() {
-            match dev_secrets_key(&PathBuf::from(DEV_SECRETS_KEY_FILE)) {
-                Ok(key) => settings.secrets_key = Some(key),
-                Err(error) => {
-                    eprintln!("--dev: {error}");
-                    return ExitCode::from(1);
-                }
-            }
+    let dev_secret = if args.dev {
+        match prepare_dev(&mut settings) {
+            Ok(secret) => Some(secret),
+            Err(code) => return code,
         }
-        if settings.identity_key.is_none() {
-            match dev_identity_key(&PathBuf::from(DEV_IDENTITY_KEY_FILE)) {
-                Ok(key) => settings.identity_key = Some(std::sync::Arc::new(key)),
-                Err(error) => {
-                    eprintln!("--dev: {error}");
-                    return ExitCode::from(1);
-                }
-            }
-        }
-        // A local demo registers servers on the same machine.
-        if settings.gateway_allowed_networks.is_empty() {
-            settings.gateway_allowed_networks = AllowedNetworks::loopback();
-        }
-    }
+    } else {
+        None
+    };
     let issuer = settings.jwt.as_ref().and_then(|j| j.issuer.clone());
     let audience = settings.jwt.as_ref().and_then(|j| j.audience.clone());
     let application = match Application::build(settings).await {
@@ -251,30 +208,13 @@ async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    if let Some(secret) = dev_banner_secret {
-        let base = application.public_url().to_owned();
-        match mint_token(
+    if let Some(secret) = dev_secret {
+        print_dev_banner(
+            application.public_url(),
             &secret,
-            TenantId::from_uuid(DEMO_TENANT),
-            UserId::from_uuid(DEMO_USER),
-            Role::Admin,
-            Duration::hours(24),
             issuer.as_deref(),
             audience.as_deref(),
-        ) {
-            Ok(token) => println!(
-                "\nCola dev mode: {base}\n\n\
-                 Open the console (signs you in as the demo admin):\n\n  {base}/console\n\n\
-                 Demo admin token (tenant {DEMO_TENANT}, user {DEMO_USER}, valid 24 h):\n\n  \
-                 export TOKEN={token}\n\n\
-                 Create a key (its secret is shown once):\n\n  \
-                 curl -s -X POST {base}/api/mcp/keys -H \"Authorization: Bearer $TOKEN\" \
-                 -H 'Content-Type: application/json' -d '{{\"name\":\"my laptop\"}}'\n\n\
-                 Then point an MCP client at {base}/mcp with the header \"Authorization: Bearer cola_…\".\n\
-                 More tokens: cola-api dev-token --role member --user <uuid>\n"
-            ),
-            Err(error) => eprintln!("--dev: cannot mint a demo token: {error}"),
-        }
+        );
     }
     match application.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
@@ -285,6 +225,94 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
+/// `--dev`: the HS256 secret (kept in [`DEV_SECRET_FILE`] unless
+/// `COLA_JWT_SECRET` is set), the secrets and identity keys kept beside it,
+/// and loopback upstreams allowed; the secret, to mint the demo token with.
+fn prepare_dev(settings: &mut Settings) -> Result<String, ExitCode> {
+    let secret = dev_jwt_secret(settings)?;
+    if settings.gateway.secrets_key.is_none() {
+        let key = dev_secrets_key(&PathBuf::from(DEV_SECRETS_KEY_FILE)).map_err(dev_failure)?;
+        settings.gateway.secrets_key = Some(key);
+    }
+    if settings.gateway.identity_key.is_none() {
+        let key = dev_identity_key(&PathBuf::from(DEV_IDENTITY_KEY_FILE)).map_err(dev_failure)?;
+        settings.gateway.identity_key = Some(std::sync::Arc::new(key));
+    }
+    // A local demo registers servers on the same machine.
+    if settings.gateway.allowed_networks.is_empty() {
+        settings.gateway.allowed_networks = AllowedNetworks::loopback();
+    }
+    Ok(secret)
+}
+
+fn dev_failure(error: String) -> ExitCode {
+    eprintln!("--dev: {error}");
+    ExitCode::from(1)
+}
+
+/// The HS256 secret `--dev` mints with: `COLA_JWT_SECRET`, or the one kept
+/// in [`DEV_SECRET_FILE`], which then becomes the JWT setting.
+fn dev_jwt_secret(settings: &mut Settings) -> Result<String, ExitCode> {
+    match &settings.jwt {
+        Some(JwtSettings {
+            key: JwtKey::Secret(secret),
+            ..
+        }) => Ok(secret.expose().to_owned()),
+        Some(_) => {
+            eprintln!(
+                "--dev mints HS256 tokens; it cannot be combined with COLA_JWT_PUBLIC_KEY_FILE, \
+                 COLA_JWT_JWKS_URL or COLA_OIDC_ISSUER"
+            );
+            Err(ExitCode::from(2))
+        }
+        None => {
+            let secret = dev_secret(&PathBuf::from(DEV_SECRET_FILE)).map_err(|error| {
+                eprintln!("--dev: cannot keep a secret in {DEV_SECRET_FILE}: {error}");
+                ExitCode::from(1)
+            })?;
+            settings.jwt = Some(JwtSettings {
+                key: JwtKey::Secret(Secret::new(secret.clone())),
+                issuer: None,
+                audience: None,
+                claims: crate::config::ClaimNames::default(),
+            });
+            Ok(secret)
+        }
+    }
+}
+
+/// What `--dev` prints once serving: where the console is, a demo admin
+/// token, and the first request to make with it.
+#[allow(clippy::print_stdout)]
+fn print_dev_banner(base: &str, secret: &str, issuer: Option<&str>, audience: Option<&str>) {
+    let token = match mint_token(
+        secret,
+        TenantId::from_uuid(DEMO_TENANT),
+        UserId::from_uuid(DEMO_USER),
+        Role::Admin,
+        Duration::hours(24),
+        issuer,
+        audience,
+    ) {
+        Ok(token) => token,
+        Err(error) => {
+            eprintln!("--dev: cannot mint a demo token: {error}");
+            return;
+        }
+    };
+    println!(
+        "\nCola dev mode: {base}\n\n\
+         Open the console (signs you in as the demo admin):\n\n  {base}/console\n\n\
+         Demo admin token (tenant {DEMO_TENANT}, user {DEMO_USER}, valid 24 h):\n\n  \
+         export TOKEN={token}\n\n\
+         Create a key (its secret is shown once):\n\n  \
+         curl -s -X POST {base}/api/mcp/keys -H \"Authorization: Bearer $TOKEN\" \
+         -H 'Content-Type: application/json' -d '{{\"name\":\"my laptop\"}}'\n\n\
+         Then point an MCP client at {base}/mcp with the header \"Authorization: Bearer cola_…\".\n\
+         More tokens: cola-api dev-token --role member --user <uuid>\n"
+    );
+}
+
 #[allow(clippy::print_stdout)]
 async fn migrate() -> ExitCode {
     let settings = match load_settings() {
@@ -293,7 +321,7 @@ async fn migrate() -> ExitCode {
     };
     let result = async {
         let database =
-            cola_infrastructure::Database::connect(settings.database_url.expose()).await?;
+            cola_infrastructure::Database::connect(settings.database.url.expose()).await?;
         database.migrate().await?;
         let status = database.migration_status().await?;
         database.close().await;
@@ -402,9 +430,12 @@ async fn check_provider_keys(source: &JwksSource) -> ExitCode {
         JwksSource::Url(_) => "COLA_JWT_JWKS_URL",
         JwksSource::Discovery(_) => "COLA_OIDC_ISSUER",
     };
-    let fetched = match ProviderKeys::new(source.clone()) {
-        Ok(keys) => keys.refresh().await,
-        Err(error) => Err(error),
+    let fetched = match HttpKeySetFetcher::new() {
+        Ok(fetcher) => ProviderKeys::new(source.clone(), Arc::new(fetcher))
+            .refresh()
+            .await
+            .map_err(|error| cola_application::error_chain(&error)),
+        Err(error) => Err(cola_application::error_chain(&error)),
     };
     match fetched {
         Ok(keys) => {
@@ -422,10 +453,7 @@ async fn check_provider_keys(source: &JwksSource) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!(
-                "invalid configuration: {variable}: {}",
-                cola_application::error_chain(&error)
-            );
+            eprintln!("invalid configuration: {variable}: {error}");
             ExitCode::from(2)
         }
     }

@@ -1,4 +1,4 @@
-//! The console's sessions (CONTRACT §11): one stored record per sign-in, so
+//! The console's sessions (docs/console.md): one stored record per sign-in, so
 //! that a sign-out or an offboarding ends the session on every instance at
 //! once, and a session `--dev` made is worthless to an instance that is not
 //! in `--dev`. The api crate carries the session's id in its signed cookie

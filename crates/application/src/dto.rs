@@ -589,7 +589,7 @@ pub struct OffboardView {
 
 /// `PATCH /api/mcp/keys/{id}/permissions`: partial at both levels — a
 /// top-level field left out keeps its value, and so does a field left out
-/// of a `permissions` object that is given (CONTRACT §5).
+/// of a `permissions` object that is given (docs/decisions.md, decision 127).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePermissionsRequest {

@@ -10,6 +10,7 @@ mod error;
 #[cfg(test)]
 mod fakes;
 mod gateway;
+mod identity_provider;
 mod invalidation;
 pub mod limits;
 mod mcp;
@@ -50,6 +51,10 @@ pub use gateway::{
     ToolCatalogue, ToolLookup, Unrelayable, Upstream, UpstreamAnswer, UpstreamCall,
     UpstreamFailure, UpstreamHeader, UpstreamId, UpstreamMethod, Verdict, answer as relayed_answer,
     authorise as authorise_gateway_message, may_see_notification, mirrored_param_allowed,
+};
+pub use identity_provider::{
+    DocumentFetchError, KeySetFetcher, MAX_PROVIDER_DOCUMENT_BYTES, PendingSignIn, ProviderSignIn,
+    SIGN_IN_TTL, SignInError, SignInStart, SignedIn,
 };
 pub use invalidation::{CacheInvalidation, CommittedChange, follow_access_changes};
 pub use limits::{Limiter, Quota, RetryAfter, WriteLimiter};

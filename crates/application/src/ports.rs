@@ -202,8 +202,8 @@ pub trait ApiKeyRepository: Send + Sync + 'static {
 
     /// Offboards `owner` in one transaction: revokes every active key of
     /// theirs, one `api_key.revoked` event each (by `actor`), and ends every
-    /// open console session of theirs. (Their OAuth grants, CONTRACT §12,
-    /// are to end here too, in the same transaction, once they exist.)
+    /// open console session of theirs. (Their OAuth grants, not built
+    /// yet, are to end here too, in the same transaction, once they exist.)
     async fn offboard(
         &self,
         tenant: TenantId,

@@ -315,8 +315,8 @@ impl ApiKeyService {
 
     /// Revokes every active key of `user` (an admin: any user of the tenant;
     /// a member: only themself), with one event per key, and ends their
-    /// console sessions, all in one transaction. Their OAuth grants (CONTRACT
-    /// §12, not built yet) are to end in that transaction too: see
+    /// console sessions, all in one transaction. Their OAuth grants (not
+    /// built yet) are to end in that transaction too: see
     /// [`ApiKeyRepository::offboard`].
     #[instrument(name = "offboard user", skip_all, fields(tenant = %actor.tenant_id, user = %user))]
     pub async fn offboard(&self, actor: Principal, user: UserId) -> Result<OffboardView, AppError> {

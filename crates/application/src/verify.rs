@@ -1,4 +1,4 @@
-//! The verify API's use case (CONTRACT §9): a tenant's own MCP server, named
+//! The verify API's use case (docs/verify.md): a tenant's own MCP server, named
 //! by its verification token, asks whether a key may be used on it — from
 //! the end client's address, for one tool, resource or prompt or none.
 //!

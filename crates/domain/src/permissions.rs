@@ -37,7 +37,7 @@ pub enum PermissionsError {
 /// A tool or prompt name as MCP defines it (1..=128 of `[A-Za-z0-9_.-]`),
 /// or — in a grant on a tenant's server — a name prefix when it ends with
 /// `*` (`search_*`). Cola's own allow-list takes exact names only
-/// ([`NamePattern::parse_exact`]), as CONTRACT §5 defines it.
+/// ([`NamePattern::parse_exact`]), as README.md, "The management API", and docs/gateway.md define it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct NamePattern(String);
@@ -89,7 +89,7 @@ fn is_tool_name(candidate: &str) -> bool {
 /// byte *and* is plain ([`is_plain_uri`]): a URI that a reader could
 /// resolve to somewhere outside the stem — through dot segments, encoded
 /// dots or slashes, backslashes — never matches a prefix, whatever it
-/// starts with (CONTRACT §8, "Match URIs loosely").
+/// starts with (docs/decisions.md, decision 128).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct ResourcePattern(String);
@@ -264,7 +264,7 @@ impl ServerGrant {
 /// held value always grants read or write and has valid lists.
 ///
 /// Serialised as the API shows it: `servers` is a map from slug to grant
-/// (CONTRACT §8). Storage keeps the server ids too, in its own shape.
+/// (docs/gateway.md). Storage keeps the server ids too, in its own shape.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ApiKeyPermissions {
     read: bool,

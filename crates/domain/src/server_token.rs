@@ -1,6 +1,6 @@
 //! A registered server's verification token (`colasrv_` + 30 random base62 +
 //! 6 base62 CRC-32 checksum): what a tenant's own MCP server presents to
-//! the verify API (CONTRACT §9). Built like a key, so a secret scanner can
+//! the verify API (docs/verify.md). Built like a key, so a secret scanner can
 //! recognise a leaked one offline and junk is refused before any lookup.
 
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Identity assertions (CONTRACT §9): the short-lived JWT in
+//! Identity assertions (docs/verify.md): the short-lived JWT in
 //! `X-Cola-Identity` that tells a server behind the gateway which user and
 //! key a request comes from, and the public keys (JWKS) it is checked with.
 //!

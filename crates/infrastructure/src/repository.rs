@@ -813,7 +813,7 @@ impl ApiKeyRepository for SeaOrmApiKeyRepository {
         // their behalf, on every instance, since every instance reads the
         // session's row on each request.
         let console_sessions_ended = end_sessions_of_user(&txn, tenant, owner, now).await?;
-        // CONTRACT §12: the user's OAuth grants are to end here as well, in
+        // The user's OAuth grants (not built yet) are to end here as well, in
         // this transaction, once they exist.
         txn.commit().await.map_err(db_error)?;
         Ok(Offboarded {

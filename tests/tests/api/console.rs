@@ -1,4 +1,4 @@
-//! The console at `/console` (CONTRACT §11) over real HTTP: its security
+//! The console at `/console` (docs/console.md) over real HTTP: its security
 //! headers, the `--dev` sign-in, the session cookie the REST API accepts in
 //! place of a bearer token, CSRF refusals, sign-out and offboarding ending a
 //! session on every instance, `--dev`'s limits, and the rate limit on

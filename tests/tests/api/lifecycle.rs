@@ -235,7 +235,7 @@ async fn concurrent_creates_never_exceed_the_cap_on_postgres() {
     );
 }
 
-/// CONTRACT §5: inside a given `permissions` object a field left out keeps
+/// docs/decisions.md, decision 127: inside a given `permissions` object a field left out keeps
 /// its value, so a PATCH meant to narrow (or to touch one flag) can never
 /// widen a key's allow-lists back to "everything".
 async fn a_partial_permissions_patch_keeps_the_allow_lists_it_leaves_out(app: TestApp) {

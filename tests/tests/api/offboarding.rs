@@ -1,4 +1,4 @@
-//! Offboarding (CONTRACT §10): every active key of a user revoked in one
+//! Offboarding (docs/operations.md, "Offboarding"): every active key of a user revoked in one
 //! request, one event each; an admin for anyone of the tenant, a member for
 //! themself only.
 

@@ -1,4 +1,4 @@
-//! `GET /api/openapi.json` (CONTRACT §7): an OpenAPI 3.1 document that
+//! `GET /api/openapi.json` (README.md, "The management API"): an OpenAPI 3.1 document that
 //! matches the routes actually mounted — every documented operation answers
 //! on the live server, and the mounted routes are exactly the documented ones.
 

@@ -1,4 +1,4 @@
-//! The REST API against an identity provider's keys (CONTRACT §3, §4, §11):
+//! The REST API against an identity provider's keys (docs/operations.md, "Settings" and "Pointing Cola at Keycloak or any OIDC provider"):
 //! a small OpenID Connect discovery + JWKS server started by each test,
 //! publishing test keys (`fixtures/`), and the real binary verifying
 //! tokens signed with them.

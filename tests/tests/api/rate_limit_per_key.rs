@@ -1,4 +1,4 @@
-//! A key's own rate limit (CONTRACT §10): exact on one instance, bounded
+//! A key's own rate limit (docs/operations.md, "Per-key rate limits"): exact on one instance, bounded
 //! across instances (`docs/operations.md`, "Per-key rate limits").
 
 use std::collections::HashMap;

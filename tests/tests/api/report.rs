@@ -1,4 +1,4 @@
-//! Reporting a leaked key (CONTRACT §10): the public report and GitHub's
+//! Reporting a leaked key (docs/operations.md, "If a key leaks"): the public report and GitHub's
 //! secret-scanning partner format.
 
 use std::collections::HashMap;

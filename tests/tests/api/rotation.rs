@@ -1,4 +1,4 @@
-//! Rotating a key (CONTRACT §10): a new key with the old one's settings, the
+//! Rotating a key (docs/operations.md, "Rotating keys"): a new key with the old one's settings, the
 //! old one usable for a grace period, never past its own expiry, and then
 //! refused everywhere like an expired key.
 

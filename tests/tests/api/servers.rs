@@ -1,4 +1,4 @@
-//! The server registry (CONTRACT §8) and grants on keys, end to end: CRUD,
+//! The server registry (docs/gateway.md) and grants on keys, end to end: CRUD,
 //! who may change what, the URL and header rules, credentials that never
 //! come back out, and grants that follow their server.
 
@@ -188,7 +188,7 @@ async fn a_taken_slug_is_a_409_in_its_tenant_only() {
     assert_eq!(app.create_server(&other, &github()).await.status(), 201);
 }
 
-/// CONTRACT §8: at most 100 servers per tenant, 409 beyond; the cap is the
+/// docs/decisions.md, decision 129: at most 100 servers per tenant, 409 beyond; the cap is the
 /// tenant's, not the admin's, and deleting one makes room.
 #[tokio::test]
 async fn the_tenants_101st_server_is_a_409_and_deleting_one_makes_room() {

@@ -1,4 +1,4 @@
-//! The verify API (CONTRACT §9) over HTTP against the real binary: server
+//! The verify API (docs/verify.md) over HTTP against the real binary: server
 //! tokens, every outcome code, the allow-list by the end client's address,
 //! grants and the scope check, counting, and the identity keys' JWKS.
 
@@ -389,7 +389,7 @@ async fn tools_resources_and_prompts_are_decided_by_the_grant() {
     assert!(problem["errors"]["key"].is_array(), "{problem}");
 }
 
-/// CONTRACT §8: a URI with dot segments, encoded dots or slashes, or a
+/// docs/decisions.md, decision 128: a URI with dot segments, encoded dots or slashes, or a
 /// `#`/`?` that leads out of its path never matches a prefix grant — here
 /// as a server asking the verify API sees it.
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! The web console at `/console` (CONTRACT §11): a small page served from
+//! The web console at `/console` (docs/console.md): a small page served from
 //! the binary (its files are compiled in; nothing is fetched from anywhere
 //! else) that manages keys through the REST API, authenticated by the
 //! console's session cookie. Sign-in is OpenID Connect with the provider of
@@ -6,7 +6,6 @@
 //! Starting a sign-in (`GET /console/login`) is rate limited per client
 //! address.
 
-pub mod oidc;
 pub mod session;
 
 use std::net::IpAddr;
@@ -19,24 +18,26 @@ use actix_web::http::header::{CACHE_CONTROL, CONTENT_TYPE, LOCATION, RETRY_AFTER
 use actix_web::middleware::DefaultHeaders;
 use actix_web::{HttpRequest, HttpResponse, web};
 use chrono::Utc;
-use cola_application::{ConsoleSessionService, Limiter, Principal, Quota, Role};
+use cola_application::{
+    ConsoleSessionService, Limiter, PendingSignIn, Principal, ProviderSignIn, Quota, Role,
+    SIGN_IN_TTL, SignInStart,
+};
 use cola_domain::{TenantId, UserId};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
-use crate::client_ip::ClientIpResolver;
+use crate::auth::jwt::JwtVerifier;
 use crate::config::{JwtKey, JwtSettings, Settings};
-use crate::jwt::JwtVerifier;
-use crate::problem::Problem;
-use crate::routes::method_not_allowed;
-use oidc::{OidcSignIn, PendingSignIn};
+use crate::foundations::client_ip::ClientIpResolver;
+use crate::foundations::problem::Problem;
+use crate::foundations::routing::method_not_allowed;
 use session::{ConsoleSessions, IssueError, Purpose, SessionRefusal};
 
 /// The sign-in flow's cookie: `SameSite=Lax`, since the provider's redirect
 /// back is a cross-site navigation that a `Strict` cookie would miss; scoped
 /// to the callback.
 const SIGN_IN_COOKIE: &str = "cola_sign_in";
-const CALLBACK_PATH: &str = "/console/callback";
+pub const CALLBACK_PATH: &str = "/console/callback";
 
 /// `default-src 'self'` and nothing inline: the page's script and style are
 /// files of the binary; no frame may hold the console.
@@ -60,9 +61,8 @@ const APP_CSS: &str = include_str!("assets/app.css");
 pub enum SignIn {
     /// `--dev`: as this principal (the demo admin), with no provider.
     Dev(Principal),
-    /// Boxed: it holds the provider's metadata, and the other variants are
-    /// small.
-    Oidc(Box<OidcSignIn>),
+    /// Through the provider, by the infrastructure's client.
+    Oidc(Box<dyn ProviderSignIn>),
     /// Neither: the console explains how to configure one.
     Unavailable,
 }
@@ -89,13 +89,15 @@ fn sign_in_quota() -> Quota {
 /// The console as `settings` configure it: sessions keyed by the JWT secret
 /// (static mode) or the OIDC client secret and stored through `store`;
 /// sign-in as the demo admin with `--dev`, through the provider with an OIDC
-/// client, or not at all.
+/// client (`provider`, built by the caller from the same settings), or not
+/// at all.
 pub fn build(
     settings: &Settings,
     verifier: Option<Arc<JwtVerifier>>,
     public_url: &str,
     store: Arc<ConsoleSessionService>,
-) -> Result<Console, String> {
+    provider: Option<Box<dyn ProviderSignIn>>,
+) -> Console {
     let session_secret = match (&settings.oidc_client, &settings.jwt) {
         (Some(client), _) => Some(client.client_secret.expose().as_bytes().to_vec()),
         (
@@ -115,21 +117,18 @@ pub fn build(
             user_id: UserId::from_uuid(crate::cli::DEMO_USER),
             role: Role::Admin,
         })
-    } else if let Some(client) = &settings.oidc_client {
-        SignIn::Oidc(Box::new(
-            OidcSignIn::new(client.clone(), public_url)
-                .map_err(|e| format!("COLA_OIDC_ISSUER: cannot build the HTTP client: {e}"))?,
-        ))
+    } else if let Some(provider) = provider {
+        SignIn::Oidc(provider)
     } else {
         SignIn::Unavailable
     };
-    Ok(Console {
+    Console {
         sessions,
         sign_in,
         verifier,
         public_url: public_url.to_owned(),
         sign_in_limit: Limiter::new(MAX_TRACKED_SIGN_IN_ADDRESSES),
-    })
+    }
 }
 
 pub fn configure(config: &mut web::ServiceConfig) {
@@ -178,7 +177,7 @@ pub fn configure(config: &mut web::ServiceConfig) {
                     .route(web::post().to(logout))
                     .default_service(web::to(method_not_allowed("POST"))),
             )
-            .default_service(web::to(crate::routes::not_found)),
+            .default_service(web::to(crate::foundations::routing::not_found)),
     );
 }
 
@@ -309,19 +308,7 @@ async fn login(
         && let Err(wait) = console.sign_in_limit.check(client, sign_in_quota())
     {
         tracing::info!(client = %client, "console sign-in start rate limited");
-        let wait = wait.secs();
-        let mut response = page(
-            StatusCode::TOO_MANY_REQUESTS,
-            "Too many sign-ins",
-            &format!(
-                "Too many sign-ins were started from your address. Try again in {wait} second{}.",
-                if wait == 1 { "" } else { "s" }
-            ),
-        );
-        if let Ok(value) = wait.to_string().parse() {
-            response.headers_mut().insert(RETRY_AFTER, value);
-        }
-        return response;
+        return too_many_sign_ins(wait.secs());
     }
     match &console.sign_in {
         SignIn::Dev(principal) => {
@@ -332,36 +319,61 @@ async fn login(
                 Err(error) => not_issued(&error),
             }
         }
-        SignIn::Oidc(provider) => match provider.begin(Utc::now()).await {
-            Ok((url, pending)) => match sessions.seal(Purpose::SignIn, &pending) {
-                Some(sealed) => {
-                    let cookie = sessions.cookie(
-                        SIGN_IN_COOKIE,
-                        &sealed,
-                        CALLBACK_PATH,
-                        "Lax",
-                        oidc::SIGN_IN_TTL.num_seconds(),
-                    );
-                    see_other(&url).insert_header((SET_COOKIE, cookie)).finish()
-                }
-                None => page(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "Sign-in failed",
-                    "Try again.",
-                ),
-            },
-            Err(error) => {
-                tracing::warn!(error = %cola_application::error_chain(&error), "console sign-in could not start");
-                page(
-                    StatusCode::BAD_GATEWAY,
-                    "The identity provider is unavailable",
-                    "Cola could not reach the identity provider to sign you in. Try again shortly; \
-                     if it persists, an operator should check COLA_OIDC_ISSUER.",
-                )
-            }
-        },
+        SignIn::Oidc(provider) => start_at_provider(sessions, provider.as_ref()).await,
         SignIn::Unavailable => not_configured(),
     }
+}
+
+/// Sends the browser to the provider, the pending sign-in sealed in the
+/// sign-in cookie for the callback.
+async fn start_at_provider(
+    sessions: &ConsoleSessions,
+    provider: &dyn ProviderSignIn,
+) -> HttpResponse {
+    match provider.begin(Utc::now()).await {
+        Ok(SignInStart { url, pending }) => match sessions.seal(Purpose::SignIn, &pending) {
+            Some(sealed) => {
+                let cookie = sessions.cookie(
+                    SIGN_IN_COOKIE,
+                    &sealed,
+                    CALLBACK_PATH,
+                    "Lax",
+                    SIGN_IN_TTL.num_seconds(),
+                );
+                see_other(&url).insert_header((SET_COOKIE, cookie)).finish()
+            }
+            None => page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Sign-in failed",
+                "Try again.",
+            ),
+        },
+        Err(error) => {
+            tracing::warn!(error = %cola_application::error_chain(&error), "console sign-in could not start");
+            page(
+                StatusCode::BAD_GATEWAY,
+                "The identity provider is unavailable",
+                "Cola could not reach the identity provider to sign you in. Try again shortly; \
+                 if it persists, an operator should check COLA_OIDC_ISSUER.",
+            )
+        }
+    }
+}
+
+/// 429 with `Retry-After`, as a page: the person is in a browser.
+fn too_many_sign_ins(wait: u64) -> HttpResponse {
+    let mut response = page(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many sign-ins",
+        &format!(
+            "Too many sign-ins were started from your address. Try again in {wait} second{}.",
+            if wait == 1 { "" } else { "s" }
+        ),
+    );
+    if let Ok(value) = wait.to_string().parse() {
+        response.headers_mut().insert(RETRY_AFTER, value);
+    }
+    response
 }
 
 fn not_configured() -> HttpResponse {
@@ -388,29 +400,15 @@ async fn callback(console: web::Data<Console>, request: HttpRequest) -> HttpResp
     };
     let clear_flow = sessions.cookie(SIGN_IN_COOKIE, "", CALLBACK_PATH, "Lax", 0);
     let failed = |detail: &str| {
-        let mut response = page(StatusCode::BAD_REQUEST, "Sign-in failed", detail);
-        if let Ok(value) = clear_flow.parse() {
-            response.headers_mut().insert(SET_COOKIE, value);
-        }
-        response
+        with_cookie(
+            page(StatusCode::BAD_REQUEST, "Sign-in failed", detail),
+            &clear_flow,
+        )
     };
-    let Ok(query) = web::Query::<CallbackQuery>::from_query(request.query_string()) else {
-        return failed("The identity provider's answer was malformed. Sign in again.");
+    let (pending, code) = match answered_sign_in(&request, sessions) {
+        Ok(answered) => answered,
+        Err(detail) => return failed(detail),
     };
-    if let Some(error) = &query.error {
-        tracing::info!(error = %error, "the identity provider refused the console sign-in");
-        return failed("The identity provider did not sign you in. Sign in again.");
-    }
-    let pending: Option<PendingSignIn> = session::cookie(&request, SIGN_IN_COOKIE)
-        .and_then(|sealed| sessions.open(Purpose::SignIn, &sealed))
-        .filter(|pending: &PendingSignIn| pending.expires_at > Utc::now());
-    let (Some(pending), Some(code), Some(state)) = (pending, query.code.clone(), &query.state)
-    else {
-        return failed("This sign-in expired or was not started here. Sign in again.");
-    };
-    if !bool::from(state.as_bytes().ct_eq(pending.state.as_bytes())) {
-        return failed("This sign-in does not match the one started here. Sign in again.");
-    }
     let signed_in = match provider.finish(pending, code).await {
         Ok(signed_in) => signed_in,
         Err(error) => {
@@ -439,14 +437,44 @@ async fn callback(console: web::Data<Console>, request: HttpRequest) -> HttpResp
                 .append_header((SET_COOKIE, clear_flow))
                 .finish()
         }
-        Err(error) => {
-            let mut response = not_issued(&error);
-            if let Ok(value) = clear_flow.parse() {
-                response.headers_mut().insert(SET_COOKIE, value);
-            }
-            response
-        }
+        Err(error) => with_cookie(not_issued(&error), &clear_flow),
     }
+}
+
+/// The sign-in the provider's redirect answers, and its code; or what to
+/// tell the person when it is not one started here, still fresh, that the
+/// provider granted.
+fn answered_sign_in(
+    request: &HttpRequest,
+    sessions: &ConsoleSessions,
+) -> Result<(PendingSignIn, String), &'static str> {
+    let Ok(query) = web::Query::<CallbackQuery>::from_query(request.query_string()) else {
+        return Err("The identity provider's answer was malformed. Sign in again.");
+    };
+    if let Some(error) = &query.error {
+        tracing::info!(error = %error, "the identity provider refused the console sign-in");
+        return Err("The identity provider did not sign you in. Sign in again.");
+    }
+    let pending: Option<PendingSignIn> = session::cookie(request, SIGN_IN_COOKIE)
+        .and_then(|sealed| sessions.open(Purpose::SignIn, &sealed))
+        .filter(|pending: &PendingSignIn| pending.expires_at > Utc::now());
+    let (Some(pending), Some(code), Some(state)) = (pending, query.code.clone(), &query.state)
+    else {
+        return Err("This sign-in expired or was not started here. Sign in again.");
+    };
+    // Constant-time: the state is the callback's CSRF token.
+    if !bool::from(state.as_bytes().ct_eq(pending.state.as_bytes())) {
+        return Err("This sign-in does not match the one started here. Sign in again.");
+    }
+    Ok((pending, code))
+}
+
+/// `response` with `cookie` set (here: the sign-in cookie cleared).
+fn with_cookie(mut response: HttpResponse, cookie: &str) -> HttpResponse {
+    if let Ok(value) = cookie.parse() {
+        response.headers_mut().insert(SET_COOKIE, value);
+    }
+    response
 }
 
 /// Signs out: the stored session is ended, so its cookie is refused by every

@@ -167,11 +167,6 @@ impl ConsoleSessions {
         }
     }
 
-    #[must_use]
-    pub fn secure(&self) -> bool {
-        self.secure
-    }
-
     /// `value` as `<payload>.<signature>`, both base64url.
     pub fn seal<T: Serialize>(&self, purpose: Purpose, value: &T) -> Option<String> {
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).ok()?);

@@ -22,10 +22,10 @@ use cola_protocol::era::{
 use cola_protocol::{RpcError, read_parsed, strict};
 use futures_util::StreamExt;
 
+use crate::foundations::routing::method_not_allowed;
 use crate::mcp::gate;
 use crate::mcp::handler::{HeaderText, Reply, read_json_body};
-use crate::metrics::Metrics;
-use crate::routes::method_not_allowed;
+use crate::observability::metrics::Metrics;
 
 const EVENT_STREAM: &str = "text/event-stream";
 

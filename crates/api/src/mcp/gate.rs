@@ -18,8 +18,8 @@ use cola_domain::{KeyPrefix, TenantId};
 
 use cola_protocol::RpcError;
 
-use crate::client_ip::ClientIpResolver;
-use crate::metrics::Metrics;
+use crate::foundations::client_ip::ClientIpResolver;
+use crate::observability::metrics::Metrics;
 
 #[derive(Debug)]
 pub struct McpGate {
@@ -34,7 +34,7 @@ pub struct McpGate {
 /// `Authorization: Bearer cola_…` or `X-API-Key: cola_…` (an `Authorization`
 /// header of another scheme, such as a proxy's `Basic`, is passed over).
 fn credential(headers: &HeaderMap) -> Option<&str> {
-    crate::bearer::bearer(headers).or_else(|| {
+    crate::foundations::bearer::bearer(headers).or_else(|| {
         headers
             .get("x-api-key")
             .and_then(|value| value.to_str().ok())

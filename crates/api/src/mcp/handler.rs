@@ -11,7 +11,7 @@ use serde_json::Value;
 use cola_protocol::message::result_response;
 use cola_protocol::{Headers, Message, Request, RpcError, read_message};
 
-use crate::json::{BodyError, is_json, read_body};
+use crate::foundations::json::{BodyError, is_json, read_body};
 use crate::mcp::server::{Call, McpServer, Outcome};
 
 /// A JSON-RPC answer (already serialised) and the HTTP status it travels

@@ -1,4 +1,4 @@
-//! The MCP endpoint (`POST /mcp`, CONTRACT §6): stateless Streamable HTTP
+//! The MCP endpoint (`POST /mcp`, docs/mcp.md): stateless Streamable HTTP
 //! with JSON responses, serving both protocol eras, behind key
 //! authentication.
 
@@ -14,7 +14,7 @@ use actix_web::web;
 pub use gate::McpGate;
 pub use server::McpServer;
 
-use crate::routes::method_not_allowed;
+use crate::foundations::routing::method_not_allowed;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config.service(

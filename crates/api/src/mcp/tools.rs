@@ -9,64 +9,17 @@ use serde_json::{Value, json};
 
 use crate::mcp::protocol;
 
+/// A tool's title, description, input schema and output schema.
+type Look = (&'static str, &'static str, Value, Value);
+
 /// How `tools/list` presents a built-in tool. Which tools a key sees is the
 /// application's decision (`McpService::tools`); this only renders them.
 pub fn definition(tool: BuiltinTool) -> Value {
     let read_only = tool.read_only();
     let (title, description, input, output) = match tool {
-        BuiltinTool::WhoAmI => (
-            "Who am I",
-            "Shows the tenant, user and API key this connection acts as, with the key's permissions and expiry.",
-            json!({ "type": "object", "properties": {}, "additionalProperties": false }),
-            json!({
-                "type": "object",
-                "properties": {
-                    "tenant_id": { "type": "string" },
-                    "user_id": { "type": "string" },
-                    "key_id": { "type": "string" },
-                    "key_prefix": { "type": "string" },
-                    "permissions": { "type": "object" },
-                    "expires_at": { "type": "string" }
-                },
-                "required": ["tenant_id", "user_id", "key_id", "key_prefix", "permissions", "expires_at"]
-            }),
-        ),
-        BuiltinTool::ListApiKeys => (
-            "List API keys",
-            "Lists the API keys of this key's owner, newest first (no secrets). Optional filter by status and paging by cursor.",
-            json!({
-                "type": "object",
-                "properties": {
-                    "status": { "type": "string", "enum": ["active", "revoked", "expired"] },
-                    "limit": { "type": "integer", "minimum": 1, "maximum": 100 },
-                    "cursor": { "type": "string" }
-                },
-                "additionalProperties": false
-            }),
-            json!({
-                "type": "object",
-                "properties": {
-                    "items": { "type": "array", "items": { "type": "object" } },
-                    "next_cursor": { "type": ["string", "null"] }
-                },
-                "required": ["items"]
-            }),
-        ),
-        BuiltinTool::RevokeApiKey => (
-            "Revoke an API key",
-            "Revokes one of this key's owner's API keys by id. Revocation is immediate and final; revoking a revoked key changes nothing.",
-            json!({
-                "type": "object",
-                "properties": { "id": { "type": "string", "format": "uuid", "description": "The key's id" } },
-                "required": ["id"],
-                "additionalProperties": false
-            }),
-            json!({
-                "type": "object",
-                "properties": { "id": { "type": "string" }, "revoked": { "type": "boolean" } },
-                "required": ["id", "revoked"]
-            }),
-        ),
+        BuiltinTool::WhoAmI => who_am_i(),
+        BuiltinTool::ListApiKeys => list_api_keys(),
+        BuiltinTool::RevokeApiKey => revoke_api_key(),
     };
     json!({
         "name": tool.name(),
@@ -82,6 +35,71 @@ pub fn definition(tool: BuiltinTool) -> Value {
             "openWorldHint": false
         }
     })
+}
+
+/// `whoami`: no input; the principal, its key and what the key may do.
+fn who_am_i() -> Look {
+    (
+        "Who am I",
+        "Shows the tenant, user and API key this connection acts as, with the key's permissions and expiry.",
+        json!({ "type": "object", "properties": {}, "additionalProperties": false }),
+        json!({
+            "type": "object",
+            "properties": {
+                "tenant_id": { "type": "string" },
+                "user_id": { "type": "string" },
+                "key_id": { "type": "string" },
+                "key_prefix": { "type": "string" },
+                "permissions": { "type": "object" },
+                "expires_at": { "type": "string" }
+            },
+            "required": ["tenant_id", "user_id", "key_id", "key_prefix", "permissions", "expires_at"]
+        }),
+    )
+}
+
+/// `list_api_keys`: a filter and a page; the keys, newest first.
+fn list_api_keys() -> Look {
+    (
+        "List API keys",
+        "Lists the API keys of this key's owner, newest first (no secrets). Optional filter by status and paging by cursor.",
+        json!({
+            "type": "object",
+            "properties": {
+                "status": { "type": "string", "enum": ["active", "revoked", "expired"] },
+                "limit": { "type": "integer", "minimum": 1, "maximum": 100 },
+                "cursor": { "type": "string" }
+            },
+            "additionalProperties": false
+        }),
+        json!({
+            "type": "object",
+            "properties": {
+                "items": { "type": "array", "items": { "type": "object" } },
+                "next_cursor": { "type": ["string", "null"] }
+            },
+            "required": ["items"]
+        }),
+    )
+}
+
+/// `revoke_api_key`: a key id; whether it is revoked.
+fn revoke_api_key() -> Look {
+    (
+        "Revoke an API key",
+        "Revokes one of this key's owner's API keys by id. Revocation is immediate and final; revoking a revoked key changes nothing.",
+        json!({
+            "type": "object",
+            "properties": { "id": { "type": "string", "format": "uuid", "description": "The key's id" } },
+            "required": ["id"],
+            "additionalProperties": false
+        }),
+        json!({
+            "type": "object",
+            "properties": { "id": { "type": "string" }, "revoked": { "type": "boolean" } },
+            "required": ["id", "revoked"]
+        }),
+    )
 }
 
 /// A `tools/call` result. Structured output is serialised once: the same

@@ -1,5 +1,5 @@
-//! Each key's own rate limit (`rate_limit` on the key, CONTRACT §10): a
-//! token bucket per key of the one [`Limiter`], holding `requests` tokens
+//! Each key's own rate limit (`rate_limit` on the key; docs/operations.md,
+//! "Per-key rate limits"): a token bucket per key of the one [`Limiter`], holding `requests` tokens
 //! and refilled at `requests` per `per_secs` seconds. Exact on one instance;
 //! each instance keeps its own buckets (the cross-instance bound is in
 //! `docs/operations.md`).

@@ -14,7 +14,7 @@ use thiserror::Error;
 use crate::ports::{CredentialSealer, RepositoryError, SealError, ServerRepository, StoredServer};
 
 /// How long a resolution is served from memory. Well inside the 2 s within
-/// which a change or deletion must reach every instance (CONTRACT §8).
+/// which a change or deletion must reach every instance (docs/gateway.md).
 pub const RESOLUTION_TTL: Duration = Duration::from_secs(1);
 const MAX_RESOLUTIONS: u64 = 100_000;
 

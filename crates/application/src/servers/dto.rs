@@ -1,4 +1,4 @@
-//! Request and response shapes of the server registry (CONTRACT §8), and the
+//! Request and response shapes of the server registry (docs/gateway.md), and the
 //! one conversion of each request into a typed command.
 
 use std::collections::BTreeMap;

@@ -1,4 +1,4 @@
-//! The server registry (CONTRACT §8): `ServerService`, one method per
+//! The server registry (docs/gateway.md): `ServerService`, one method per
 //! management use case, each taking the acting principal first; and
 //! `ServerDirectory`, the gateway's lookup of a server by slug.
 //!
@@ -35,7 +35,7 @@ use crate::ports::{
 };
 use crate::principal::{Principal, Role};
 
-/// The most servers one tenant may register (CONTRACT §8): each is state
+/// The most servers one tenant may register (decision 129): each is state
 /// every instance caches and a target the gateway holds connections to, so
 /// one tenant cannot take an instance's memory or connections from others.
 pub const MAX_SERVERS_PER_TENANT: u32 = 100;

@@ -1,4 +1,5 @@
-//! `/api/mcp/keys`: the key-management REST API (CONTRACT §5). Reads take a
+//! `/api/mcp/keys`: the key-management REST API (README.md, "The
+//! management API"). Reads take a
 //! [`Caller`]; writes a [`Writer`], which is also held to the per-user write
 //! limit.
 
@@ -9,11 +10,11 @@ use cola_application::{
 };
 use cola_domain::ApiKeyId;
 
-use crate::json::{JsonBody, OptionalJsonBody, parse_query};
-use crate::jwt::Caller;
-use crate::problem::{ApiError, Problem};
-use crate::routes::method_not_allowed;
-use crate::write_limit::Writer;
+use crate::auth::Writer;
+use crate::auth::caller::Caller;
+use crate::foundations::json::{JsonBody, OptionalJsonBody, parse_query};
+use crate::foundations::problem::{ApiError, Problem};
+use crate::foundations::routing::method_not_allowed;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
@@ -65,10 +66,10 @@ fn key_id(raw: &str) -> Result<ApiKeyId, Problem> {
     request_body(content = CreateKeyRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Created", body = cola_application::CreatedKeyView, headers(("Location" = String, description = "The new key's URL"))),
-        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 409, description = "The caller already has the maximum number of active keys", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::BodyFailures,
-        crate::openapi::ManagementFailures,
+        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "The caller already has the maximum number of active keys", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::rest::openapi::BodyFailures,
+        crate::rest::openapi::ManagementFailures,
     ),
     security(("bearer_jwt" = [])),
     tag = "keys",
@@ -93,8 +94,8 @@ pub(crate) async fn create(
     params(ListKeysQuery),
     responses(
         (status = 200, description = "A page of keys", body = cola_application::KeyPage),
-        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::ManagementFailures,
+        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::rest::openapi::ManagementFailures,
     ),
     security(("bearer_jwt" = [])),
     tag = "keys",
@@ -117,8 +118,8 @@ pub(crate) async fn list(
     params(("id" = uuid::Uuid, Path, description = "The key's id")),
     responses(
         (status = 200, description = "The key", body = cola_application::KeyView),
-        (status = 404, description = "No such key (or not yours)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::ManagementFailures,
+        (status = 404, description = "No such key (or not yours)", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::rest::openapi::ManagementFailures,
     ),
     security(("bearer_jwt" = [])),
     tag = "keys",
@@ -142,9 +143,9 @@ pub(crate) async fn get(
     request_body(content = UpdateMetadataRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The updated key", body = cola_application::KeyView),
-        crate::openapi::ChangeFailures,
-        crate::openapi::BodyFailures,
-        crate::openapi::ManagementFailures,
+        crate::rest::openapi::ChangeFailures,
+        crate::rest::openapi::BodyFailures,
+        crate::rest::openapi::ManagementFailures,
     ),
     security(("bearer_jwt" = [])),
     tag = "keys",
@@ -172,9 +173,9 @@ pub(crate) async fn update_metadata(
     request_body(content = UpdatePermissionsRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The updated key", body = cola_application::KeyView),
-        crate::openapi::ChangeFailures,
-        crate::openapi::BodyFailures,
-        crate::openapi::ManagementFailures,
+        crate::rest::openapi::ChangeFailures,
+        crate::rest::openapi::BodyFailures,
+        crate::rest::openapi::ManagementFailures,
     ),
     security(("bearer_jwt" = [])),
     tag = "keys",
@@ -201,8 +202,8 @@ pub(crate) async fn update_permissions(
     params(("id" = uuid::Uuid, Path, description = "The key's id")),
     responses(
         (status = 204, description = "Revoked (or already revoked)"),
-        (status = 404, description = "No such key (or not yours)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::ManagementFailures,
+        (status = 404, description = "No such key (or not yours)", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::rest::openapi::ManagementFailures,
     ),
     security(("bearer_jwt" = [])),
     tag = "keys",
@@ -231,11 +232,11 @@ pub(crate) async fn revoke(
     request_body(content = RotateKeyRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "The new key", body = cola_application::CreatedKeyView, headers(("Location" = String, description = "The new key's URL"))),
-        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 404, description = "No such key (or not yours)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 409, description = "The key is revoked, expired or already rotated", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::BodyFailures,
-        crate::openapi::ManagementFailures,
+        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such key (or not yours)", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "The key is revoked, expired or already rotated", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::rest::openapi::BodyFailures,
+        crate::rest::openapi::ManagementFailures,
     ),
     security(("bearer_jwt" = [])),
     tag = "keys",
@@ -262,8 +263,8 @@ pub(crate) async fn rotate(
     params(("id" = uuid::Uuid, Path, description = "The key's id")),
     responses(
         (status = 200, description = "The key's events", body = EventList),
-        (status = 404, description = "No such key (or not yours)", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::ManagementFailures,
+        (status = 404, description = "No such key (or not yours)", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::rest::openapi::ManagementFailures,
     ),
     security(("bearer_jwt" = [])),
     tag = "keys",

@@ -122,11 +122,6 @@ impl SecretScanningKeys {
         self.keys.len()
     }
 
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
-    }
-
     /// Checks `signature` (base64 DER) by the key `identifier` over `body`.
     pub fn verify(
         &self,

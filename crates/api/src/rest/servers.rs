@@ -1,5 +1,5 @@
 //! `/api/mcp/servers`: the tenant's registered upstream MCP servers
-//! (CONTRACT §8). Reads take a [`Caller`] of any role; changes a [`Writer`]
+//! (docs/gateway.md). Reads take a [`Caller`] of any role; changes a [`Writer`]
 //! (held to the per-user write limit), and the service lets only admins
 //! through. No response, log line or error ever holds a header value.
 
@@ -7,11 +7,11 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use cola_application::{CreateServerRequest, ListServersQuery, ServerService, UpdateServerRequest};
 use cola_domain::ServerId;
 
-use crate::json::{JsonBody, parse_query};
-use crate::jwt::Caller;
-use crate::problem::{ApiError, Problem};
-use crate::routes::method_not_allowed;
-use crate::write_limit::Writer;
+use crate::auth::Writer;
+use crate::auth::caller::Caller;
+use crate::foundations::json::{JsonBody, parse_query};
+use crate::foundations::problem::{ApiError, Problem};
+use crate::foundations::routing::method_not_allowed;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config
@@ -49,11 +49,11 @@ fn server_id(raw: &str) -> Result<ServerId, Problem> {
     request_body(content = CreateServerRequest, content_type = "application/json"),
     responses(
         (status = 201, description = "Registered", body = cola_application::ServerView, headers(("Location" = String, description = "The new server's URL"))),
-        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 403, description = "The caller is not an admin", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 409, description = "The tenant already has a server with this slug", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::BodyFailures,
-        crate::openapi::ManagementFailures,
+        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The caller is not an admin", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 409, description = "The tenant already has a server with this slug", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::rest::openapi::BodyFailures,
+        crate::rest::openapi::ManagementFailures,
     ),
     security(("bearer_jwt" = [])),
     tag = "servers",
@@ -77,8 +77,8 @@ pub(crate) async fn create(
     params(ListServersQuery),
     responses(
         (status = 200, description = "A page of servers", body = cola_application::ServerPage),
-        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::ManagementFailures,
+        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::rest::openapi::ManagementFailures,
     ),
     security(("bearer_jwt" = [])),
     tag = "servers",
@@ -101,8 +101,8 @@ pub(crate) async fn list(
     params(("id" = uuid::Uuid, Path, description = "The server's id")),
     responses(
         (status = 200, description = "The server", body = cola_application::ServerView),
-        (status = 404, description = "No such server in the tenant", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::ManagementFailures,
+        (status = 404, description = "No such server in the tenant", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::rest::openapi::ManagementFailures,
     ),
     security(("bearer_jwt" = [])),
     tag = "servers",
@@ -127,11 +127,11 @@ pub(crate) async fn get(
     request_body(content = UpdateServerRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The updated server", body = cola_application::ServerView),
-        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 403, description = "The caller is not an admin", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 404, description = "No such server in the tenant", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::BodyFailures,
-        crate::openapi::ManagementFailures,
+        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "The caller is not an admin", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such server in the tenant", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::rest::openapi::BodyFailures,
+        crate::rest::openapi::ManagementFailures,
     ),
     security(("bearer_jwt" = [])),
     tag = "servers",
@@ -158,9 +158,9 @@ pub(crate) async fn update(
     params(("id" = uuid::Uuid, Path, description = "The server's id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 403, description = "The caller is not an admin", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 404, description = "No such server in the tenant", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::ManagementFailures,
+        (status = 403, description = "The caller is not an admin", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such server in the tenant", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::rest::openapi::ManagementFailures,
     ),
     security(("bearer_jwt" = [])),
     tag = "servers",
@@ -185,9 +185,9 @@ pub(crate) async fn delete(
     params(("id" = uuid::Uuid, Path, description = "The server's id")),
     responses(
         (status = 201, description = "The new token, shown once", body = cola_application::MintedTokenView),
-        (status = 403, description = "The caller is not an admin", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 404, description = "No such server in the tenant", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::ManagementFailures,
+        (status = 403, description = "The caller is not an admin", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No such server in the tenant", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::rest::openapi::ManagementFailures,
     ),
     security(("bearer_jwt" = [])),
     tag = "servers",

@@ -53,6 +53,93 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
+/// A metric family's name and help text.
+type Family = (&'static str, &'static str);
+
+const HTTP_REQUESTS: Family = (
+    "cola_http_requests_total",
+    "HTTP requests by route, method and status",
+);
+const HTTP_DURATION: Family = (
+    "cola_http_request_duration_seconds",
+    "HTTP request latency by route",
+);
+const MCP_AUTH: Family = (
+    "cola_mcp_auth_total",
+    "MCP authentication decisions by outcome",
+);
+const VERIFICATION: Family = (
+    "cola_key_verification_seconds",
+    "Time to admit a key: hot = verified-key cache, cold = database and argon2",
+);
+const USAGE_PENDING: Family = (
+    "cola_usage_pending_increments",
+    "Admitted uses counted in memory and not yet written",
+);
+const CACHE_ENTRIES: Family = ("cola_auth_cache_entries", "Keys in the verified-key cache");
+const VERIFICATIONS_IN_PROGRESS: Family = (
+    "cola_key_verifications_in_progress",
+    "Key verifications (database and argon2) under way; concurrent ones of one key count once",
+);
+const ATTEMPTS_IN_FLIGHT: Family = (
+    "cola_auth_attempts_in_flight",
+    "Credential checks paid for by a caller not yet authenticated (argon2 on a presented key) and under way",
+);
+const POOL: Family = (
+    "cola_db_pool_connections",
+    "Database pool connections by state",
+);
+// No tenant, server or key labels on the gateway's metrics: their number is
+// unbounded, and which tenant uses which server is not the scraper's
+// business.
+const GATEWAY_REQUESTS: Family = (
+    "cola_gateway_requests_total",
+    "Requests through the gateway (/mcp/{slug}) by outcome",
+);
+const GATEWAY_DURATION: Family = (
+    "cola_gateway_request_duration_seconds",
+    "Time from an admitted gateway request to the upstream's answer starting",
+);
+const VERIFY_ANSWERS: Family = (
+    "cola_verify_answers_total",
+    "Answers of POST /api/mcp/verify by code (VALID, NOT_FOUND, ..., \
+     RATE_LIMITED, BAD_TOKEN, UNAVAILABLE)",
+);
+
+/// `metric`, registered in `registry`.
+fn registered<M: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    metric: M,
+) -> Result<M, prometheus::Error> {
+    registry.register(Box::new(metric.clone()))?;
+    Ok(metric)
+}
+
+fn counter(
+    registry: &Registry,
+    (name, help): Family,
+    labels: &[&str],
+) -> Result<IntCounterVec, prometheus::Error> {
+    registered(registry, IntCounterVec::new(Opts::new(name, help), labels)?)
+}
+
+fn gauge(registry: &Registry, (name, help): Family) -> Result<IntGauge, prometheus::Error> {
+    registered(registry, IntGauge::new(name, help)?)
+}
+
+fn histogram(
+    registry: &Registry,
+    (name, help): Family,
+    buckets: Option<&[f64]>,
+    labels: &[&str],
+) -> Result<HistogramVec, prometheus::Error> {
+    let mut options = HistogramOpts::new(name, help);
+    if let Some(buckets) = buckets {
+        options = options.buckets(buckets.to_vec());
+    }
+    registered(registry, HistogramVec::new(options, labels)?)
+}
+
 impl Metrics {
     pub fn new(
         usage: Arc<UsageRecorder>,
@@ -61,103 +148,23 @@ impl Metrics {
         database: Database,
     ) -> Result<Self, prometheus::Error> {
         let registry = Registry::new();
-        let http_requests = IntCounterVec::new(
-            Opts::new(
-                "cola_http_requests_total",
-                "HTTP requests by route, method and status",
-            ),
-            &["route", "method", "status"],
-        )?;
-        let http_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "cola_http_request_duration_seconds",
-                "HTTP request latency by route",
-            ),
-            &["route"],
-        )?;
-        let mcp_auth = IntCounterVec::new(
-            Opts::new(
-                "cola_mcp_auth_total",
-                "MCP authentication decisions by outcome",
-            ),
-            &["outcome"],
-        )?;
-        let verification = HistogramVec::new(
-            HistogramOpts::new(
-                "cola_key_verification_seconds",
-                "Time to admit a key: hot = verified-key cache, cold = database and argon2",
-            )
-            .buckets(VERIFICATION_BUCKETS.to_vec()),
-            &["path"],
-        )?;
-        let usage_pending = IntGauge::new(
-            "cola_usage_pending_increments",
-            "Admitted uses counted in memory and not yet written",
-        )?;
-        let cache_entries =
-            IntGauge::new("cola_auth_cache_entries", "Keys in the verified-key cache")?;
-        let verifications_in_progress = IntGauge::new(
-            "cola_key_verifications_in_progress",
-            "Key verifications (database and argon2) under way; concurrent ones of one key count once",
-        )?;
-        let attempts_in_flight = IntGauge::new(
-            "cola_auth_attempts_in_flight",
-            "Credential checks paid for by a caller not yet authenticated (argon2 on a presented key) and under way",
-        )?;
-        let pool = IntGaugeVec::new(
-            Opts::new(
-                "cola_db_pool_connections",
-                "Database pool connections by state",
-            ),
-            &["state"],
-        )?;
-        // No tenant, server or key labels: their number is unbounded, and
-        // which tenant uses which server is not the scraper's business.
-        let gateway_requests = IntCounterVec::new(
-            Opts::new(
-                "cola_gateway_requests_total",
-                "Requests through the gateway (/mcp/{slug}) by outcome",
-            ),
-            &["outcome"],
-        )?;
-        let gateway_duration = prometheus::Histogram::with_opts(HistogramOpts::new(
-            "cola_gateway_request_duration_seconds",
-            "Time from an admitted gateway request to the upstream's answer starting",
-        ))?;
-        let verify_answers = IntCounterVec::new(
-            Opts::new(
-                "cola_verify_answers_total",
-                "Answers of POST /api/mcp/verify by code (VALID, NOT_FOUND, ..., \
-                 RATE_LIMITED, BAD_TOKEN, UNAVAILABLE)",
-            ),
-            &["code"],
-        )?;
-        registry.register(Box::new(verify_answers.clone()))?;
-        registry.register(Box::new(gateway_requests.clone()))?;
-        registry.register(Box::new(gateway_duration.clone()))?;
-        registry.register(Box::new(http_requests.clone()))?;
-        registry.register(Box::new(http_duration.clone()))?;
-        registry.register(Box::new(mcp_auth.clone()))?;
-        registry.register(Box::new(verification.clone()))?;
-        registry.register(Box::new(usage_pending.clone()))?;
-        registry.register(Box::new(cache_entries.clone()))?;
-        registry.register(Box::new(verifications_in_progress.clone()))?;
-        registry.register(Box::new(attempts_in_flight.clone()))?;
-        registry.register(Box::new(pool.clone()))?;
+        let r = &registry;
+        let (name, help) = GATEWAY_DURATION;
+        let gateway_duration = prometheus::Histogram::with_opts(HistogramOpts::new(name, help))?;
         Ok(Self {
+            http_requests: counter(r, HTTP_REQUESTS, &["route", "method", "status"])?,
+            http_duration: histogram(r, HTTP_DURATION, None, &["route"])?,
+            mcp_auth: counter(r, MCP_AUTH, &["outcome"])?,
+            verification: histogram(r, VERIFICATION, Some(&VERIFICATION_BUCKETS), &["path"])?,
+            usage_pending: gauge(r, USAGE_PENDING)?,
+            cache_entries: gauge(r, CACHE_ENTRIES)?,
+            verifications_in_progress: gauge(r, VERIFICATIONS_IN_PROGRESS)?,
+            attempts_in_flight: gauge(r, ATTEMPTS_IN_FLIGHT)?,
+            pool: registered(r, IntGaugeVec::new(Opts::new(POOL.0, POOL.1), &["state"])?)?,
+            gateway_requests: counter(r, GATEWAY_REQUESTS, &["outcome"])?,
+            gateway_duration: registered(r, gateway_duration)?,
+            verify_answers: counter(r, VERIFY_ANSWERS, &["code"])?,
             registry,
-            http_requests,
-            http_duration,
-            mcp_auth,
-            verification,
-            usage_pending,
-            cache_entries,
-            verifications_in_progress,
-            attempts_in_flight,
-            pool,
-            gateway_requests,
-            gateway_duration,
-            verify_answers,
             sources: Sources {
                 usage,
                 cache,

@@ -1,4 +1,4 @@
-//! Reporting a leaked key (CONTRACT §10): `POST /api/mcp/keys/report`, public,
+//! Reporting a leaked key (docs/operations.md, "If a key leaks"): `POST /api/mcp/keys/report`, public,
 //! and GitHub's secret-scanning partner format at
 //! `POST /api/secret-scanning/github`, signed by GitHub.
 //!
@@ -8,6 +8,7 @@
 //! client's address, as a bad key at `/mcp` does.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::CACHE_CONTROL;
@@ -19,11 +20,11 @@ use cola_domain::LeakReport;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::json::{is_json, parse_json, read_body, unsupported_media_type};
-use crate::jwt::ManagementAuth;
-use crate::problem::{ApiError, Problem};
-use crate::routes::method_not_allowed;
-use crate::secret_scanning::SecretScanningKeys;
+use crate::auth::caller::ManagementAuth;
+use crate::foundations::json::{is_json, parse_json, read_body, unsupported_media_type};
+use crate::foundations::problem::{ApiError, Problem};
+use crate::foundations::routing::method_not_allowed;
+use crate::rest::secret_scanning::SecretScanningKeys;
 
 /// The most matches one secret-scanning alert may carry: each well-formed
 /// one costs an argon2 verification.
@@ -80,9 +81,9 @@ fn too_many(error: ReportError) -> actix_web::Error {
     request_body(content = ReportKeyRequest, content_type = "application/json"),
     responses(
         (status = 202, description = "Received", body = ReportReceived),
-        (status = 400, description = "`url` or `source` is given and invalid", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 413, description = "The body is larger than 64 KiB", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::PublicFailures,
+        (status = 400, description = "`url` or `source` is given and invalid", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 413, description = "The body is larger than 64 KiB", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::rest::openapi::PublicFailures,
     ),
     tag = "reports",
 )]
@@ -160,11 +161,11 @@ pub struct GithubLabel {
     ),
     responses(
         (status = 200, description = "One label per match, in order", body = Vec<GithubLabel>),
-        (status = 400, description = "Not an array of matches, or more than 100", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 401, description = "Missing, unknown or invalid signature; nothing was revoked", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 404, description = "No secret-scanning keys are configured", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::BodyFailures,
-        crate::openapi::PublicFailures,
+        (status = 400, description = "Not an array of matches, or more than 100", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "Missing, unknown or invalid signature; nothing was revoked", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 404, description = "No secret-scanning keys are configured", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::rest::openapi::BodyFailures,
+        crate::rest::openapi::PublicFailures,
     ),
     tag = "reports",
 )]
@@ -191,28 +192,7 @@ pub(crate) async fn github(
     let body = read_body(&request, &mut payload.into_inner())
         .await
         .map_err(Problem::from)?;
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|value| value.to_str().ok())
-    };
-    if let Err(refusal) = signers.verify(
-        header("github-public-key-identifier"),
-        header("github-public-key-signature"),
-        &body,
-    ) {
-        tracing::info!(reason = %refusal, "secret-scanning alert refused");
-        if let Err(wait) = auth.limiter.record_failure(Charge::Client(client)) {
-            return Err(Problem::too_many_requests(wait.retry_after_secs).into());
-        }
-        return Err(Problem::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid-signature",
-            "the alert is not signed by a configured secret-scanning key",
-        )
-        .into());
-    }
+    check_signature(&request, &signers, &auth, client, &body)?;
     // A replay of an alert already answered (GitHub's retry, or someone
     // who captured it) gets the same answer and costs no work again.
     if let Some(answer) = signers.answered(&body) {
@@ -227,7 +207,55 @@ pub(crate) async fn github(
         ))
         .into());
     }
-    // A token repeated in one alert is verified once.
+    let labels = label_matches(&reports, matches).await?;
+    tracing::info!(matches = labels.len(), "secret-scanning alert handled");
+    let answer = bytes::Bytes::from(serde_json::to_vec(&labels).map_err(|error| {
+        tracing::error!(error = %error, "secret-scanning answer not serialised");
+        Problem::internal()
+    })?);
+    signers.remember(&body, answer.clone());
+    Ok(labels_response(answer))
+}
+
+/// Refuses an alert not signed by a configured key; the refusal counts
+/// against the sender's address.
+fn check_signature(
+    request: &HttpRequest,
+    signers: &SecretScanningKeys,
+    auth: &ManagementAuth,
+    client: IpAddr,
+    body: &[u8],
+) -> Result<(), Problem> {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+    };
+    let Err(refusal) = signers.verify(
+        header("github-public-key-identifier"),
+        header("github-public-key-signature"),
+        body,
+    ) else {
+        return Ok(());
+    };
+    tracing::info!(reason = %refusal, "secret-scanning alert refused");
+    if let Err(wait) = auth.limiter.record_failure(Charge::Client(client)) {
+        return Err(Problem::too_many_requests(wait.retry_after_secs));
+    }
+    Err(Problem::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid-signature",
+        "the alert is not signed by a configured secret-scanning key",
+    ))
+}
+
+/// Reports every match (a real active key is revoked) and labels it as
+/// GitHub expects, in order. A token repeated in one alert is verified once.
+async fn label_matches(
+    reports: &KeyReports,
+    matches: Vec<GithubMatch>,
+) -> Result<Vec<GithubLabel>, actix_web::Error> {
     let mut decided: HashMap<String, ReportOutcome> = HashMap::new();
     let mut labels = Vec::with_capacity(matches.len());
     for found in matches {
@@ -256,13 +284,7 @@ pub(crate) async fn github(
             },
         });
     }
-    tracing::info!(matches = labels.len(), "secret-scanning alert handled");
-    let answer = bytes::Bytes::from(serde_json::to_vec(&labels).map_err(|error| {
-        tracing::error!(error = %error, "secret-scanning answer not serialised");
-        Problem::internal()
-    })?);
-    signers.remember(&body, answer.clone());
-    Ok(labels_response(answer))
+    Ok(labels)
 }
 
 fn labels_response(answer: bytes::Bytes) -> HttpResponse {

@@ -9,8 +9,8 @@ use actix_web::{FromRequest, HttpRequest, web};
 use cola_application::{Principal, WriteLimiter};
 use futures_util::future::LocalBoxFuture;
 
-use crate::jwt::Caller;
-use crate::problem::Problem;
+use crate::auth::Caller;
+use crate::foundations::problem::Problem;
 
 /// The authenticated tenant user of a management write, within their write
 /// limit. Refused as [`Caller`] is, and with 429 and `Retry-After` past the

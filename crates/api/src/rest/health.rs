@@ -4,7 +4,7 @@ use actix_web::{HttpResponse, web};
 use cola_application::ApiKeyService;
 use serde_json::json;
 
-use crate::problem::Problem;
+use crate::foundations::problem::Problem;
 
 #[utoipa::path(
     get,
@@ -12,7 +12,7 @@ use crate::problem::Problem;
     operation_id = "health",
     summary = "Liveness: the process answers (no database access)",
     responses(
-        (status = 200, description = "Alive", body = crate::openapi::HealthStatus),
+        (status = 200, description = "Alive", body = crate::rest::openapi::HealthStatus),
     ),
     tag = "service",
 )]
@@ -26,8 +26,8 @@ pub async fn health() -> HttpResponse {
     operation_id = "ready",
     summary = "Readiness: the database is reachable",
     responses(
-        (status = 200, description = "Ready", body = crate::openapi::HealthStatus),
-        (status = 503, description = "Database unavailable", body = crate::openapi::ProblemDetails,
+        (status = 200, description = "Ready", body = crate::rest::openapi::HealthStatus),
+        (status = 503, description = "Database unavailable", body = crate::rest::openapi::ProblemDetails,
             content_type = "application/problem+json",
             headers(("Retry-After" = u64, description = "Seconds to wait before retrying"))),
     ),

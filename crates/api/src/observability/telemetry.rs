@@ -22,8 +22,8 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::fmt::format::FmtSpan;
 
-use crate::client_ip::ClientIpResolver;
 use crate::config::LogFormat;
+use crate::foundations::client_ip::ClientIpResolver;
 
 /// Installs the global subscriber, writing to stderr through [`Redacting`].
 /// A second call (tests) leaves the first in place.

@@ -1,4 +1,4 @@
-//! The verify API (CONTRACT §9): `POST /api/mcp/verify`, for a tenant's own
+//! The verify API (docs/verify.md): `POST /api/mcp/verify`, for a tenant's own
 //! MCP server that checks keys itself, and `GET /.well-known/jwks.json`,
 //! the public keys of the identity assertions the gateway sends.
 //!
@@ -22,11 +22,11 @@ use cola_domain::KeyPrefix;
 use cola_infrastructure::IdentityKeys;
 use serde::Serialize;
 
-use crate::bearer::bearer;
-use crate::json::{is_json, parse_json, read_body, unsupported_media_type};
+use crate::foundations::bearer::bearer;
+use crate::foundations::json::{is_json, parse_json, read_body, unsupported_media_type};
+use crate::foundations::problem::{PROBLEM_JSON, Problem};
+use crate::foundations::routing::{get_only, method_not_allowed};
 use crate::mcp::McpGate;
-use crate::problem::{PROBLEM_JSON, Problem};
-use crate::routes::{get_only, method_not_allowed};
 
 /// What the verify API holds besides the gate's limiters.
 #[derive(Debug)]
@@ -96,11 +96,11 @@ fn answer(view: &VerifyView) -> HttpResponse {
     request_body(content = VerifyRequest, content_type = "application/json"),
     responses(
         (status = 200, description = "The outcome", body = VerifyView),
-        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 401, description = "No valid server verification token", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 429, description = "Rate limited; `code: RATE_LIMITED`", body = crate::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait"))),
-        crate::openapi::BodyFailures,
-        (status = 503, description = "The key cannot be verified right now", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid input; `errors` names every bad field", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 401, description = "No valid server verification token", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 429, description = "Rate limited; `code: RATE_LIMITED`", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json", headers(("Retry-After" = u64, description = "Seconds to wait"))),
+        crate::rest::openapi::BodyFailures,
+        (status = 503, description = "The key cannot be verified right now", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
     ),
     security(("server_token" = [])),
     tag = "verify",
@@ -120,28 +120,56 @@ pub(crate) async fn verify(
         gate.metrics.verify_answer("RATE_LIMITED");
         return rate_limited(TOO_MANY_FAILURES, wait.retry_after_secs);
     }
-    let server = match api.tokens.authenticate(bearer(request.headers())).await {
+    let server = match calling_server(&request, &gate, &api, caller).await {
         Ok(server) => server,
-        Err(TokenRefusal::Invalid) => {
-            gate.metrics.verify_answer("BAD_TOKEN");
-            tracing::info!(client = %caller, outcome = "bad_server_token", "verify request");
-            if let Err(wait) = attempts.record_failure(Charge::Client(caller)) {
-                return rate_limited(TOO_MANY_FAILURES, wait.retry_after_secs);
-            }
-            return Problem::unauthorized("a valid server verification token is required")
-                .response();
-        }
-        Err(TokenRefusal::Unavailable(error)) => {
-            gate.metrics.verify_answer("UNAVAILABLE");
-            tracing::warn!(error = %cola_application::error_chain(&error), "server token lookup failed");
-            return Problem::unavailable().response();
-        }
+        Err(response) => return response,
     };
     let command = match read_command(&request, payload).await {
         Ok(command) => command,
         Err(problem) => return problem.response(),
     };
-    match api.verifier.verify(&server, caller, &command).await {
+    let verification = api.verifier.verify(&server, caller, &command).await;
+    render(&gate, &server, caller, verification)
+}
+
+/// The server a verification token names, or the answer refusing it: a bad
+/// token counts against the caller's address.
+async fn calling_server(
+    request: &HttpRequest,
+    gate: &McpGate,
+    api: &VerifyApi,
+    caller: IpAddr,
+) -> Result<Arc<CallingServer>, HttpResponse> {
+    match api.tokens.authenticate(bearer(request.headers())).await {
+        Ok(server) => Ok(server),
+        Err(TokenRefusal::Invalid) => {
+            gate.metrics.verify_answer("BAD_TOKEN");
+            tracing::info!(client = %caller, outcome = "bad_server_token", "verify request");
+            if let Err(wait) = gate
+                .admission
+                .attempts()
+                .record_failure(Charge::Client(caller))
+            {
+                return Err(rate_limited(TOO_MANY_FAILURES, wait.retry_after_secs));
+            }
+            Err(Problem::unauthorized("a valid server verification token is required").response())
+        }
+        Err(TokenRefusal::Unavailable(error)) => {
+            gate.metrics.verify_answer("UNAVAILABLE");
+            tracing::warn!(error = %cola_application::error_chain(&error), "server token lookup failed");
+            Err(Problem::unavailable().response())
+        }
+    }
+}
+
+/// The answer to a verification, counted and logged.
+fn render(
+    gate: &McpGate,
+    server: &CallingServer,
+    caller: IpAddr,
+    verification: Result<Verification, VerifyError>,
+) -> HttpResponse {
+    match verification {
         Ok(Verification::Valid(valid)) => {
             let key = valid.admission.principal.key();
             gate.metrics.verify_answer("VALID");
@@ -156,7 +184,7 @@ pub(crate) async fn verify(
             answer(&valid.view)
         }
         Ok(Verification::Refused { code, refusal }) => {
-            log_answer(&server, caller, refusal.as_ref(), code.as_str());
+            log_answer(server, caller, refusal.as_ref(), code.as_str());
             gate.metrics.verify_answer(code.as_str());
             answer(&VerifyView::refused(code))
         }
@@ -165,7 +193,7 @@ pub(crate) async fn verify(
             retry_after_secs,
             refusal,
         }) => {
-            log_answer(&server, caller, refusal.as_ref(), "RATE_LIMITED");
+            log_answer(server, caller, refusal.as_ref(), "RATE_LIMITED");
             gate.metrics.verify_answer("RATE_LIMITED");
             let detail = if by_key {
                 "this key's rate limit is reached; try again later"

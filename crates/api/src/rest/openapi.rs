@@ -1,4 +1,4 @@
-//! The OpenAPI 3.1 document of the management API (CONTRACT §5, §7), built
+//! The OpenAPI 3.1 document of the management API (README.md, "The management API"), built
 //! from the handlers' `#[utoipa::path]` annotations and the DTOs' schemas,
 //! served at `GET /api/openapi.json`.
 
@@ -11,9 +11,9 @@ use serde::Serialize;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoResponses, Modify, OpenApi, ToSchema};
 
-use crate::routes;
+use crate::rest;
 
-// Documentation-only mirror of `crate::problem::Problem`.
+// Documentation-only mirror of `crate::foundations::problem::Problem`.
 /// An RFC 9457 problem: the body of every error response
 /// (`application/problem+json`).
 #[derive(Debug, Serialize, ToSchema)]
@@ -171,27 +171,27 @@ impl Modify for BearerJwt {
         license(name = "Apache-2.0", identifier = "Apache-2.0"),
     ),
     paths(
-        routes::keys::create,
-        routes::keys::list,
-        routes::keys::get,
-        routes::keys::revoke,
-        routes::keys::update_metadata,
-        routes::keys::update_permissions,
-        routes::keys::events,
-        routes::keys::rotate,
-        routes::users::offboard,
-        routes::report::report,
-        routes::report::github,
-        routes::servers::create,
-        routes::servers::list,
-        routes::servers::get,
-        routes::servers::update,
-        routes::servers::delete,
-        routes::servers::mint_token,
-        routes::verify::verify,
-        routes::verify::jwks,
-        routes::health::health,
-        routes::health::ready,
+        rest::keys::create,
+        rest::keys::list,
+        rest::keys::get,
+        rest::keys::revoke,
+        rest::keys::update_metadata,
+        rest::keys::update_permissions,
+        rest::keys::events,
+        rest::keys::rotate,
+        rest::users::offboard,
+        rest::report::report,
+        rest::report::github,
+        rest::servers::create,
+        rest::servers::list,
+        rest::servers::get,
+        rest::servers::update,
+        rest::servers::delete,
+        rest::servers::mint_token,
+        rest::verify::verify,
+        rest::verify::jwks,
+        rest::health::health,
+        rest::health::ready,
     ),
     components(schemas(
         ProblemDetails,
@@ -205,9 +205,9 @@ impl Modify for BearerJwt {
         cola_application::RotateKeyRequest,
         cola_application::ReportKeyRequest,
         cola_application::OffboardView,
-        routes::report::ReportReceived,
-        routes::report::GithubMatch,
-        routes::report::GithubLabel,
+        rest::report::ReportReceived,
+        rest::report::GithubMatch,
+        rest::report::GithubLabel,
         cola_application::KeyView,
         cola_application::CreatedKeyView,
         cola_application::KeyPage,

@@ -1,17 +1,11 @@
-//! HTTP routes: thin handlers that extract, call a service, and map.
-
-pub mod health;
-pub mod keys;
-pub mod report;
-pub mod servers;
-pub mod users;
-pub mod verify;
+//! Route helpers every surface uses: a GET-only resource, and the problem
+//! answers to an unmounted path and to a method a path does not answer.
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{ALLOW, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse};
 
-use crate::problem::Problem;
+use crate::foundations::problem::Problem;
 
 /// A resource answering GET, and 405 (with a problem body) to anything else.
 pub fn get_only<F, Args>(path: &str, handler: F) -> actix_web::Resource

@@ -1,30 +1,22 @@
 //! Management-API authentication: a JWT from the tenant's identity provider,
 //! verified with a pinned algorithm (a static secret or public key) or with
 //! the provider's published keys (JWKS, the algorithm being each key's), and
-//! turned into a `Principal` by the `Caller` extractor. The console's
-//! session cookie is the other credential `Caller` reads (`console::session`).
+//! turned into a `Principal`, which the `Caller` extractor (`caller.rs`)
+//! hands to the management routes.
 
-use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use actix_web::dev::Payload;
-use actix_web::http::StatusCode;
-use actix_web::{FromRequest, HttpRequest, web};
 use chrono::{Duration, Utc};
-use cola_application::{AttemptLimiter, Charge, Principal, Role};
+use cola_application::{KeySetFetcher, Principal, Role};
 use cola_domain::{ApiKeySecret, TenantId, UserId};
-use futures_util::future::LocalBoxFuture;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::bearer::bearer;
-use crate::client_ip::ClientIpResolver;
+use crate::auth::jwks::ProviderKeys;
 use crate::config::{ClaimNames, JwtKey, JwtSettings};
-use crate::console::session::{ConsoleSessions, SessionRefusal};
-use crate::jwks::ProviderKeys;
-use crate::problem::Problem;
 
 /// Seconds of clock skew tolerated on `exp`.
 const LEEWAY_SECS: u64 = 5;
@@ -66,7 +58,7 @@ pub struct JwtVerifier {
 
 enum VerificationKeys {
     /// One key, one algorithm (`COLA_JWT_SECRET`, `COLA_JWT_PUBLIC_KEY_FILE`);
-    /// the claims are read as CONTRACT §4 names them.
+    /// the claims are read as docs/decisions.md, "Management JWT", names them.
     Pinned(DecodingKey),
     /// The provider's JWKS; the claims are read where `ClaimNames` says, and
     /// non-UUID ids are mapped (see [`mapped_id`]).
@@ -91,48 +83,23 @@ impl std::fmt::Debug for JwtVerifier {
 
 impl JwtVerifier {
     /// Builds the verifier; a PEM that is neither an RSA nor an EC public key
-    /// (on P-256 or P-384) is a configuration error.
-    pub fn new(settings: &JwtSettings) -> Result<Self, String> {
-        if let JwtKey::Jwks(source) = &settings.key {
-            let keys = ProviderKeys::new(source.clone()).map_err(|error| {
-                format!(
-                    "COLA_JWT_JWKS_URL: {}",
-                    cola_application::error_chain(&error)
-                )
-            })?;
-            return Ok(Self::with_provider(Arc::new(keys), settings));
-        }
+    /// (on P-256 or P-384) is a configuration error. `fetcher` gives what
+    /// fetches the provider's keys; it is called in the provider mode only,
+    /// so a pinned key builds no HTTP client.
+    pub fn new<E: From<JwtKeyError>>(
+        settings: &JwtSettings,
+        fetcher: impl FnOnce() -> Result<Arc<dyn KeySetFetcher>, E>,
+    ) -> Result<Self, E> {
         let (key, algorithm) = match &settings.key {
+            JwtKey::Jwks(source) => {
+                let keys = ProviderKeys::new(source.clone(), fetcher()?);
+                return Ok(Self::with_provider(Arc::new(keys), settings));
+            }
             JwtKey::Secret(secret) => (
                 DecodingKey::from_secret(secret.expose().as_bytes()),
                 Algorithm::HS256,
             ),
-            JwtKey::PublicKeyFile(path) => {
-                let pem = std::fs::read(path).map_err(|e| {
-                    format!(
-                        "COLA_JWT_PUBLIC_KEY_FILE: cannot read {}: {e}",
-                        path.display()
-                    )
-                })?;
-                if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
-                    (key, Algorithm::RS256)
-                } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
-                    let algorithm = ec_algorithm(&key).ok_or_else(|| {
-                        format!(
-                            "COLA_JWT_PUBLIC_KEY_FILE: {} is an EC key on a curve other than \
-                             P-256 (ES256) or P-384 (ES384), the two supported",
-                            path.display()
-                        )
-                    })?;
-                    (key, algorithm)
-                } else {
-                    return Err(format!(
-                        "COLA_JWT_PUBLIC_KEY_FILE: {} is not an RSA or EC public key in PEM form",
-                        path.display()
-                    ));
-                }
-            }
-            JwtKey::Jwks(_) => return Err("unreachable: handled above".into()),
+            JwtKey::PublicKeyFile(path) => public_key(path)?,
         };
         // Exactly one algorithm: a token signed otherwise (`none` included)
         // is refused before its claims are read.
@@ -216,6 +183,50 @@ impl JwtVerifier {
     }
 }
 
+/// Why the configured public key (`COLA_JWT_PUBLIC_KEY_FILE`) cannot be
+/// used; the message names the variable, never the file's contents.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtKeyError {
+    #[error("COLA_JWT_PUBLIC_KEY_FILE: cannot read {}: {source}", path.display())]
+    Unreadable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "COLA_JWT_PUBLIC_KEY_FILE: {} is an EC key on a curve other than P-256 (ES256) or \
+         P-384 (ES384), the two supported",
+        path.display()
+    )]
+    UnsupportedCurve { path: PathBuf },
+    #[error(
+        "COLA_JWT_PUBLIC_KEY_FILE: {} is not an RSA or EC public key in PEM form",
+        path.display()
+    )]
+    NotAPublicKey { path: PathBuf },
+}
+
+/// The PEM public key at `path` and the one algorithm it verifies: RS256
+/// for RSA, ES256 or ES384 by the EC key's curve.
+fn public_key(path: &Path) -> Result<(DecodingKey, Algorithm), JwtKeyError> {
+    let pem = std::fs::read(path).map_err(|source| JwtKeyError::Unreadable {
+        path: path.to_owned(),
+        source,
+    })?;
+    if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+        return Ok((key, Algorithm::RS256));
+    }
+    let Ok(key) = DecodingKey::from_ec_pem(&pem) else {
+        return Err(JwtKeyError::NotAPublicKey {
+            path: path.to_owned(),
+        });
+    };
+    let algorithm = ec_algorithm(&key).ok_or_else(|| JwtKeyError::UnsupportedCurve {
+        path: path.to_owned(),
+    })?;
+    Ok((key, algorithm))
+}
+
 /// What every token is checked for, whatever its key: `exp` (with
 /// [`LEEWAY_SECS`]), and `iss` and `aud` when configured.
 fn validation(algorithm: Algorithm, settings: &JwtSettings) -> Validation {
@@ -264,7 +275,8 @@ fn pinned_principal(claims: Claims) -> Result<Principal, TokenRefusal> {
     })
 }
 
-/// A provider token's principal (CONTRACT §11): `sub` and the tenant claim
+/// A provider token's principal (docs/operations.md, "Pointing Cola at Keycloak or
+/// any OIDC provider"): `sub` and the tenant claim
 /// as ids (mapped when they are not UUIDs), admin when the role claim — a
 /// string or an array of strings — holds one of the admin roles, member when
 /// it holds none or is missing.
@@ -426,89 +438,27 @@ pub enum TokenRefusal {
     Session,
 }
 
-/// What the `Caller` extractor needs, shared through app data.
-#[derive(Debug, Clone)]
-pub struct ManagementAuth {
-    /// `None` when no JWT setting is configured: every bearer token is
-    /// refused.
-    pub verifier: Option<Arc<JwtVerifier>>,
-    /// The console's sessions: a session cookie is the other credential.
-    pub sessions: Option<Arc<ConsoleSessions>>,
-    pub limiter: Arc<AttemptLimiter>,
-    pub client_ip: ClientIpResolver,
-}
-
-/// The authenticated tenant user of a management request.
-#[derive(Debug, Clone, Copy)]
-pub struct Caller(pub Principal);
-
-impl Caller {
-    async fn authenticate(request: HttpRequest) -> Result<Self, Problem> {
-        let Some(auth) = request.app_data::<web::Data<ManagementAuth>>().cloned() else {
-            return Err(Problem::internal());
-        };
-        let client: Option<IpAddr> = auth.client_ip.of_request(&request);
-        if let Some(client) = client
-            && let Err(wait) = auth.limiter.check(Charge::Client(client))
-        {
-            return Err(Problem::too_many_requests(wait.retry_after_secs));
-        }
-        // A bearer JWT wins over a console session cookie: a script that
-        // sends a token means the token.
-        let outcome = match (bearer(request.headers()), &auth.sessions) {
-            (Some(token), _) => match &auth.verifier {
-                None => Err(TokenRefusal::NotConfigured),
-                Some(verifier) => verifier.verify(token).await,
-            },
-            (None, Some(sessions)) if sessions.has_cookie(&request) => {
-                match sessions.principal(&request).await {
-                    Ok(principal) => Ok(principal),
-                    // The session's record could not be read: no one is
-                    // admitted, and the caller is not to blame.
-                    Err(SessionRefusal::Unavailable) => return Err(Problem::unavailable()),
-                    // A forged cross-site write is not a failed sign-in:
-                    // it is refused without counting against the address.
-                    Err(SessionRefusal::Forged(reason)) => {
-                        tracing::info!(reason, "console write refused: CSRF check failed");
-                        return Err(Problem::new(
-                            StatusCode::FORBIDDEN,
-                            "csrf",
-                            "this change must come from the console page: its CSRF token or \
-                             Origin is missing or wrong; reload the console",
-                        ));
-                    }
-                    Err(SessionRefusal::Invalid) => Err(TokenRefusal::Session),
-                }
-            }
-            (None, _) => Err(TokenRefusal::Missing),
-        };
-        outcome.map(Caller).map_err(|refusal| {
-            tracing::info!(reason = %cola_application::error_chain(&refusal), "management request refused");
-            // Failures are numbered atomically: one past the limit is
-            // answered 429 even if it passed the check above concurrently.
-            match client.map(|client| auth.limiter.record_failure(Charge::Client(client))) {
-                Some(Err(wait)) => Problem::too_many_requests(wait.retry_after_secs),
-                _ => Problem::unauthorized("a valid management JWT is required"),
-            }
-        })
-    }
-}
-
-impl FromRequest for Caller {
-    type Error = Problem;
-    type Future = LocalBoxFuture<'static, Result<Self, Problem>>;
-
-    fn from_request(request: &HttpRequest, _: &mut Payload) -> Self::Future {
-        Box::pin(Self::authenticate(request.clone()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Secret;
     use serde_json::json;
     use uuid::Uuid;
+
+    /// These tests pin their keys: no provider is ever asked.
+    #[derive(Debug)]
+    struct NoProvider;
+
+    #[async_trait::async_trait]
+    impl KeySetFetcher for NoProvider {
+        async fn fetch(&self, _url: &str) -> Result<Vec<u8>, cola_application::DocumentFetchError> {
+            Err(cola_application::DocumentFetchError::Status(404))
+        }
+    }
+
+    fn no_provider() -> Result<Arc<dyn KeySetFetcher>, JwtKeyError> {
+        Ok(Arc::new(NoProvider))
+    }
 
     // Test keys, generated for these tests only with
     // `openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256` (and
@@ -548,12 +498,15 @@ RteyW2wE94HUnTDRofo=\n\
     const SECRET: &str = "0123456789abcdef0123456789abcdef";
 
     fn verifier(issuer: Option<&str>) -> JwtVerifier {
-        JwtVerifier::new(&JwtSettings {
-            key: JwtKey::Secret(Secret::new(SECRET.into())),
-            issuer: issuer.map(str::to_owned),
-            audience: None,
-            claims: ClaimNames::default(),
-        })
+        JwtVerifier::new(
+            &JwtSettings {
+                key: JwtKey::Secret(Secret::new(SECRET.into())),
+                issuer: issuer.map(str::to_owned),
+                audience: None,
+                claims: ClaimNames::default(),
+            },
+            no_provider,
+        )
         .expect("verifier")
     }
 
@@ -708,12 +661,15 @@ RteyW2wE94HUnTDRofo=\n\
     }
 
     fn with_audience(audience: Option<&str>) -> JwtVerifier {
-        JwtVerifier::new(&JwtSettings {
-            key: JwtKey::Secret(Secret::new(SECRET.into())),
-            issuer: None,
-            audience: audience.map(str::to_owned),
-            claims: ClaimNames::default(),
-        })
+        JwtVerifier::new(
+            &JwtSettings {
+                key: JwtKey::Secret(Secret::new(SECRET.into())),
+                issuer: None,
+                audience: audience.map(str::to_owned),
+                claims: ClaimNames::default(),
+            },
+            no_provider,
+        )
         .expect("verifier")
     }
 
@@ -779,15 +735,18 @@ RteyW2wE94HUnTDRofo=\n\
     }
 
     /// A verifier reading `pem` as `COLA_JWT_PUBLIC_KEY_FILE`.
-    fn from_public_key(pem: &str) -> Result<JwtVerifier, String> {
+    fn from_public_key(pem: &str) -> Result<JwtVerifier, JwtKeyError> {
         let path = std::env::temp_dir().join(format!("cola-jwt-{}.pem", Uuid::new_v4().simple()));
         std::fs::write(&path, pem).expect("write the key");
-        let verifier = JwtVerifier::new(&JwtSettings {
-            key: JwtKey::PublicKeyFile(path.clone()),
-            issuer: None,
-            audience: None,
-            claims: ClaimNames::default(),
-        });
+        let verifier = JwtVerifier::new(
+            &JwtSettings {
+                key: JwtKey::PublicKeyFile(path.clone()),
+                issuer: None,
+                audience: None,
+                claims: ClaimNames::default(),
+            },
+            no_provider,
+        );
         let _ = std::fs::remove_file(&path);
         verifier
     }
@@ -831,7 +790,9 @@ RteyW2wE94HUnTDRofo=\n\
 
     #[tokio::test]
     async fn a_key_on_another_curve_is_refused_at_start_up_by_name() {
-        let error = from_public_key(P521_PUBLIC).expect_err("P-521 is not supported");
+        let error = from_public_key(P521_PUBLIC)
+            .expect_err("P-521 is not supported")
+            .to_string();
         assert!(error.starts_with("COLA_JWT_PUBLIC_KEY_FILE: "), "{error}");
         assert!(
             error.contains("P-256") && error.contains("P-384"),

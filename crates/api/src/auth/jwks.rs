@@ -1,4 +1,5 @@
-//! An identity provider's signing keys (CONTRACT §11): the JWKS at
+//! An identity provider's signing keys (docs/operations.md, "Pointing
+//! Cola at Keycloak or any OIDC provider"): the JWKS at
 //! `COLA_JWT_JWKS_URL`, or the one `COLA_OIDC_ISSUER`'s discovery document
 //! names. Fetched at start and kept fresh in the background; a token naming
 //! a `kid` the set does not hold triggers one refetch, at most once per
@@ -13,6 +14,7 @@
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use cola_application::{DocumentFetchError, KeySetFetcher, MAX_PROVIDER_DOCUMENT_BYTES};
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, KeyAlgorithm, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
@@ -27,25 +29,19 @@ pub const REFETCH_INTERVAL: Duration = Duration::from_secs(10);
 const REFRESH_INTERVAL: Duration = Duration::from_secs(600);
 /// The longest wait between two attempts while the provider is unreachable.
 const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
-/// Time allowed for one request to the provider.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-/// A JWKS or discovery document larger than this is refused.
-const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 
 /// Why the keys could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum JwksError {
-    #[error("cannot build the HTTP client")]
-    Client(#[source] reqwest::Error),
     #[error("cannot fetch {url}")]
     Unreachable {
         url: String,
         #[source]
-        source: reqwest::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
     #[error("{url} answered HTTP {status}")]
     Status { url: String, status: u16 },
-    #[error("{url} answered more than {MAX_DOCUMENT_BYTES} bytes")]
+    #[error("{url} answered more than {MAX_PROVIDER_DOCUMENT_BYTES} bytes")]
     TooLarge { url: String },
     #[error("{url} is not a valid {what}")]
     Malformed {
@@ -90,7 +86,9 @@ struct FetchState {
 #[derive(Debug)]
 pub struct ProviderKeys {
     source: JwksSource,
-    http: reqwest::Client,
+    /// The HTTP side, in the infrastructure: this module only reads what it
+    /// fetches.
+    fetcher: Arc<dyn KeySetFetcher>,
     keys: RwLock<Arc<Vec<ProviderKey>>>,
     fetch: Mutex<FetchState>,
 }
@@ -107,20 +105,14 @@ struct RawKeySet {
 }
 
 impl ProviderKeys {
-    pub fn new(source: JwksSource) -> Result<Self, JwksError> {
-        let http = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            // A redirect could lead off to a URL that would not pass the
-            // checks the configured one passed.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(JwksError::Client)?;
-        Ok(Self {
+    #[must_use]
+    pub fn new(source: JwksSource, fetcher: Arc<dyn KeySetFetcher>) -> Self {
+        Self {
             source,
-            http,
+            fetcher,
             keys: RwLock::new(Arc::new(Vec::new())),
             fetch: Mutex::new(FetchState::default()),
-        })
+        }
     }
 
     /// The URL that identifies the provider where a token has no `iss`.
@@ -221,38 +213,21 @@ impl ProviderKeys {
     }
 
     async fn get(&self, url: &url::Url) -> Result<Vec<u8>, JwksError> {
-        let unreachable = |source| JwksError::Unreachable {
-            url: url.to_string(),
-            source,
-        };
-        let response = self
-            .http
-            .get(url.clone())
-            .header("accept", "application/json")
-            .send()
+        let url_text = url.to_string();
+        self.fetcher
+            .fetch(url.as_str())
             .await
-            .map_err(unreachable)?;
-        if !response.status().is_success() {
-            return Err(JwksError::Status {
-                url: url.to_string(),
-                status: response.status().as_u16(),
-            });
-        }
-        if response
-            .content_length()
-            .is_some_and(|length| length > MAX_DOCUMENT_BYTES as u64)
-        {
-            return Err(JwksError::TooLarge {
-                url: url.to_string(),
-            });
-        }
-        let body = response.bytes().await.map_err(unreachable)?;
-        if body.len() > MAX_DOCUMENT_BYTES {
-            return Err(JwksError::TooLarge {
-                url: url.to_string(),
-            });
-        }
-        Ok(body.to_vec())
+            .map_err(|error| match error {
+                DocumentFetchError::Unreachable(source) => JwksError::Unreachable {
+                    url: url_text,
+                    source,
+                },
+                DocumentFetchError::Status(status) => JwksError::Status {
+                    url: url_text,
+                    status,
+                },
+                DocumentFetchError::TooLarge => JwksError::TooLarge { url: url_text },
+            })
     }
 
     /// The key a token's header names: by `kid`, or the only key when the

@@ -1,6 +1,8 @@
 //! The console's sign-in with the identity provider of `COLA_OIDC_ISSUER`:
 //! OpenID Connect authorization code with PKCE, Cola being the confidential
-//! client (a backend-for-frontend: the browser never holds a provider token).
+//! client (a backend-for-frontend: the browser never holds a provider token). It
+//! implements the application's [`ProviderSignIn`] port; the api's console
+//! only redirects, seals the pending sign-in and maps the ID token.
 //!
 //! The provider's metadata (its discovery document and the keys it names)
 //! is fetched once and kept: a sign-in page does not fetch it. It is fetched
@@ -15,7 +17,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use cola_application::{
+    PendingSignIn, ProviderSignIn, SIGN_IN_TTL, SignInError, SignInStart, SignedIn,
+};
 use openidconnect::core::{
     CoreAuthenticationFlow, CoreClient, CoreIdToken, CoreIdTokenClaims, CoreProviderMetadata,
 };
@@ -24,54 +30,40 @@ use openidconnect::{
     EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge,
     PkceCodeVerifier, RedirectUrl, Scope, SignatureVerificationError, TokenResponse,
 };
-use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
-use crate::config::OidcClientSettings;
+/// The console's OpenID Connect client, as configured.
+pub struct OidcClientSettings {
+    /// `COLA_OIDC_ISSUER`.
+    pub issuer: url::Url,
+    pub client_id: String,
+    pub client_secret: Zeroizing<String>,
+    /// Where the provider sends the browser back: `<public URL>/console/callback`.
+    pub redirect_url: String,
+}
 
-/// How long a sign-in may take at the provider.
-pub const SIGN_IN_TTL: chrono::Duration = chrono::Duration::minutes(10);
+impl std::fmt::Debug for OidcClientSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcClientSettings")
+            .field("issuer", &self.issuer.as_str())
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"[redacted]")
+            .field("redirect_url", &self.redirect_url)
+            .finish()
+    }
+}
+
+/// The HTTP client could not be built (no TLS roots, for one).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client")]
+pub struct OidcClientError(#[source] reqwest::Error);
+
 /// How long the provider's metadata is used before a sign-in fetches it
 /// again (as long as the REST API keeps its keys, decision 85).
 pub const METADATA_TTL: Duration = Duration::from_secs(600);
 /// The least time between two fetches of the provider's metadata, whether
 /// its age, an unknown key or a failed fetch asks (as decision 86's).
 pub const METADATA_REFETCH_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Why a sign-in failed: logged with its cause; the person sees a plain
-/// "sign-in failed, try again".
-#[derive(Debug, thiserror::Error)]
-#[error("console sign-in failed at {step}")]
-pub struct SignInError {
-    step: &'static str,
-    #[source]
-    source: Box<dyn std::error::Error + Send + Sync>,
-}
-
-impl SignInError {
-    fn at(step: &'static str, source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
-        Self {
-            step,
-            source: source.into(),
-        }
-    }
-}
-
-/// A sign-in under way: kept in the sign-in cookie until the callback.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PendingSignIn {
-    pub state: String,
-    pub nonce: String,
-    pub pkce_verifier: String,
-    pub expires_at: DateTime<Utc>,
-}
-
-/// What a finished sign-in yields: the verified ID token, to be mapped to a
-/// principal by the REST API's own verifier, and a name to show.
-#[derive(Debug)]
-pub struct SignedIn {
-    pub id_token: String,
-    pub display_name: Option<String>,
-}
 
 /// A client built from discovered metadata: it has the authorization
 /// endpoint, and the token and user-info endpoints if the metadata names them.
@@ -84,10 +76,10 @@ type ProviderClient = CoreClient<
     EndpointMaybeSet,
 >;
 
+/// [`ProviderSignIn`] with the `openidconnect` crate over HTTP.
 #[derive(Debug)]
 pub struct OidcSignIn {
     settings: OidcClientSettings,
-    redirect_url: String,
     http: reqwest::Client,
     metadata: FetchedOnce<CoreProviderMetadata>,
 }
@@ -190,26 +182,20 @@ impl<T> FetchedOnce<T> {
 }
 
 impl OidcSignIn {
-    /// A sign-in through `settings`' provider that comes back to
-    /// `<public_url>/console/callback`.
-    pub fn new(settings: OidcClientSettings, public_url: &str) -> Result<Self, reqwest::Error> {
+    /// A sign-in through `settings`' provider.
+    pub fn new(settings: OidcClientSettings) -> Result<Self, OidcClientError> {
         let http = reqwest::Client::builder()
             .timeout(std::time::Duration::from_secs(10))
             // Following redirects would let the provider's answers lead
             // Cola's requests elsewhere.
             .redirect(reqwest::redirect::Policy::none())
-            .build()?;
+            .build()
+            .map_err(OidcClientError)?;
         Ok(Self {
             settings,
-            redirect_url: format!("{public_url}/console/callback"),
             http,
             metadata: FetchedOnce::new(),
         })
-    }
-
-    #[must_use]
-    pub fn client_id(&self) -> &str {
-        &self.settings.client_id
     }
 
     /// The provider's metadata and keys: those held, or fetched now.
@@ -231,20 +217,27 @@ impl OidcSignIn {
     }
 
     fn client(&self, metadata: &CoreProviderMetadata) -> Result<ProviderClient, SignInError> {
-        let redirect = RedirectUrl::new(self.redirect_url.clone())
+        let redirect = RedirectUrl::new(self.settings.redirect_url.clone())
             .map_err(|e| SignInError::at("the redirect URL", e))?;
         Ok(CoreClient::from_provider_metadata(
             metadata.clone(),
             ClientId::new(self.settings.client_id.clone()),
             Some(ClientSecret::new(
-                self.settings.client_secret.expose().to_owned(),
+                self.settings.client_secret.as_str().to_owned(),
             )),
         )
         .set_redirect_uri(redirect))
     }
+}
+
+#[async_trait]
+impl ProviderSignIn for OidcSignIn {
+    fn client_id(&self) -> &str {
+        &self.settings.client_id
+    }
 
     /// Where to send the browser, and what the callback will need.
-    pub async fn begin(&self, now: DateTime<Utc>) -> Result<(String, PendingSignIn), SignInError> {
+    async fn begin(&self, now: DateTime<Utc>) -> Result<SignInStart, SignInError> {
         let metadata = self.metadata(Refresh::IfStale).await?;
         let client = self.client(&metadata)?;
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
@@ -258,26 +251,22 @@ impl OidcSignIn {
             .add_scope(Scope::new("profile".into()))
             .set_pkce_challenge(challenge)
             .url();
-        Ok((
-            url.to_string(),
-            PendingSignIn {
+        Ok(SignInStart {
+            url: url.to_string(),
+            pending: PendingSignIn {
                 state: state.secret().clone(),
                 nonce: nonce.secret().clone(),
                 pkce_verifier: verifier.secret().clone(),
                 expires_at: now + SIGN_IN_TTL,
             },
-        ))
+        })
     }
 
     /// Redeems `code` with the PKCE verifier, and verifies the ID token
     /// (signature, issuer, audience, expiry, nonce). A token signed with a
     /// key the metadata held does not know refetches it once (the provider
     /// rotated its keys) and is verified again.
-    pub async fn finish(
-        &self,
-        pending: PendingSignIn,
-        code: String,
-    ) -> Result<SignedIn, SignInError> {
+    async fn finish(&self, pending: PendingSignIn, code: String) -> Result<SignedIn, SignInError> {
         let metadata = self.metadata(Refresh::IfStale).await?;
         let client = self.client(&metadata)?;
         let response = client

@@ -11,7 +11,7 @@ use cola_application::FieldErrors;
 use futures_util::future::LocalBoxFuture;
 use serde::de::DeserializeOwned;
 
-use crate::problem::Problem;
+use crate::foundations::problem::Problem;
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;

@@ -1,12 +1,12 @@
-//! `/api/mcp/users/{user_id}/keys`: offboarding a user (CONTRACT §10).
+//! `/api/mcp/users/{user_id}/keys`: offboarding a user (docs/operations.md, "Offboarding").
 
 use actix_web::{HttpResponse, web};
 use cola_application::{ApiKeyService, FieldErrors};
 use cola_domain::UserId;
 
-use crate::problem::{ApiError, Problem};
-use crate::routes::method_not_allowed;
-use crate::write_limit::Writer;
+use crate::auth::Writer;
+use crate::foundations::problem::{ApiError, Problem};
+use crate::foundations::routing::method_not_allowed;
 
 pub fn configure(config: &mut web::ServiceConfig) {
     config.service(
@@ -27,9 +27,9 @@ pub fn configure(config: &mut web::ServiceConfig) {
     params(("user_id" = uuid::Uuid, Path, description = "The user whose keys are revoked")),
     responses(
         (status = 200, description = "How many keys were revoked", body = cola_application::OffboardView),
-        (status = 400, description = "`user_id` is not a UUID", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        (status = 403, description = "A member offboarding someone else", body = crate::openapi::ProblemDetails, content_type = "application/problem+json"),
-        crate::openapi::ManagementFailures,
+        (status = 400, description = "`user_id` is not a UUID", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        (status = 403, description = "A member offboarding someone else", body = crate::rest::openapi::ProblemDetails, content_type = "application/problem+json"),
+        crate::rest::openapi::ManagementFailures,
     ),
     security(("bearer_jwt" = [])),
     tag = "keys",

@@ -12,6 +12,14 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 export CHROMIUM="${CHROMIUM:-/usr/bin/chromium}"
+if [[ ! -x "$CHROMIUM" && "$CHROMIUM" == /usr/bin/chromium ]] && command -v apt-get >/dev/null; then
+    # The README's test command brings what the suites need: Debian's
+    # chromium, as root or through sudo.
+    echo "installing chromium (apt-get) for the console's browser tests" >&2
+    sudo=""
+    [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null && sudo="sudo"
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+fi
 if [[ ! -x "$CHROMIUM" ]]; then
     echo "$CHROMIUM not found; install it (apt-get install -y chromium) or set CHROMIUM" >&2
     exit 2

@@ -1,6 +1,7 @@
 //! The `cola-api` command line: `serve` (the default), `migrate`,
 //! `dev-token` and `check-config`.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -62,6 +63,36 @@ struct ServeArgs {
     /// .cola-dev-secret) and print a ready-to-use admin token.
     #[arg(long)]
     dev: bool,
+    /// Listen on this address and port, such as 127.0.0.1:8090 (instead of
+    /// COLA_LISTEN).
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
+    listen: Option<SocketAddr>,
+    /// Listen on this port, on COLA_LISTEN's (or --listen's) address.
+    #[arg(long, value_name = "N")]
+    port: Option<u16>,
+}
+
+impl ServeArgs {
+    /// Where to listen: `--listen`, then `--port` on top, else `configured`.
+    fn listen(&self, configured: SocketAddr) -> SocketAddr {
+        let mut listen = self.listen.unwrap_or(configured);
+        if let Some(port) = self.port {
+            listen.set_port(port);
+        }
+        listen
+    }
+}
+
+fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
+    raw.trim()
+        .parse()
+        .map_err(|_| "must be an address and port, such as 127.0.0.1:8090 or [::1]:8090".to_owned())
+}
+
+/// A tenant or user id, with an error that says what is expected.
+fn parse_uuid(raw: &str) -> Result<Uuid, String> {
+    Uuid::parse_str(raw.trim())
+        .map_err(|_| "must be a UUID, such as 7f0b5c3e-6a44-4f1e-9f61-0a3c1b2d4e5f".to_owned())
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -73,10 +104,10 @@ enum RoleArg {
 #[derive(Debug, Args)]
 struct DevTokenArgs {
     /// Tenant id (UUID) [default: the demo tenant]
-    #[arg(long)]
+    #[arg(long, value_parser = parse_uuid)]
     tenant: Option<Uuid>,
     /// User id (UUID), the token's `sub` [default: the demo user]
-    #[arg(long)]
+    #[arg(long, value_parser = parse_uuid)]
     user: Option<Uuid>,
     #[arg(long, value_enum, default_value = "admin")]
     role: RoleArg,
@@ -186,6 +217,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         settings.telemetry.log_format,
     );
     settings.dev = args.dev;
+    settings.server.listen = args.listen(settings.server.listen);
     // Before anything is written or bound.
     if let Some(refusal) = settings.dev_listen_refusal() {
         eprintln!("{refusal}");

@@ -145,3 +145,62 @@ fn migrate_applies_and_lists_the_migrations() {
         assert!(stdout.contains(migration.as_str()), "{stdout}");
     }
 }
+
+#[test]
+fn dev_token_names_an_id_that_is_not_a_uuid_in_words() {
+    let output = run(
+        &["dev-token", "--user", "bob"],
+        &[("COLA_JWT_SECRET", "0123456789abcdef0123456789abcdef")],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--user"), "{stderr}");
+    assert!(stderr.contains("must be a UUID"), "{stderr}");
+}
+
+/// A port nobody listens on right now (bound, then released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+#[tokio::test]
+async fn port_chooses_where_the_service_listens() {
+    let port = free_port();
+    let app = cola_e2e::TestApp::spawn_with(cola_e2e::Options {
+        args: vec!["--port".to_owned(), port.to_string()],
+        ..cola_e2e::Options::default()
+    })
+    .await;
+    assert_eq!(app.address(), format!("127.0.0.1:{port}"));
+    let health = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .expect("health");
+    assert_eq!(health.status(), 200);
+}
+
+#[test]
+fn an_address_in_use_says_how_to_choose_another() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("address").port().to_string();
+    let dir = std::env::temp_dir().join(format!("cola-in-use-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let url = format!("sqlite://{}/cola.db?mode=rwc", dir.display());
+    let output = run(
+        &["--port", &port],
+        &[
+            ("COLA_DATABASE_URL", &url),
+            ("COLA_JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+        ],
+    );
+    drop(taken);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(stderr.contains("already in use"), "{stderr}");
+    assert!(stderr.contains("--port"), "{stderr}");
+    assert!(stderr.contains("COLA_LISTEN"), "{stderr}");
+}

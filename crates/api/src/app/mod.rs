@@ -59,6 +59,17 @@ pub enum StartupError {
     SessionKey(#[source] cola_infrastructure::SecretsKeyError),
     #[error("the upstream HTTP client: {0}")]
     UpstreamClient(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// Another process holds the address: the message says how to pick
+    /// another, since that is what the operator has to do next.
+    #[error(
+        "cannot listen on {address}: the address is already in use; choose another port with \
+         `--port N`, or another address with `--listen HOST:PORT` or COLA_LISTEN"
+    )]
+    AddressInUse {
+        address: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {address}: {source}")]
     Listen {
         address: SocketAddr,
@@ -155,11 +166,16 @@ impl Application {
     }
 }
 
-/// The listener on `COLA_LISTEN`, and the address it got (port 0 picks one).
+/// The listener on `COLA_LISTEN` (or `--listen`/`--port`), and the address
+/// it got (port 0 picks one).
 fn bind(settings: &Settings) -> Result<(TcpListener, SocketAddr), StartupError> {
-    let listen_error = |source| StartupError::Listen {
-        address: settings.server.listen,
-        source,
+    let address = settings.server.listen;
+    let listen_error = |source: std::io::Error| {
+        if source.kind() == std::io::ErrorKind::AddrInUse {
+            StartupError::AddressInUse { address, source }
+        } else {
+            StartupError::Listen { address, source }
+        }
     };
     let listener = TcpListener::bind(settings.server.listen).map_err(listen_error)?;
     let address = listener.local_addr().map_err(listen_error)?;

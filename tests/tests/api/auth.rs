@@ -119,6 +119,108 @@ async fn every_kind_of_bad_jwt_is_a_401_problem() {
     );
 }
 
+/// A refused management token says why (RFC 6750 `error_description`, and
+/// the problem's detail), in words; never which secret was tried.
+#[tokio::test]
+async fn a_refused_token_says_why() {
+    let app = TestApp::spawn().await;
+    let tenant = Tenant::new();
+    let now = chrono::Utc::now().timestamp();
+    let claims = |extra: Value| {
+        let mut claims = json!({ "sub": tenant.alice.to_string(), "tenant_id": tenant.id.to_string(), "exp": now + 600 });
+        for (k, v) in extra.as_object().unwrap() {
+            if v.is_null() {
+                claims.as_object_mut().unwrap().remove(k);
+            } else {
+                claims[k] = v.clone();
+            }
+        }
+        claims
+    };
+    let valid = app.token(tenant.id, tenant.alice, "member");
+    let key = app.new_key(&valid, &json!({ "name": "k" })).await["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wrong_secret = "w".repeat(40);
+    let cases: Vec<(Option<String>, Option<&str>)> = vec![
+        (None, None),
+        (
+            Some(format!(
+                "Bearer {}",
+                sign(&app.jwt_secret, &claims(json!({ "exp": now - 120 })))
+            )),
+            Some("token expired"),
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                sign(&wrong_secret, &claims(json!({})))
+            )),
+            Some("signature does not verify"),
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                sign(&app.jwt_secret, &claims(json!({ "tenant_id": null })))
+            )),
+            Some("`tenant_id` is missing"),
+        ),
+        (
+            Some(format!(
+                "Bearer {}",
+                sign(&app.jwt_secret, &claims(json!({ "exp": null })))
+            )),
+            Some("`exp` is missing"),
+        ),
+        (Some("Bearer not.a.jwt".into()), Some("token malformed")),
+        (
+            Some(format!("Bearer {key}")),
+            Some("API key cannot manage keys"),
+        ),
+    ];
+    for (authorization, reason) in cases {
+        let mut request = app.client.get(format!("{}/api/mcp/keys", app.base));
+        if let Some(value) = &authorization {
+            request = request.header("authorization", value);
+        }
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{reason:?}");
+        let challenge = response
+            .headers()
+            .get("www-authenticate")
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let problem: Value = response.json().await.unwrap();
+        let detail = problem["detail"].as_str().unwrap();
+        match reason {
+            // No credential: no error code (RFC 6750 §3.1).
+            None => {
+                assert_eq!(challenge, "Bearer realm=\"cola\"");
+                assert!(detail.contains("bearer token is required"), "{detail}");
+            }
+            Some(reason) => {
+                assert!(
+                    challenge.starts_with(
+                        "Bearer realm=\"cola\", error=\"invalid_token\", error_description=\""
+                    ),
+                    "{challenge}"
+                );
+                assert!(challenge.contains(reason), "{reason}: {challenge}");
+                assert!(detail.contains(reason), "{reason}: {detail}");
+                assert!(!detail.contains(&wrong_secret) && !detail.contains(&app.jwt_secret));
+                assert!(!detail.contains(&key[..16]), "{detail}");
+            }
+        }
+    }
+    assert_eq!(
+        status_with(&app, Some(format!("Bearer {valid}"))).await.0,
+        200
+    );
+}
+
 #[tokio::test]
 async fn repeated_jwt_failures_from_one_address_are_rate_limited_and_successes_are_not() {
     let app = TestApp::spawn().await;

@@ -79,7 +79,7 @@ impl Caller {
             // answered 429 even if it passed the check above concurrently.
             match client.map(|client| auth.limiter.record_failure(Charge::Client(client))) {
                 Some(Err(wait)) => Problem::too_many_requests(wait.retry_after_secs),
-                _ => Problem::unauthorized("a valid management JWT is required"),
+                _ => Problem::invalid_token(&refusal.description(), refusal.presented_a_token()),
             }
         })
     }

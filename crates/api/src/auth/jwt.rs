@@ -438,6 +438,68 @@ pub enum TokenRefusal {
     Session,
 }
 
+impl TokenRefusal {
+    /// What the caller is told (RFC 6750 `error_description`, and the
+    /// problem's `detail`): why the token was refused, in words an operator
+    /// can act on, never which secret or key was tried. Every kind is
+    /// listed, so a new one must be described.
+    #[must_use]
+    pub fn description(&self) -> String {
+        match self {
+            Self::NotConfigured => {
+                "the management API is not configured on this instance (no JWT setting)".to_owned()
+            }
+            Self::Missing => "a bearer token is required".to_owned(),
+            Self::ApiKey => "a cola_ API key cannot manage keys; send a management JWT".to_owned(),
+            Self::Invalid(error) => invalid_token_description(error).to_owned(),
+            Self::Claim(claim) => format!("token claim: {claim}"),
+            Self::ProviderClaim(claim) => format!("token claim: {claim}"),
+            Self::Algorithm(_) => "the token's algorithm is not accepted".to_owned(),
+            Self::UnknownKey(_) => {
+                "no key of the identity provider matches the token's kid".to_owned()
+            }
+            Self::Session => {
+                "the console session is invalid, expired or ended; sign in again".to_owned()
+            }
+        }
+    }
+
+    /// Whether the request carried a token to refuse (RFC 6750 §3.1: a
+    /// request with no credential gets no error code).
+    #[must_use]
+    pub fn presented_a_token(&self) -> bool {
+        match self {
+            Self::NotConfigured | Self::Missing => false,
+            Self::ApiKey
+            | Self::Invalid(_)
+            | Self::Claim(_)
+            | Self::ProviderClaim(_)
+            | Self::Algorithm(_)
+            | Self::UnknownKey(_)
+            | Self::Session => true,
+        }
+    }
+}
+
+/// Why `jsonwebtoken` refused a token, in words.
+fn invalid_token_description(error: &jsonwebtoken::errors::Error) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind;
+    match error.kind() {
+        ErrorKind::ExpiredSignature => "token expired",
+        ErrorKind::ImmatureSignature => "token not valid yet (nbf)",
+        ErrorKind::InvalidSignature => "signature does not verify",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            "the token's algorithm is not accepted"
+        }
+        ErrorKind::InvalidIssuer => "issuer not accepted",
+        ErrorKind::InvalidAudience => "audience not accepted",
+        ErrorKind::InvalidSubject => "subject not accepted",
+        ErrorKind::MissingRequiredClaim(claim) if claim == "exp" => "token claim `exp` is missing",
+        ErrorKind::MissingRequiredClaim(_) => "a required token claim is missing",
+        _ => "token malformed",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

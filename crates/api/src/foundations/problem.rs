@@ -27,6 +27,10 @@ pub struct Problem {
     pub errors: Option<Box<BTreeMap<String, Vec<String>>>>,
     #[serde(skip)]
     pub retry_after: Option<u64>,
+    /// The `WWW-Authenticate` challenge of a 401 (RFC 6750); `None`: the
+    /// plain `Bearer realm="cola"`.
+    #[serde(skip)]
+    pub challenge: Option<String>,
 }
 
 impl Problem {
@@ -40,6 +44,7 @@ impl Problem {
             detail: detail.into(),
             errors: None,
             retry_after: None,
+            challenge: None,
         }
     }
 
@@ -52,6 +57,24 @@ impl Problem {
             format!("invalid input: {}", fields.join(", ")),
         );
         problem.errors = Some(Box::new(errors.fields().clone()));
+        problem
+    }
+
+    /// A 401 for a refused token (RFC 6750): `detail` says why, and so does
+    /// the challenge's `error_description` when a token was presented.
+    #[must_use]
+    pub fn invalid_token(detail: &str, presented: bool) -> Self {
+        let mut problem = Self::unauthorized(detail);
+        if presented {
+            // error_description allows printable ASCII but `"` and `\`.
+            let description: String = detail
+                .chars()
+                .filter(|c| matches!(c, ' '..='~') && *c != '"' && *c != '\\')
+                .collect();
+            problem.challenge = Some(format!(
+                "Bearer realm=\"cola\", error=\"invalid_token\", error_description=\"{description}\""
+            ));
+        }
         problem
     }
 
@@ -114,10 +137,12 @@ impl Problem {
             response.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
         if self.status == 401 {
-            response.insert_header((
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"cola\""),
-            ));
+            let challenge = self
+                .challenge
+                .as_deref()
+                .and_then(|challenge| HeaderValue::from_str(challenge).ok())
+                .unwrap_or_else(|| HeaderValue::from_static("Bearer realm=\"cola\""));
+            response.insert_header((header::WWW_AUTHENTICATE, challenge));
         }
         response.body(serde_json::to_string(self).unwrap_or_default())
     }

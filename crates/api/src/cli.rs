@@ -53,8 +53,9 @@ enum Command {
     Migrate,
     /// Print a management JWT signed with the configured secret.
     DevToken(DevTokenArgs),
-    /// Validate the environment and print the effective settings.
-    CheckConfig,
+    /// Validate the environment and print the effective settings (with
+    /// --dev, --listen or --port: those `serve` would use with them).
+    CheckConfig(ServeArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -124,7 +125,7 @@ impl Cli {
             Some(Command::Serve(args)) => serve(args).await,
             Some(Command::Migrate) => migrate().await,
             Some(Command::DevToken(args)) => dev_token(&args),
-            Some(Command::CheckConfig) => check_config().await,
+            Some(Command::CheckConfig(args)) => check_config(&args).await,
         }
     }
 }
@@ -282,6 +283,9 @@ fn dev_failure(error: String) -> ExitCode {
     ExitCode::from(1)
 }
 
+const DEV_JWT_CONFLICT: &str = "--dev mints HS256 tokens; it cannot be combined with \
+     COLA_JWT_PUBLIC_KEY_FILE, COLA_JWT_JWKS_URL or COLA_OIDC_ISSUER";
+
 /// The HS256 secret `--dev` mints with: `COLA_JWT_SECRET`, or the one kept
 /// in [`DEV_SECRET_FILE`], which then becomes the JWT setting.
 fn dev_jwt_secret(settings: &mut Settings) -> Result<String, ExitCode> {
@@ -291,10 +295,7 @@ fn dev_jwt_secret(settings: &mut Settings) -> Result<String, ExitCode> {
             ..
         }) => Ok(secret.expose().to_owned()),
         Some(_) => {
-            eprintln!(
-                "--dev mints HS256 tokens; it cannot be combined with COLA_JWT_PUBLIC_KEY_FILE, \
-                 COLA_JWT_JWKS_URL or COLA_OIDC_ISSUER"
-            );
+            eprintln!("{DEV_JWT_CONFLICT}");
             Err(ExitCode::from(2))
         }
         None => {
@@ -433,10 +434,22 @@ fn dev_token(args: &DevTokenArgs) -> ExitCode {
 }
 
 #[allow(clippy::print_stdout)]
-async fn check_config() -> ExitCode {
+async fn check_config(args: &ServeArgs) -> ExitCode {
     match Settings::from_env() {
-        Ok(settings) => {
+        Ok(mut settings) => {
+            settings.server.listen = args.listen(settings.server.listen);
+            if args.dev
+                && let Err(refusal) = preview_dev(&mut settings)
+            {
+                eprintln!("{refusal}");
+                return ExitCode::from(2);
+            }
             for (name, value) in settings.describe() {
+                let value = if args.dev {
+                    dev_kept(&settings, name).unwrap_or(value)
+                } else {
+                    value
+                };
                 println!("{name}={value}");
             }
             match &settings.jwt {
@@ -451,6 +464,44 @@ async fn check_config() -> ExitCode {
             eprintln!("{errors}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `--dev`'s settings as `check-config` shows them: what `prepare_dev`
+/// would choose, without writing its files. `Err`: what `serve --dev`
+/// would refuse.
+fn preview_dev(settings: &mut Settings) -> Result<(), String> {
+    settings.dev = true;
+    if let Some(refusal) = settings.dev_listen_refusal() {
+        return Err(refusal);
+    }
+    if matches!(&settings.jwt, Some(jwt) if !matches!(jwt.key, JwtKey::Secret(_))) {
+        return Err(DEV_JWT_CONFLICT.to_owned());
+    }
+    if settings.gateway.allowed_networks.is_empty() {
+        settings.gateway.allowed_networks = AllowedNetworks::loopback();
+    }
+    Ok(())
+}
+
+/// What `--dev` uses for a setting it fills in from a file of its own.
+fn dev_kept(settings: &Settings, name: &str) -> Option<String> {
+    let kept = |file: &str, what: &str| {
+        if Path::new(file).exists() {
+            format!("{what} kept in {file} (--dev)")
+        } else {
+            format!("{what} made on --dev's first run and kept in {file}")
+        }
+    };
+    match name {
+        "JWT" if settings.jwt.is_none() => Some(kept(DEV_SECRET_FILE, "an HS256 secret")),
+        "COLA_SECRETS_KEY" if settings.gateway.secrets_key.is_none() => {
+            Some(kept(DEV_SECRETS_KEY_FILE, "a secrets key"))
+        }
+        "COLA_IDENTITY_KEY_FILE" if settings.gateway.identity_key.is_none() => {
+            Some(kept(DEV_IDENTITY_KEY_FILE, "an Ed25519 identity key"))
+        }
+        _ => None,
     }
 }
 

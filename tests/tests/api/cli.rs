@@ -204,3 +204,30 @@ fn an_address_in_use_says_how_to_choose_another() {
     assert!(stderr.contains("--port"), "{stderr}");
     assert!(stderr.contains("COLA_LISTEN"), "{stderr}");
 }
+
+#[test]
+fn check_config_dev_shows_what_dev_would_use_and_writes_nothing() {
+    let dir =
+        std::env::temp_dir().join(format!("cola-check-dev-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let output = Command::new(cola_e2e::binary())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .current_dir(&dir)
+        .args(["check-config", "--dev", "--port", "8090"])
+        .output()
+        .expect("run cola-api");
+    let written = std::fs::read_dir(&dir).unwrap().count();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("management API disabled"), "{stdout}");
+    assert!(stdout.contains("JWT=an HS256 secret"), "{stdout}");
+    assert!(stdout.contains(".cola-dev-secret"), "{stdout}");
+    assert!(stdout.contains("COLA_LISTEN=127.0.0.1:8090"), "{stdout}");
+    assert!(
+        stdout.contains("COLA_GATEWAY_ALLOWED_NETWORKS=127.0.0.0/8"),
+        "{stdout}"
+    );
+    assert_eq!(written, 0, "check-config wrote files");
+}

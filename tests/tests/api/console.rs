@@ -487,3 +487,31 @@ async fn a_burst_of_sign_in_starts_from_one_address_is_limited_and_another_addre
     let other = start("198.51.100.8").await.unwrap();
     assert_eq!(other.status(), 303, "another address is not limited");
 }
+
+/// In `--dev`, a refused management token also says how to get a fresh
+/// demo token (the banner's lasts 24 hours).
+#[tokio::test]
+async fn a_refused_token_in_dev_mode_says_how_to_get_a_fresh_one() {
+    let app = dev_app().await;
+    let expired = cola_e2e::sign(
+        &app.jwt_secret,
+        &serde_json::json!({
+            "sub": DEMO_USER,
+            "tenant_id": "00000000-0000-4000-8000-000000000001",
+            "role": "admin",
+            "exp": chrono::Utc::now().timestamp() - 120,
+        }),
+    );
+    let response = app
+        .client
+        .get(format!("{}/api/mcp/keys", app.base))
+        .bearer_auth(&expired)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    let problem: serde_json::Value = response.json().await.unwrap();
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("token expired"), "{detail}");
+    assert!(detail.contains("cola-api dev-token"), "{detail}");
+}

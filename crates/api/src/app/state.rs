@@ -282,6 +282,7 @@ impl Shared {
             sessions: console.sessions.clone(),
             limiter: Arc::clone(&services.attempts),
             client_ip: client_ip.clone(),
+            dev: settings.dev,
         };
         Ok(Self {
             keys: web::Data::from(Arc::clone(&services.keys)),

@@ -27,6 +27,9 @@ pub struct ManagementAuth {
     pub sessions: Option<Arc<ConsoleSessions>>,
     pub limiter: Arc<AttemptLimiter>,
     pub client_ip: ClientIpResolver,
+    /// `--dev`: a refusal also says how to get a fresh demo token (the one
+    /// the banner printed lasts 24 hours).
+    pub dev: bool,
 }
 
 /// The authenticated tenant user of a management request.
@@ -79,7 +82,13 @@ impl Caller {
             // answered 429 even if it passed the check above concurrently.
             match client.map(|client| auth.limiter.record_failure(Charge::Client(client))) {
                 Some(Err(wait)) => Problem::too_many_requests(wait.retry_after_secs),
-                _ => Problem::invalid_token(&refusal.description(), refusal.presented_a_token()),
+                _ => {
+                    let mut reason = refusal.description();
+                    if auth.dev {
+                        reason.push_str("; dev mode: `cola-api dev-token` prints a fresh token");
+                    }
+                    Problem::invalid_token(&reason, refusal.presented_a_token())
+                }
             }
         })
     }

@@ -82,12 +82,10 @@ impl Database {
         Ok(Self { connection, kind })
     }
 
-    /// Applies every pending migration.
-    pub async fn migrate(&self) -> Result<(), DatabaseError> {
+    /// Applies every pending migration; the names of those it applied.
+    pub async fn migrate(&self) -> Result<Vec<String>, DatabaseError> {
         match self.kind {
-            DatabaseKind::Sqlite => Migrator::up(&self.connection, None)
-                .await
-                .map_err(DatabaseError::Migrate),
+            DatabaseKind::Sqlite => self.apply_pending().await,
             DatabaseKind::Postgres => {
                 // A session-level lock on one pooled connection, held while
                 // the migrations run on others.
@@ -101,19 +99,35 @@ impl Database {
                     .execute(&mut *lock)
                     .await
                     .map_err(|e| DatabaseError::Migrate(DbErr::Custom(e.to_string())))?;
-                let applied = Migrator::up(&self.connection, None).await;
+                let applied = self.apply_pending().await;
                 let unlocked = sea_orm::sqlx::query("SELECT pg_advisory_unlock($1)")
                     .bind(MIGRATION_LOCK_ID)
                     .execute(&mut *lock)
                     .await;
-                applied.map_err(DatabaseError::Migrate)?;
+                let applied = applied?;
                 unlocked.map_err(|e| DatabaseError::Migrate(DbErr::Custom(e.to_string())))?;
-                Ok(())
+                Ok(applied)
             }
         }
     }
 
     /// Every known migration and whether it is applied.
+    /// Applies the pending migrations; their names, oldest first (on
+    /// PostgreSQL, called under the migration lock, so what it names is
+    /// what this call applied).
+    async fn apply_pending(&self) -> Result<Vec<String>, DatabaseError> {
+        let pending: Vec<String> = Migrator::get_pending_migrations(&self.connection)
+            .await
+            .map_err(DatabaseError::Migrate)?
+            .iter()
+            .map(|migration| migration.name().to_owned())
+            .collect();
+        Migrator::up(&self.connection, None)
+            .await
+            .map_err(DatabaseError::Migrate)?;
+        Ok(pending)
+    }
+
     pub async fn migration_status(&self) -> Result<Vec<MigrationState>, DatabaseError> {
         let migrations = Migrator::get_migration_with_status(&self.connection)
             .await

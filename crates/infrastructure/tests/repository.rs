@@ -68,9 +68,20 @@ async fn fixture(
     postgres: Option<PostgresDatabase>,
     dir: Option<TempDir>,
 ) -> Fixture {
-    database.migrate().await.unwrap();
-    // Migrating twice is harmless (every instance migrates at start).
-    database.migrate().await.unwrap();
+    let applied = database.migrate().await.unwrap();
+    let status = database.migration_status().await.unwrap();
+    assert_eq!(
+        applied.len(),
+        status.len(),
+        "a fresh database gets every migration"
+    );
+    assert_eq!(
+        applied,
+        status.iter().map(|m| m.name.clone()).collect::<Vec<_>>()
+    );
+    // Migrating twice is harmless (every instance migrates at start) and
+    // applies nothing.
+    assert!(database.migrate().await.unwrap().is_empty());
     Fixture {
         repository: Arc::new(SeaOrmApiKeyRepository::new(database.clone())),
         servers: SeaOrmServerRepository::new(database.clone()),

@@ -197,3 +197,28 @@ async fn credentials_in_a_query_string_never_reach_the_log() {
         "the admission is logged with the key's prefix"
     );
 }
+
+/// Start-up tells the schema's state in one line, not two per migration.
+#[tokio::test]
+async fn start_up_logs_the_migrations_in_one_line() {
+    let app = TestApp::spawn().await;
+    let events: Vec<Value> = app
+        .logs()
+        .iter()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .collect();
+    let migrated: Vec<&Value> = events
+        .iter()
+        .filter(|event| event["message"] == "database migrated")
+        .collect();
+    assert_eq!(migrated.len(), 1, "{events:?}");
+    assert!(migrated[0]["applied"].as_u64().unwrap() >= 8);
+    assert!(migrated[0]["latest"].as_str().unwrap().starts_with('m'));
+    assert!(
+        !events.iter().any(|event| event["target"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("sea_orm_migration")),
+        "{events:?}"
+    );
+}

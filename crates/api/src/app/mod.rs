@@ -107,7 +107,7 @@ impl Application {
             return Err(StartupError::DevListen(refusal));
         }
         let database = Database::connect(settings.database.url.expose()).await?;
-        database.migrate().await?;
+        log_migrations(&database.migrate().await?);
         let services = Services::build(&settings, &database).await?;
         let (listener, address) = bind(&settings)?;
         let public_url = settings
@@ -163,6 +163,19 @@ impl Application {
         self.database.close().await;
         tracing::info!("stopped");
         served
+    }
+}
+
+/// One line for the schema at start-up (sea-orm's own lines, two per
+/// migration, are below the default filter).
+fn log_migrations(applied: &[String]) {
+    match applied.last() {
+        None => tracing::info!("database schema up to date"),
+        Some(latest) => tracing::info!(
+            applied = applied.len(),
+            latest = %latest,
+            "database migrated"
+        ),
     }
 }
 

@@ -28,7 +28,8 @@ use crate::foundations::client_ip::ClientIpResolver;
 /// Installs the global subscriber, writing to stderr through [`Redacting`].
 /// A second call (tests) leaves the first in place.
 pub fn init(filter: &str, format: LogFormat) {
-    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_new(quiet_migrator(filter)).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_span_events(FmtSpan::NONE)
@@ -37,6 +38,17 @@ pub fn init(filter: &str, format: LogFormat) {
         LogFormat::Pretty => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
     };
+}
+
+/// `filter` with sea-orm's migrator held to warnings, unless the filter
+/// names it: start-up logs the schema in one line of its own instead of two
+/// per migration.
+fn quiet_migrator(filter: &str) -> String {
+    if filter.contains("sea_orm_migration") {
+        filter.to_owned()
+    } else {
+        format!("{filter},sea_orm_migration=warn")
+    }
 }
 
 /// A full key (`cola_` and 36 base62 characters) or a JWT (three base64url

@@ -66,6 +66,7 @@ fn mount(config: &mut web::ServiceConfig) {
         .service(get_only("/ready", rest::health::ready))
         .service(get_only("/metrics", metrics::scrape))
         .service(get_only("/api/openapi.json", rest::openapi::document))
+        .service(get_only("/api/docs", rest::api_docs::page))
         // Before the key routes: `/api/mcp/keys/report` would otherwise be
         // taken for a key id.
         .configure(rest::report::configure)

@@ -29,6 +29,7 @@ use subtle::ConstantTimeEq;
 use crate::auth::jwt::JwtVerifier;
 use crate::config::{JwtKey, JwtSettings, Settings};
 use crate::foundations::client_ip::ClientIpResolver;
+use crate::foundations::html::escape;
 use crate::foundations::problem::Problem;
 use crate::foundations::routing::method_not_allowed;
 use session::{ConsoleSessions, IssueError, Purpose, SessionRefusal};
@@ -525,11 +526,4 @@ fn page(status: StatusCode, title: &str, detail: &str) -> HttpResponse {
         .insert_header((CONTENT_TYPE, "text/html; charset=utf-8"))
         .insert_header((CACHE_CONTROL, "no-store"))
         .body(body)
-}
-
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }

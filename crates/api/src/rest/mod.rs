@@ -2,6 +2,7 @@
 //! thin handlers that extract, call a service, and map; the OpenAPI document
 //! that describes them.
 
+pub(crate) mod api_docs;
 pub(crate) mod health;
 pub(crate) mod keys;
 pub(crate) mod openapi;

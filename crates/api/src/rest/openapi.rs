@@ -240,7 +240,7 @@ impl Modify for BearerJwt {
 pub struct ApiDoc;
 
 /// The document as served, rendered once.
-static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
+pub(crate) static DOCUMENT: LazyLock<String> = LazyLock::new(|| {
     ApiDoc::openapi()
         .to_json()
         .unwrap_or_else(|error| format!(r#"{{"error":"{error}"}}"#))

@@ -98,9 +98,10 @@ impl Settings {
         let listen = self.server.listen;
         (self.dev && !listen.ip().to_canonical().is_loopback()).then(|| {
             format!(
-                "invalid configuration: COLA_LISTEN (or --listen): --dev listens on a loopback address only \
-                 (127.0.0.1 or [::1]), not {listen}; its console signs anyone who reaches it in \
-                 as the demo admin. Serve without --dev to listen elsewhere."
+                "invalid configuration: COLA_LISTEN: --dev listens on a loopback address only \
+                 (127.0.0.1 or [::1]), not {listen} (from COLA_LISTEN or --listen); its console \
+                 signs anyone who reaches it in as the demo admin. Serve without --dev to listen \
+                 elsewhere."
             )
         })
     }

@@ -66,7 +66,7 @@ struct ServeArgs {
     dev: bool,
     /// Listen on this address and port, such as 127.0.0.1:8090 (instead of
     /// COLA_LISTEN).
-    #[arg(long, value_name = "HOST:PORT", value_parser = parse_listen)]
+    #[arg(long, value_name = "HOST:PORT", value_parser = crate::config::parse_listen)]
     listen: Option<SocketAddr>,
     /// Listen on this port, on COLA_LISTEN's (or --listen's) address.
     #[arg(long, value_name = "N")]
@@ -82,12 +82,6 @@ impl ServeArgs {
         }
         listen
     }
-}
-
-fn parse_listen(raw: &str) -> Result<SocketAddr, String> {
-    raw.trim()
-        .parse()
-        .map_err(|_| "must be an address and port, such as 127.0.0.1:8090 or [::1]:8090".to_owned())
 }
 
 /// A tenant or user id, with an error that says what is expected.
@@ -217,13 +211,7 @@ async fn serve(args: ServeArgs) -> ExitCode {
         &settings.telemetry.log_filter,
         settings.telemetry.log_format,
     );
-    settings.dev = args.dev;
     settings.server.listen = args.listen(settings.server.listen);
-    // Before anything is written or bound.
-    if let Some(refusal) = settings.dev_listen_refusal() {
-        eprintln!("{refusal}");
-        return ExitCode::from(2);
-    }
     let dev_secret = if args.dev {
         match prepare_dev(&mut settings) {
             Ok(secret) => Some(secret),
@@ -258,10 +246,34 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
 }
 
-/// `--dev`: the HS256 secret (kept in [`DEV_SECRET_FILE`] unless
-/// `COLA_JWT_SECRET` is set), the secrets and identity keys kept beside it,
-/// and loopback upstreams allowed; the secret, to mint the demo token with.
+/// What `--dev` decides without touching a file: the loopback address it
+/// must listen on, the HS256 JWT setting it mints with (no other), and
+/// loopback upstreams allowed. `Err`: why it refuses to run. `serve --dev`
+/// and `check-config --dev` both apply it.
+fn dev_rules(settings: &mut Settings) -> Result<(), String> {
+    settings.dev = true;
+    if let Some(refusal) = settings.dev_listen_refusal() {
+        return Err(refusal);
+    }
+    if matches!(&settings.jwt, Some(jwt) if !matches!(jwt.key, JwtKey::Secret(_))) {
+        return Err(DEV_JWT_CONFLICT.to_owned());
+    }
+    // A local demo registers servers on the same machine.
+    if settings.gateway.allowed_networks.is_empty() {
+        settings.gateway.allowed_networks = AllowedNetworks::loopback();
+    }
+    Ok(())
+}
+
+/// `--dev`: its rules ([`dev_rules`]), then the HS256 secret (kept in
+/// [`DEV_SECRET_FILE`] unless `COLA_JWT_SECRET` is set) and the secrets and
+/// identity keys kept beside it, all checked before anything is written;
+/// the secret, to mint the demo token with.
 fn prepare_dev(settings: &mut Settings) -> Result<String, ExitCode> {
+    dev_rules(settings).map_err(|refusal| {
+        eprintln!("{refusal}");
+        ExitCode::from(2)
+    })?;
     let secret = dev_jwt_secret(settings)?;
     if settings.gateway.secrets_key.is_none() {
         let key = dev_secrets_key(&PathBuf::from(DEV_SECRETS_KEY_FILE)).map_err(dev_failure)?;
@@ -270,10 +282,6 @@ fn prepare_dev(settings: &mut Settings) -> Result<String, ExitCode> {
     if settings.gateway.identity_key.is_none() {
         let key = dev_identity_key(&PathBuf::from(DEV_IDENTITY_KEY_FILE)).map_err(dev_failure)?;
         settings.gateway.identity_key = Some(std::sync::Arc::new(key));
-    }
-    // A local demo registers servers on the same machine.
-    if settings.gateway.allowed_networks.is_empty() {
-        settings.gateway.allowed_networks = AllowedNetworks::loopback();
     }
     Ok(secret)
 }
@@ -287,18 +295,15 @@ const DEV_JWT_CONFLICT: &str = "--dev mints HS256 tokens; it cannot be combined 
      COLA_JWT_PUBLIC_KEY_FILE, COLA_JWT_JWKS_URL or COLA_OIDC_ISSUER";
 
 /// The HS256 secret `--dev` mints with: `COLA_JWT_SECRET`, or the one kept
-/// in [`DEV_SECRET_FILE`], which then becomes the JWT setting.
+/// in [`DEV_SECRET_FILE`], which then becomes the JWT setting ([`dev_rules`]
+/// has refused every other JWT setting).
 fn dev_jwt_secret(settings: &mut Settings) -> Result<String, ExitCode> {
     match &settings.jwt {
         Some(JwtSettings {
             key: JwtKey::Secret(secret),
             ..
         }) => Ok(secret.expose().to_owned()),
-        Some(_) => {
-            eprintln!("{DEV_JWT_CONFLICT}");
-            Err(ExitCode::from(2))
-        }
-        None => {
+        _ => {
             let secret = dev_secret(&PathBuf::from(DEV_SECRET_FILE)).map_err(|error| {
                 eprintln!("--dev: cannot keep a secret in {DEV_SECRET_FILE}: {error}");
                 ExitCode::from(1)
@@ -439,7 +444,7 @@ async fn check_config(args: &ServeArgs) -> ExitCode {
         Ok(mut settings) => {
             settings.server.listen = args.listen(settings.server.listen);
             if args.dev
-                && let Err(refusal) = preview_dev(&mut settings)
+                && let Err(refusal) = dev_rules(&mut settings)
             {
                 eprintln!("{refusal}");
                 return ExitCode::from(2);
@@ -465,23 +470,6 @@ async fn check_config(args: &ServeArgs) -> ExitCode {
             ExitCode::from(2)
         }
     }
-}
-
-/// `--dev`'s settings as `check-config` shows them: what `prepare_dev`
-/// would choose, without writing its files. `Err`: what `serve --dev`
-/// would refuse.
-fn preview_dev(settings: &mut Settings) -> Result<(), String> {
-    settings.dev = true;
-    if let Some(refusal) = settings.dev_listen_refusal() {
-        return Err(refusal);
-    }
-    if matches!(&settings.jwt, Some(jwt) if !matches!(jwt.key, JwtKey::Secret(_))) {
-        return Err(DEV_JWT_CONFLICT.to_owned());
-    }
-    if settings.gateway.allowed_networks.is_empty() {
-        settings.gateway.allowed_networks = AllowedNetworks::loopback();
-    }
-    Ok(())
 }
 
 /// What `--dev` uses for a setting it fills in from a file of its own.

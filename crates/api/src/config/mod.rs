@@ -22,7 +22,7 @@ pub use database::DatabaseSettings;
 pub use gateway::GatewaySettings;
 pub use keys::KeySettings;
 pub use reader::is_safe_provider_url;
-pub use server::{ServerSettings, normalise_origin};
+pub use server::{ServerSettings, normalise_origin, parse_listen};
 pub use telemetry::{LogFormat, TelemetrySettings};
 pub use usage::UsageSettings;
 

@@ -21,15 +21,22 @@ pub struct ServerSettings {
 
 const DEFAULT_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 8080);
 
+/// A listen address as `COLA_LISTEN` and `--listen` take it.
+///
+/// # Errors
+/// What is expected, for the message naming the variable or flag.
+pub fn parse_listen(raw: &str) -> Result<SocketAddr, &'static str> {
+    raw.trim()
+        .parse()
+        .map_err(|_| "must be an address and port, such as 127.0.0.1:8080 or [::1]:8080")
+}
+
 impl ServerSettings {
     pub(super) fn read(read: &mut Reader<'_>) -> Self {
         let listen = match read.text("COLA_LISTEN") {
             None => SocketAddr::from(DEFAULT_LISTEN),
-            Some(raw) => raw.trim().parse().unwrap_or_else(|_| {
-                read.fail(
-                    "COLA_LISTEN",
-                    "must be an address and port, such as 127.0.0.1:8080 or [::]:8080",
-                );
+            Some(raw) => parse_listen(&raw).unwrap_or_else(|expected| {
+                read.fail("COLA_LISTEN", expected);
                 SocketAddr::from(DEFAULT_LISTEN)
             }),
         };

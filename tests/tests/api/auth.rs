@@ -18,22 +18,26 @@ async fn status_with(app: &TestApp, authorization: Option<String>) -> (u16, Opti
     (response.status().as_u16(), content_type)
 }
 
+/// Alice's claims, valid for ten minutes from `now`, with `extra` laid over
+/// them (a `null` removes the claim).
+fn alices_claims(tenant: &Tenant, now: i64, extra: &Value) -> Value {
+    let mut claims = json!({ "sub": tenant.alice.to_string(), "tenant_id": tenant.id.to_string(), "exp": now + 600 });
+    for (k, v) in extra.as_object().unwrap() {
+        if v.is_null() {
+            claims.as_object_mut().unwrap().remove(k);
+        } else {
+            claims[k] = v.clone();
+        }
+    }
+    claims
+}
+
 #[tokio::test]
 async fn every_kind_of_bad_jwt_is_a_401_problem() {
     let app = TestApp::spawn().await;
     let tenant = Tenant::new();
     let now = chrono::Utc::now().timestamp();
-    let claims = |extra: Value| {
-        let mut claims = json!({ "sub": tenant.alice.to_string(), "tenant_id": tenant.id.to_string(), "exp": now + 600 });
-        for (k, v) in extra.as_object().unwrap() {
-            if v.is_null() {
-                claims.as_object_mut().unwrap().remove(k);
-            } else {
-                claims[k] = v.clone();
-            }
-        }
-        claims
-    };
+    let claims = |extra: Value| alices_claims(&tenant, now, &extra);
     let valid = app.token(tenant.id, tenant.alice, "member");
     let key = app.new_key(&valid, &json!({ "name": "k" })).await["key"]
         .as_str()
@@ -126,17 +130,7 @@ async fn a_refused_token_says_why() {
     let app = TestApp::spawn().await;
     let tenant = Tenant::new();
     let now = chrono::Utc::now().timestamp();
-    let claims = |extra: Value| {
-        let mut claims = json!({ "sub": tenant.alice.to_string(), "tenant_id": tenant.id.to_string(), "exp": now + 600 });
-        for (k, v) in extra.as_object().unwrap() {
-            if v.is_null() {
-                claims.as_object_mut().unwrap().remove(k);
-            } else {
-                claims[k] = v.clone();
-            }
-        }
-        claims
-    };
+    let claims = |extra: Value| alices_claims(&tenant, now, &extra);
     let valid = app.token(tenant.id, tenant.alice, "member");
     let key = app.new_key(&valid, &json!({ "name": "k" })).await["key"]
         .as_str()

@@ -36,7 +36,6 @@ pub struct ProblemDetails {
     pub errors: Option<BTreeMap<String, Vec<String>>>,
 }
 
-/// The body of `/health` and `/ready`.
 /// The failures every management route can answer with (documentation
 /// only: never built).
 #[derive(Debug, IntoResponses)]
@@ -46,7 +45,7 @@ pub enum ManagementFailures {
     #[response(
         status = 401,
         content_type = "application/problem+json",
-        headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"cola\"`"))
+        headers(("WWW-Authenticate" = String, description = "`Bearer realm=\"cola\"`; for a refused token also `error=\"invalid_token\", error_description=\"…\"` saying why (RFC 6750)"))
     )]
     Unauthorized(ProblemDetails),
     /// Too many failed authentications from this address, or (on a write)
@@ -114,6 +113,7 @@ pub enum ChangeFailures {
     Revoked(ProblemDetails),
 }
 
+/// The body of `/health` and `/ready`.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthStatus {
     /// `ok` (liveness) or `ready` (readiness).

@@ -110,6 +110,13 @@ impl Gateway {
             .await
             .unwrap()
     }
+
+    /// The answer to `tools/call` of `tool` with `arguments`, through the
+    /// gateway to its own server.
+    async fn call(&self, key: &str, tool: &str, arguments: Value) -> Value {
+        let params = json!({ "name": tool, "arguments": arguments });
+        answer(self.post(&self.slug, key, "tools/call", params).await).await
+    }
 }
 
 /// The JSON-RPC answer of a 200, from a JSON body or an event stream's
@@ -158,34 +165,14 @@ async fn a_key_sees_and_calls_only_its_granted_tools_and_the_upstream_sees_colas
     assert_eq!(tool_names(&listed), ["whoami"]);
     assert_eq!(listed["id"], 7, "the client's id comes back");
 
-    let called = answer(
-        setup
-            .post(
-                &setup.slug,
-                &key,
-                "tools/call",
-                json!({ "name": "whoami", "arguments": {} }),
-            )
-            .await,
-    )
-    .await;
+    let called = setup.call(&key, "whoami", json!({})).await;
     let identity = &called["result"]["structuredContent"];
     // The upstream answered for the credential stored with the server, so it
     // never saw the client's key.
     assert_eq!(identity["key_id"], setup.upstream_key_id.as_str());
     assert_ne!(identity["key_id"], client_key_id.as_str());
 
-    let hidden = answer(
-        setup
-            .post(
-                &setup.slug,
-                &key,
-                "tools/call",
-                json!({ "name": "list_api_keys", "arguments": {} }),
-            )
-            .await,
-    )
-    .await;
+    let hidden = setup.call(&key, "list_api_keys", json!({})).await;
     assert_eq!(hidden["error"]["code"], -32602, "{hidden}");
 }
 
@@ -215,31 +202,17 @@ async fn a_read_only_key_never_reaches_a_writing_tool_even_when_it_is_granted() 
     let listed = answer(setup.post(&setup.slug, &key, "tools/list", json!({})).await).await;
     assert_eq!(tool_names(&listed), ["list_api_keys", "whoami"]);
 
-    let refused = answer(
-        setup
-            .post(
-                &setup.slug,
-                &key,
-                "tools/call",
-                json!({ "name": "revoke_api_key", "arguments": { "id": setup.upstream_key_id } }),
-            )
-            .await,
-    )
-    .await;
+    let refused = setup
+        .call(
+            &key,
+            "revoke_api_key",
+            json!({ "id": setup.upstream_key_id }),
+        )
+        .await;
     assert_eq!(refused["error"]["code"], -32602, "{refused}");
     // Had the call arrived, the upstream key would have revoked itself and the
     // next call through the gateway would fail.
-    let still = answer(
-        setup
-            .post(
-                &setup.slug,
-                &key,
-                "tools/call",
-                json!({ "name": "whoami", "arguments": {} }),
-            )
-            .await,
-    )
-    .await;
+    let still = setup.call(&key, "whoami", json!({})).await;
     assert_eq!(
         still["result"]["structuredContent"]["key_id"],
         setup.upstream_key_id.as_str()

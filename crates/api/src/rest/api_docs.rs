@@ -36,8 +36,9 @@ pub async fn page() -> HttpResponse {
         .body(PAGE.as_str())
 }
 
-fn text<'a>(value: &'a Value, field: &str) -> &'a str {
-    value.get(field).and_then(Value::as_str).unwrap_or_default()
+/// The text at `index` (a field name, or an array position), or nothing.
+fn text<I: serde_json::value::Index>(value: &Value, index: I) -> &str {
+    value.get(index).and_then(Value::as_str).unwrap_or_default()
 }
 
 /// The whole page: the document's title and description, then every
@@ -58,8 +59,8 @@ fn render(document: &Value) -> String {
         escape(text(document, "openapi")),
     );
     let operations = operations(document);
-    let tags = document["tags"].as_array().cloned().unwrap_or_default();
-    for tag in &tags {
+    let tags: &[Value] = document["tags"].as_array().map_or(&[], Vec::as_slice);
+    for tag in tags {
         let name = text(tag, "name");
         let _ = write!(
             html,
@@ -68,14 +69,14 @@ fn render(document: &Value) -> String {
             name = escape(name),
             description = escape(text(tag, "description")),
         );
-        for (_, method, path, operation) in operations.iter().filter(|(t, ..)| t == name) {
+        for (_, method, path, operation) in operations.iter().filter(|(t, ..)| *t == name) {
             html.push_str(&render_operation(method, path, operation));
         }
         html.push_str("</section>");
     }
     let untagged: Vec<_> = operations
         .iter()
-        .filter(|(t, ..)| !tags.iter().any(|tag| text(tag, "name") == t))
+        .filter(|(t, ..)| !tags.iter().any(|tag| text(tag, "name") == *t))
         .collect();
     if !untagged.is_empty() {
         html.push_str("<section><h2>Other</h2>");
@@ -89,20 +90,24 @@ fn render(document: &Value) -> String {
 }
 
 /// Every operation as (first tag, method, path, operation), in path order.
-fn operations(document: &Value) -> Vec<(String, &'static str, String, Value)> {
-    let mut found = Vec::new();
+fn operations(document: &Value) -> Vec<(&str, &'static str, &str, &Value)> {
     let Some(paths) = document["paths"].as_object() else {
-        return found;
+        return Vec::new();
     };
-    for (path, item) in paths {
-        for method in METHODS {
-            if let Some(operation) = item.get(method) {
-                let tag = operation["tags"][0].as_str().unwrap_or_default().to_owned();
-                found.push((tag, method, path.clone(), operation.clone()));
-            }
-        }
-    }
-    found
+    paths
+        .iter()
+        .flat_map(|(path, item)| {
+            METHODS.into_iter().filter_map(move |method| {
+                let operation = item.get(method)?;
+                Some((
+                    text(&operation["tags"], 0),
+                    method,
+                    path.as_str(),
+                    operation,
+                ))
+            })
+        })
+        .collect()
 }
 
 /// One operation: method and path, summary, description, parameters, the

@@ -272,8 +272,7 @@ impl<'a> Outcome<'a> {
                 logged.as_deref().unwrap_or("-")
             }
         };
-        let tenant = self.tenant.map(|tenant| tenant.to_string());
-        let tenant = tenant.as_deref().unwrap_or("-");
+        let tenant = LoggedTenant(self.tenant);
         let cached = self.path == Some(AuthPath::Hot);
         // A level must be a constant, hence the macro.
         macro_rules! log {
@@ -281,7 +280,7 @@ impl<'a> Outcome<'a> {
                 tracing::$level!(
                     %client,
                     key_prefix = prefix,
-                    tenant,
+                    %tenant,
                     outcome = self.label,
                     cached,
                     "mcp authentication"
@@ -292,6 +291,20 @@ impl<'a> Outcome<'a> {
             log!(debug);
         } else {
             log!(info);
+        }
+    }
+}
+
+/// The tenant of a log line, `-` when none is known. Written only when the
+/// line is: an admission served from the cache is logged at debug, which is
+/// usually off, and its tenant is then never formatted.
+struct LoggedTenant(Option<TenantId>);
+
+impl std::fmt::Display for LoggedTenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(tenant) => tenant.fmt(f),
+            None => f.write_str("-"),
         }
     }
 }
